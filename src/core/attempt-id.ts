@@ -1,0 +1,47 @@
+import { randomBytes } from 'node:crypto';
+import { InvalidArgumentError } from './errors';
+import { isFactor, type Factor } from './subjects';
+
+/**
+ * An attempt id names one reservation and carries what is needed to settle it from the id alone
+ * (org, user, factor) — the sidecar's `/v1/attempts/{attemptId}/…` routes get nothing else.
+ * Form: base64url(JSON [org, user, factor]) "." 22 chars of base64url randomness (128 bits).
+ * The random part is the reservation's key in the store, so a forged or guessed id finds nothing.
+ */
+export interface AttemptRef {
+  readonly org: string;
+  readonly user: string;
+  readonly factor: Factor;
+  /** The reservation's key in the store. */
+  readonly nonce: string;
+}
+
+export function newNonce(): string {
+  return randomBytes(16).toString('base64url');
+}
+
+export function encodeAttemptId(ref: AttemptRef): string {
+  return `${Buffer.from(JSON.stringify([ref.org, ref.user, ref.factor])).toString('base64url')}.${ref.nonce}`;
+}
+
+const MAX_ATTEMPT_ID = 2048;
+
+/** Decodes an attempt id; anything malformed is an InvalidArgumentError. */
+export function decodeAttemptId(id: string): AttemptRef {
+  const bad = () => new InvalidArgumentError('Errors.Attempt.Invalid', 'attemptId is malformed', 'attemptId');
+  if (typeof id !== 'string' || id.length > MAX_ATTEMPT_ID) throw bad();
+  const dot = id.indexOf('.');
+  if (dot <= 0) throw bad();
+  const nonce = id.slice(dot + 1);
+  if (!/^[A-Za-z0-9_-]{22}$/.test(nonce)) throw bad();
+  let parts: unknown;
+  try {
+    parts = JSON.parse(Buffer.from(id.slice(0, dot), 'base64url').toString('utf8'));
+  } catch {
+    throw bad();
+  }
+  if (!Array.isArray(parts) || parts.length !== 3) throw bad();
+  const [org, user, factor] = parts as unknown[];
+  if (typeof org !== 'string' || typeof user !== 'string' || !isFactor(factor)) throw bad();
+  return { org, user, factor, nonce };
+}

@@ -1,0 +1,63 @@
+import type { Owner, SettingsRecord } from './store';
+
+interface Entry {
+  readonly promise: Promise<SettingsRecord | null>;
+  readonly expiresAt: number;
+}
+
+/**
+ * In-process cache of stored settings records, keyed by owner. Entries live `ttlMs` at most and
+ * are dropped at once when the store reports a change (pub/sub on Redis), so a change is seen by
+ * every process within the TTL even if a notification is lost. A read that was in flight when an
+ * invalidation arrived is not cached (generation check), so it cannot put back a stale value.
+ */
+export class SettingsCache {
+  private readonly entries = new Map<string, Entry>();
+  private generation = 0;
+
+  constructor(
+    private readonly ttlMs: number,
+    private readonly maxEntries = 10_000,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  get(owner: Owner, load: () => Promise<SettingsRecord | null>): Promise<SettingsRecord | null> {
+    const key = keyOf(owner);
+    const hit = this.entries.get(key);
+    const now = this.now();
+    if (hit && hit.expiresAt > now) return hit.promise;
+    const generation = this.generation;
+    const promise = load();
+    if (this.ttlMs > 0) {
+      this.entries.delete(key);
+      this.entries.set(key, { promise, expiresAt: now + this.ttlMs });
+      if (this.entries.size > this.maxEntries) {
+        const oldest = this.entries.keys().next().value;
+        if (oldest !== undefined) this.entries.delete(oldest);
+      }
+      promise.then(
+        () => {
+          if (this.generation !== generation && this.entries.get(key)?.promise === promise) this.entries.delete(key);
+        },
+        () => {
+          if (this.entries.get(key)?.promise === promise) this.entries.delete(key);
+        },
+      );
+    }
+    return promise;
+  }
+
+  invalidate(owner: Owner): void {
+    this.generation++;
+    this.entries.delete(keyOf(owner));
+  }
+
+  clear(): void {
+    this.generation++;
+    this.entries.clear();
+  }
+}
+
+function keyOf(owner: Owner): string {
+  return owner.type === 'instance' ? 'i' : `o:${owner.org}`;
+}

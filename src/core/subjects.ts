@@ -1,0 +1,65 @@
+import { InvalidArgumentError } from './errors';
+
+/** The credential factors lockgate counts, each with its own counter. */
+export const FACTORS = ['password', 'totp', 'otp_sms', 'otp_email', 'recovery_code'] as const;
+export type Factor = (typeof FACTORS)[number];
+
+/** Who a counter belongs to: (instance, org, user). Ids are opaque and case-sensitive. */
+export interface Subject {
+  readonly instance: string;
+  readonly org: string;
+  readonly user: string;
+}
+
+/** The lockout limits that apply to one check: 0 means "never lock" (counts still count). */
+export interface Limits {
+  readonly maxPasswordAttempts: number;
+  readonly maxOtpAttempts: number;
+}
+
+/** The limit of one factor: password against maxPasswordAttempts, every OTP kind (and recovery codes) against maxOtpAttempts. */
+export function limitOf(factor: Factor, limits: Limits): number {
+  return factor === 'password' ? limits.maxPasswordAttempts : limits.maxOtpAttempts;
+}
+
+export function isFactor(value: unknown): value is Factor {
+  return typeof value === 'string' && (FACTORS as readonly string[]).includes(value);
+}
+
+export const MAX_ID_LENGTH = 256;
+// C0 controls, DEL and C1 controls.
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
+
+/**
+ * Validates an org, user or instance id: a string of 1–256 characters (UTF-16 code units) with
+ * no control characters. Throws InvalidArgumentError naming the field.
+ */
+export function validateId(value: unknown, field: string): string {
+  if (typeof value !== 'string' || value.length === 0) {
+    throw new InvalidArgumentError('Errors.Id.Missing', `${field} is required`, field);
+  }
+  if (value.length > MAX_ID_LENGTH) {
+    throw new InvalidArgumentError('Errors.Id.TooLong', `${field} must be at most ${MAX_ID_LENGTH} characters`, field);
+  }
+  if (CONTROL.test(value)) {
+    throw new InvalidArgumentError('Errors.Id.Invalid', `${field} must not contain control characters`, field);
+  }
+  return value;
+}
+
+export function validateFactor(value: unknown, field = 'factor'): Factor {
+  if (!isFactor(value)) {
+    throw new InvalidArgumentError('Errors.Factor.Invalid', `${field} must be one of ${FACTORS.join(', ')}`, field);
+  }
+  return value;
+}
+
+export function makeSubject(instance: string, org: unknown, user: unknown): Subject {
+  return { instance, org: validateId(org, 'orgId'), user: validateId(user, 'userId') };
+}
+
+/** All factors at zero, for stores building a UserState. */
+export function zeroCounters(): Record<Factor, number> {
+  return { password: 0, totp: 0, otp_sms: 0, otp_email: 0, recovery_code: 0 };
+}

@@ -1,0 +1,463 @@
+/**
+ * One contract suite for every LockoutStore: each store test file calls describeLockoutStore()
+ * with a context that makes stores on one shared backend (a MemoryStore object, a standalone
+ * Redis, a Redis Cluster). The rules are API.md section 1; G1–G3 are exercised with real
+ * concurrency: many checks in flight at once through several engines and store connections.
+ */
+import { randomUUID } from 'node:crypto';
+import {
+  AlreadyExistsError,
+  InvalidArgumentError,
+  LockoutEngine,
+  NotChangedError,
+  NotFoundError,
+  type CheckResult,
+  type LockoutEngineOptions,
+  type LockoutStore,
+} from '../../src';
+
+export interface StoreContext {
+  /**
+   * A new store on the shared backend: for Redis a store with its own new connection, so that
+   * several stores from one context act as several processes would.
+   */
+  makeStore(): Promise<LockoutStore>;
+  /** How many keys or records the user's state takes (0 when it takes no space). */
+  stateOf(store: LockoutStore, instance: string, org: string, user: string): Promise<number>;
+  /** Closes what makeStore opened. */
+  cleanup(): Promise<void>;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export function describeLockoutStore(name: string, makeContext: () => Promise<StoreContext>): void {
+  describe(`LockoutStore contract: ${name}`, () => {
+    let ctx: StoreContext;
+    let instanceId: string;
+    const engines: LockoutEngine[] = [];
+
+    beforeAll(async () => {
+      ctx = await makeContext();
+    });
+    afterAll(async () => {
+      await ctx.cleanup();
+    });
+    beforeEach(() => {
+      instanceId = `inst-${randomUUID()}`;
+    });
+    afterEach(() => {
+      for (const e of engines.splice(0)) e.close();
+    });
+
+    async function engine(options: Partial<LockoutEngineOptions> = {}, store?: LockoutStore): Promise<LockoutEngine> {
+      const e = new LockoutEngine({ store: store ?? (await ctx.makeStore()), instanceId, ...options });
+      engines.push(e);
+      return e;
+    }
+
+    const wrong = () => false;
+    const right = () => true;
+
+    describe('settings', () => {
+      it('serves the configured instance default, and 10/10 when none is configured', async () => {
+        const shipped = await engine();
+        const s = await shipped.getEffectiveSettings('org-a');
+        expect(s).toMatchObject({
+          maxPasswordAttempts: 10,
+          maxOtpAttempts: 10,
+          isDefault: true,
+          resourceOwnerType: 'RESOURCE_OWNER_TYPE_INSTANCE',
+        });
+        expect(s.details).toEqual({ sequence: 0, resourceOwner: instanceId });
+        const configured = await engine({ defaults: { maxPasswordAttempts: 3, maxOtpAttempts: 4 } });
+        expect(await configured.getInstanceSettings()).toMatchObject({ maxPasswordAttempts: 3, maxOtpAttempts: 4 });
+      });
+
+      it('adds, updates and resets org settings with details, errors and per-owner sequence', async () => {
+        const e = await engine();
+        const before = Date.now();
+        const added = await e.addOrgSettings('org-a', { maxPasswordAttempts: 3, maxOtpAttempts: '2' });
+        expect(added.sequence).toBe(1);
+        expect(added.resourceOwner).toBe('org-a');
+        expect(added.creationDate).toBeGreaterThanOrEqual(before - 2000);
+        expect(added.changeDate).toBe(added.creationDate);
+        await expect(e.addOrgSettings('org-a', { maxPasswordAttempts: 5 })).rejects.toBeInstanceOf(AlreadyExistsError);
+
+        const eff = await e.getEffectiveSettings('org-a');
+        expect(eff).toMatchObject({
+          maxPasswordAttempts: 3,
+          maxOtpAttempts: 2,
+          isDefault: false,
+          resourceOwnerType: 'RESOURCE_OWNER_TYPE_ORG',
+        });
+        expect(eff.details.sequence).toBe(1);
+
+        await expect(e.updateOrgSettings('org-a', { maxPasswordAttempts: 3, maxOtpAttempts: 2 })).rejects.toBeInstanceOf(
+          NotChangedError,
+        );
+        await sleep(5);
+        const updated = await e.updateOrgSettings('org-a', { maxPasswordAttempts: 4, maxOtpAttempts: 2 });
+        expect(updated.sequence).toBe(2);
+        expect(updated.creationDate).toBe(added.creationDate);
+        expect(updated.changeDate).toBeGreaterThan(added.creationDate!);
+
+        const reset = await e.resetOrgSettings('org-a');
+        expect(reset.sequence).toBe(3);
+        expect(await e.getEffectiveSettings('org-a')).toMatchObject({ maxPasswordAttempts: 10, isDefault: true });
+        await expect(e.resetOrgSettings('org-a')).rejects.toBeInstanceOf(NotFoundError);
+        await expect(e.updateOrgSettings('org-a', { maxPasswordAttempts: 1 })).rejects.toBeInstanceOf(NotFoundError);
+        // the sequence survives the reset and other orgs have their own
+        expect((await e.addOrgSettings('org-a', { maxPasswordAttempts: 1 })).sequence).toBe(4);
+        expect((await e.addOrgSettings('org-b', { maxPasswordAttempts: 1 })).sequence).toBe(1);
+      });
+
+      it('changes instance settings, refusing the same values (also when only the default is configured)', async () => {
+        const e = await engine({ defaults: { maxPasswordAttempts: 5, maxOtpAttempts: 5 } });
+        await expect(e.updateInstanceSettings({ maxPasswordAttempts: 5, maxOtpAttempts: 5 })).rejects.toBeInstanceOf(
+          NotChangedError,
+        );
+        const d = await e.updateInstanceSettings({ maxPasswordAttempts: 7, maxOtpAttempts: 5 });
+        expect(d).toMatchObject({ sequence: 1, resourceOwner: instanceId });
+        expect(await e.getEffectiveSettings('any-org')).toMatchObject({ maxPasswordAttempts: 7, isDefault: true });
+        await e.addOrgSettings('org-c', { maxPasswordAttempts: 2, maxOtpAttempts: 2 });
+        expect(await e.getEffectiveSettings('org-c')).toMatchObject({ maxPasswordAttempts: 2, isDefault: false });
+      });
+
+      it('rejects invalid values and ids', async () => {
+        const e = await engine();
+        for (const bad of [-1, 1.5, 2 ** 32, '12a', true, '-3', '', [1], { n: 1 }]) {
+          await expect(e.addOrgSettings('org-a', { maxPasswordAttempts: bad })).rejects.toBeInstanceOf(InvalidArgumentError);
+        }
+        await expect(e.addOrgSettings('', { maxPasswordAttempts: 1 })).rejects.toBeInstanceOf(InvalidArgumentError);
+        await expect(e.getEffectiveSettings('x'.repeat(257))).rejects.toBeInstanceOf(InvalidArgumentError);
+        await expect(e.check('org-a', 'bad\u0000user', 'password', right)).rejects.toBeInstanceOf(InvalidArgumentError);
+        await expect(e.check('org-a', 'u', 'fingerprint' as never, right)).rejects.toBeInstanceOf(InvalidArgumentError);
+        expect((await e.addOrgSettings('org-a', { maxPasswordAttempts: 2 ** 32 - 1 })).sequence).toBe(1);
+      });
+
+      it('two engines sharing a store see a settings change within 1 s (G3)', async () => {
+        const store = await ctx.makeStore();
+        const a = await engine({ settingsCacheTtlMs: 1000 }, store);
+        const b = await engine({ settingsCacheTtlMs: 1000 });
+        expect((await a.getEffectiveSettings('org-g3')).maxPasswordAttempts).toBe(10); // now cached in a
+        const changedAt = Date.now();
+        await b.addOrgSettings('org-g3', { maxPasswordAttempts: 2, maxOtpAttempts: 2 });
+        let seen = -1;
+        while (Date.now() - changedAt < 1000) {
+          if ((await a.getEffectiveSettings('org-g3')).maxPasswordAttempts === 2) {
+            seen = Date.now() - changedAt;
+            break;
+          }
+          await sleep(10);
+        }
+        expect(seen).toBeGreaterThanOrEqual(0);
+        // and the new limit is enforced by a at once
+        for (let i = 0; i < 2; i++) await a.check('org-g3', 'u', 'password', wrong);
+        expect((await a.getUserStatus('org-g3', 'u')).locked).toBe(true);
+      });
+    });
+
+    describe('lockout rules', () => {
+      it('locks when count + 1 >= max; the reaching attempt gets the invalid answer, later ones locked', async () => {
+        const e = await engine({ defaults: { maxPasswordAttempts: 3, maxOtpAttempts: 3 } });
+        const r1 = await e.check('o', 'alice', 'password', wrong);
+        const r2 = await e.check('o', 'alice', 'password', wrong);
+        const r3 = await e.check('o', 'alice', 'password', wrong);
+        expect(r1).toEqual({ outcome: 'failure', failedAttempts: 1, locked: false });
+        expect(r2).toEqual({ outcome: 'failure', failedAttempts: 2, locked: false });
+        expect(r3).toEqual({ outcome: 'failure', failedAttempts: 3, locked: true });
+        let evaluated = false;
+        const r4 = await e.check('o', 'alice', 'password', () => (evaluated = true));
+        expect(r4.outcome).toBe('locked');
+        expect(evaluated).toBe(false); // a locked user's credential is never evaluated
+        const status = await e.getUserStatus('o', 'alice');
+        expect(status.locked).toBe(true);
+        expect(status.lockedAt).toBeGreaterThan(0);
+        expect(status.failedAttempts.password).toBe(3);
+        // every factor is refused while locked
+        expect((await e.check('o', 'alice', 'totp', right)).outcome).toBe('locked');
+      });
+
+      it('a success resets only its own factor', async () => {
+        const e = await engine({ defaults: { maxPasswordAttempts: 5, maxOtpAttempts: 5 } });
+        await e.check('o', 'bob', 'password', wrong);
+        await e.check('o', 'bob', 'password', wrong);
+        await e.check('o', 'bob', 'totp', wrong);
+        await e.check('o', 'bob', 'otp_sms', wrong);
+        expect(await e.check('o', 'bob', 'password', right)).toEqual({ outcome: 'success', failedAttempts: 0, locked: false });
+        const s = await e.getUserStatus('o', 'bob');
+        expect(s.failedAttempts).toEqual({ password: 0, totp: 1, otp_sms: 1, otp_email: 0, recovery_code: 0 });
+      });
+
+      it('counts each OTP factor separately against maxOtpAttempts, recovery codes too', async () => {
+        const e = await engine({ defaults: { maxPasswordAttempts: 10, maxOtpAttempts: 2 } });
+        await e.check('o', 'carol', 'totp', wrong);
+        await e.check('o', 'carol', 'otp_sms', wrong);
+        await e.check('o', 'carol', 'otp_email', wrong);
+        expect((await e.getUserStatus('o', 'carol')).locked).toBe(false);
+        expect(await e.check('o', 'carol', 'recovery_code', wrong)).toMatchObject({ failedAttempts: 1, locked: false });
+        expect(await e.check('o', 'carol', 'recovery_code', wrong)).toMatchObject({ failedAttempts: 2, locked: true });
+      });
+
+      it('password change resets the password counter without unlocking', async () => {
+        const e = await engine({ defaults: { maxPasswordAttempts: 2, maxOtpAttempts: 5 } });
+        await e.check('o', 'dave', 'password', wrong);
+        await e.check('o', 'dave', 'totp', wrong);
+        await e.passwordChanged('o', 'dave');
+        let s = await e.getUserStatus('o', 'dave');
+        expect(s.failedAttempts.password).toBe(0);
+        expect(s.failedAttempts.totp).toBe(1);
+        await e.check('o', 'dave', 'password', wrong);
+        await e.check('o', 'dave', 'password', wrong);
+        await e.passwordChanged('o', 'dave');
+        s = await e.getUserStatus('o', 'dave');
+        expect(s.locked).toBe(true);
+        expect(s.failedAttempts.password).toBe(0);
+      });
+
+      it('unlock clears the lock and all counters; lock locks; both refuse a no-op', async () => {
+        const e = await engine({ defaults: { maxPasswordAttempts: 1, maxOtpAttempts: 5 } });
+        await expect(e.unlockUser('o', 'erin')).rejects.toBeInstanceOf(NotChangedError);
+        await e.check('o', 'erin', 'totp', wrong);
+        await e.check('o', 'erin', 'password', wrong);
+        expect((await e.getUserStatus('o', 'erin')).locked).toBe(true);
+        await e.unlockUser('o', 'erin');
+        const s = await e.getUserStatus('o', 'erin');
+        expect(s.locked).toBe(false);
+        expect(s.lockedAt).toBeUndefined();
+        expect(s.failedAttempts).toEqual({ password: 0, totp: 0, otp_sms: 0, otp_email: 0, recovery_code: 0 });
+        expect((await e.check('o', 'erin', 'password', right)).outcome).toBe('success');
+
+        const { lockedAt } = await e.lockUser('o', 'erin');
+        expect(lockedAt).toBeGreaterThan(0);
+        await expect(e.lockUser('o', 'erin')).rejects.toBeInstanceOf(NotChangedError);
+        expect((await e.check('o', 'erin', 'password', right)).outcome).toBe('locked');
+        expect((await e.getUserStatus('o', 'erin')).lockedAt).toBe(lockedAt);
+      });
+
+      it('max 0 never locks but still counts; lowering the limit locks at the next failure', async () => {
+        const e = await engine({ defaults: { maxPasswordAttempts: 0, maxOtpAttempts: 0 } });
+        for (let i = 0; i < 12; i++) await e.check('o', 'frank', 'password', wrong);
+        let s = await e.getUserStatus('o', 'frank');
+        expect(s.locked).toBe(false);
+        expect(s.failedAttempts.password).toBe(12);
+        await e.addOrgSettings('o', { maxPasswordAttempts: 5, maxOtpAttempts: 5 });
+        expect((await e.getUserStatus('o', 'frank')).locked).toBe(false); // not locked by the change itself
+        expect(await e.check('o', 'frank', 'password', wrong)).toEqual({ outcome: 'failure', failedAttempts: 13, locked: true });
+        s = await e.getUserStatus('o', 'frank');
+        expect(s.locked).toBe(true);
+      });
+
+      it('a user above a lowered limit is checked one at a time, and a success resets', async () => {
+        const e = await engine({ defaults: { maxPasswordAttempts: 0, maxOtpAttempts: 0 } });
+        for (let i = 0; i < 4; i++) await e.check('o', 'gina', 'password', wrong);
+        await e.addOrgSettings('o', { maxPasswordAttempts: 2, maxOtpAttempts: 2 });
+        const first = await e.reserve('o', 'gina', 'password');
+        expect(first.status).toBe('admitted');
+        expect((await e.reserve('o', 'gina', 'password')).status).toBe('busy');
+        if (first.status !== 'admitted') throw new Error('unreachable');
+        expect(await e.settle(first.reservation, 'success')).toEqual({ failedAttempts: 0, locked: false });
+      });
+
+      it('orgs and instances are isolated; ids are case-sensitive', async () => {
+        const e = await engine({ defaults: { maxPasswordAttempts: 1, maxOtpAttempts: 1 } });
+        await e.check('org-1', 'User', 'password', wrong);
+        expect((await e.getUserStatus('org-1', 'User')).locked).toBe(true);
+        expect((await e.getUserStatus('org-2', 'User')).locked).toBe(false);
+        expect((await e.getUserStatus('org-1', 'user')).locked).toBe(false);
+        const other = new LockoutEngine({ store: await ctx.makeStore(), instanceId: `${instanceId}-other` });
+        engines.push(other);
+        expect((await other.getUserStatus('org-1', 'User')).locked).toBe(false);
+        // ids that would collide if keys were joined naively
+        await e.check('a:b', 'c', 'password', wrong);
+        expect((await e.getUserStatus('a', 'b:c')).locked).toBe(false);
+      });
+
+      it('lists the locked users of an org with a cursor', async () => {
+        const e = await engine({ defaults: { maxPasswordAttempts: 1, maxOtpAttempts: 1 } });
+        for (const u of ['u3', 'u1', 'u2', 'u4']) await e.check('org-l', u, 'password', wrong);
+        await e.lockUser('org-l', 'u5');
+        await e.check('org-other', 'x', 'password', wrong);
+        await e.unlockUser('org-l', 'u4');
+        const p1 = await e.listLocked('org-l', { limit: 2 });
+        expect(p1.users.map((u) => u.userId)).toEqual(['u1', 'u2']);
+        expect(p1.users.every((u) => u.lockedAt > 0)).toBe(true);
+        expect(p1.nextCursor).toBeDefined();
+        const p2 = await e.listLocked('org-l', { limit: 2, cursor: p1.nextCursor });
+        expect(p2.users.map((u) => u.userId)).toEqual(['u3', 'u5']);
+        expect(p2.nextCursor).toBeUndefined();
+      });
+
+      it('a user with no failures and no lock takes no space', async () => {
+        const store = await ctx.makeStore();
+        const e = await engine({ defaults: { maxPasswordAttempts: 3, maxOtpAttempts: 3 } }, store);
+        await e.check('o', 'hank', 'password', wrong);
+        await e.check('o', 'hank', 'totp', wrong);
+        expect(await ctx.stateOf(store, instanceId, 'o', 'hank')).toBeGreaterThan(0);
+        await e.check('o', 'hank', 'password', right);
+        await e.check('o', 'hank', 'totp', right);
+        expect(await ctx.stateOf(store, instanceId, 'o', 'hank')).toBe(0);
+        await e.check('o', 'ivy', 'password', right);
+        expect(await ctx.stateOf(store, instanceId, 'o', 'ivy')).toBe(0);
+        const r = await e.reserve('o', 'ivy', 'password');
+        if (r.status !== 'admitted') throw new Error('expected admitted');
+        await e.settle(r.reservation, 'release');
+        expect(await ctx.stateOf(store, instanceId, 'o', 'ivy')).toBe(0);
+      });
+    });
+
+    describe('reservation protocol', () => {
+      it('settles exactly once; a second settle or a forged id is refused, not counted', async () => {
+        const e = await engine({ defaults: { maxPasswordAttempts: 5, maxOtpAttempts: 5 } });
+        const r = await e.reserve('o', 'jane', 'password');
+        if (r.status !== 'admitted') throw new Error('expected admitted');
+        expect(r.reservation.expiresAt).toBeGreaterThan(Date.now() - 2000);
+        expect(await e.settle(r.reservation.attemptId, 'failure')).toEqual({ failedAttempts: 1, locked: false });
+        await expect(e.settle(r.reservation.attemptId, 'failure')).rejects.toBeInstanceOf(NotFoundError);
+        await expect(e.settle(r.reservation.attemptId, 'success')).rejects.toBeInstanceOf(NotFoundError);
+        const forged = r.reservation.attemptId.replace(/\.[^.]+$/, '.AAAAAAAAAAAAAAAAAAAAAA');
+        await expect(e.settle(forged, 'failure')).rejects.toBeInstanceOf(NotFoundError);
+        await expect(e.settle('garbage', 'failure')).rejects.toBeInstanceOf(InvalidArgumentError);
+        expect((await e.getUserStatus('o', 'jane')).failedAttempts.password).toBe(1);
+      });
+
+      it('release forgets the attempt uncounted; an evaluator that throws releases', async () => {
+        const e = await engine({ defaults: { maxPasswordAttempts: 1, maxOtpAttempts: 1 } });
+        const r = await e.reserve('o', 'kim', 'password');
+        if (r.status !== 'admitted') throw new Error('expected admitted');
+        expect((await e.reserve('o', 'kim', 'password')).status).toBe('busy');
+        expect(await e.settle(r.reservation, 'release')).toEqual({ failedAttempts: 0, locked: false });
+        await expect(
+          e.check('o', 'kim', 'password', () => {
+            throw new Error('verifier down');
+          }),
+        ).rejects.toThrow('verifier down');
+        const s = await e.getUserStatus('o', 'kim');
+        expect(s.failedAttempts.password).toBe(0);
+        expect((await e.reserve('o', 'kim', 'password')).status).toBe('admitted');
+      });
+
+      it('a lease not settled in time counts as a failure, once, and may lock', async () => {
+        const e = await engine({ leaseMs: 300, defaults: { maxPasswordAttempts: 2, maxOtpAttempts: 2 } });
+        const a = await e.reserve('o', 'leo', 'password');
+        const b = await e.reserve('o', 'leo', 'password');
+        if (a.status !== 'admitted' || b.status !== 'admitted') throw new Error('expected admitted');
+        expect((await e.reserve('o', 'leo', 'password')).status).toBe('busy');
+        expect((await e.getUserStatus('o', 'leo')).failedAttempts.password).toBe(0);
+        await sleep(450);
+        const s = await e.getUserStatus('o', 'leo');
+        expect(s.failedAttempts.password).toBe(2);
+        expect(s.locked).toBe(true);
+        await expect(e.settle(a.reservation, 'success')).rejects.toBeInstanceOf(NotFoundError);
+        expect((await e.getUserStatus('o', 'leo')).failedAttempts.password).toBe(2);
+        expect((await e.listLocked('o')).users.map((u) => u.userId)).toEqual(['leo']);
+      });
+
+      it('G1: 200 concurrent wrong checks of one user with max 5 through 4 stores → exactly 5 evaluated, locked', async () => {
+        const stores = await Promise.all([0, 1, 2, 3].map(() => ctx.makeStore()));
+        const es = await Promise.all(
+          stores.map((s) => engine({ defaults: { maxPasswordAttempts: 5, maxOtpAttempts: 5 } }, s)),
+        );
+        let evaluated = 0;
+        let inFlight = 0;
+        let maxInFlight = 0;
+        const slowWrong = async () => {
+          evaluated++;
+          inFlight++;
+          maxInFlight = Math.max(maxInFlight, inFlight);
+          await sleep(20);
+          inFlight--;
+          return false;
+        };
+        const results: CheckResult[] = await Promise.all(
+          Array.from({ length: 200 }, (_, i) => es[i % 4]!.check('o', 'mallory', 'password', slowWrong)),
+        );
+        expect(evaluated).toBe(5);
+        expect(maxInFlight).toBeGreaterThan(1); // they really overlapped
+        const failures = results.filter((r) => r.outcome === 'failure');
+        expect(failures).toHaveLength(5);
+        expect(failures.filter((r) => r.outcome === 'failure' && r.locked)).toHaveLength(1);
+        expect(results.every((r) => ['failure', 'busy', 'locked'].includes(r.outcome))).toBe(true);
+        const s = await es[0]!.getUserStatus('o', 'mallory');
+        expect(s.locked).toBe(true);
+        expect(s.failedAttempts.password).toBe(5);
+        // the busy ones retry: every one of them is now refused as locked, never evaluated
+        const retries = await Promise.all(
+          results.filter((r) => r.outcome === 'busy').map((_, i) => es[i % 4]!.check('o', 'mallory', 'password', slowWrong)),
+        );
+        expect(retries.every((r) => r.outcome === 'locked')).toBe(true);
+        expect(evaluated).toBe(5);
+      });
+
+      it('G2: 20 concurrent correct checks with max 5 → no lock, surplus busy', async () => {
+        const stores = await Promise.all([0, 1].map(() => ctx.makeStore()));
+        const es = await Promise.all(stores.map((s) => engine({ defaults: { maxPasswordAttempts: 5, maxOtpAttempts: 5 } }, s)));
+        const slowRight = async () => {
+          await sleep(30);
+          return true;
+        };
+        const results = await Promise.all(
+          Array.from({ length: 20 }, (_, i) => es[i % 2]!.check('o', 'nina', 'password', slowRight)),
+        );
+        const successes = results.filter((r) => r.outcome === 'success').length;
+        const busy = results.filter((r) => r.outcome === 'busy');
+        expect(successes).toBeGreaterThanOrEqual(5);
+        expect(busy.length).toBeGreaterThan(0);
+        expect(successes + busy.length).toBe(20);
+        for (const b of busy) if (b.outcome === 'busy') expect(b.retryAfterMs).toBeGreaterThan(0);
+        const s = await es[0]!.getUserStatus('o', 'nina');
+        expect(s.locked).toBe(false);
+        expect(s.failedAttempts.password).toBe(0);
+      });
+
+      it('G1 with mixed outcomes: failures never exceed the limit under concurrency', async () => {
+        const stores = await Promise.all([0, 1, 2].map(() => ctx.makeStore()));
+        const es = await Promise.all(stores.map((s) => engine({ defaults: { maxPasswordAttempts: 4, maxOtpAttempts: 4 } }, s)));
+        let failedEvaluations = 0;
+        const results = await Promise.all(
+          Array.from({ length: 120 }, (_, i) =>
+            es[i % 3]!.check('o', 'oscar', 'totp', async () => {
+              await sleep(5 + (i % 7));
+              const ok = i % 5 === 0;
+              if (!ok) failedEvaluations++;
+              return ok;
+            }),
+          ),
+        );
+        const s = await es[0]!.getUserStatus('o', 'oscar');
+        // every failed evaluation was counted, and none ran once the count reached the limit
+        expect(results.filter((r) => r.outcome === 'failure')).toHaveLength(failedEvaluations);
+        if (s.locked) expect(s.failedAttempts.totp).toBe(4);
+        else expect(s.failedAttempts.totp).toBeLessThan(4);
+      });
+    });
+
+    describe('one-time material', () => {
+      it('useOnce answers true once per key until it expires', async () => {
+        const store = await ctx.makeStore();
+        const subject = { instance: instanceId, org: 'o', user: 'pia' };
+        expect(await store.useOnce(subject, 'totp:123', 300)).toBe(true);
+        expect(await store.useOnce(subject, 'totp:123', 300)).toBe(false);
+        expect(await store.useOnce({ ...subject, user: 'quinn' }, 'totp:123', 300)).toBe(true);
+        await sleep(400);
+        expect(await store.useOnce(subject, 'totp:123', 300)).toBe(true);
+      });
+
+      it('codes are single use, replaced by a new one, and expire', async () => {
+        const store = await ctx.makeStore();
+        const subject = { instance: instanceId, org: 'o', user: 'rita' };
+        expect(await store.takeCode(subject, 'sms', 'h1')).toBe('missing');
+        await store.putCode(subject, 'sms', 'h1', 10_000);
+        expect(await store.takeCode(subject, 'email', 'h1')).toBe('missing');
+        expect(await store.takeCode(subject, 'sms', 'h2')).toBe('mismatch');
+        expect(await store.takeCode(subject, 'sms', 'h1')).toBe('match');
+        expect(await store.takeCode(subject, 'sms', 'h1')).toBe('missing');
+        await store.putCode(subject, 'sms', 'h1', 10_000);
+        await store.putCode(subject, 'sms', 'h3', 300);
+        expect(await store.takeCode(subject, 'sms', 'h1')).toBe('mismatch');
+        await sleep(400);
+        expect(await store.takeCode(subject, 'sms', 'h3')).toBe('missing');
+      });
+    });
+  });
+}
