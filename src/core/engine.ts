@@ -1,11 +1,6 @@
 import { decodeAttemptId, encodeAttemptId, newNonce } from './attempt-id';
 import { InvalidArgumentError, NotChangedError, NotFoundError, AlreadyExistsError } from './errors';
-import {
-  parseSettingsValues,
-  SHIPPED_DEFAULT,
-  type Details,
-  type EffectiveSettings,
-} from './settings';
+import { parseSettingsValues, SHIPPED_DEFAULT, type Details, type EffectiveSettings } from './settings';
 import { SettingsCache } from './settings-cache';
 import type {
   LockedPage,
@@ -16,14 +11,7 @@ import type {
   SettingsValues,
   SettleOutcome,
 } from './store';
-import {
-  makeSubject,
-  validateFactor,
-  validateId,
-  type Factor,
-  type Limits,
-  type Subject,
-} from './subjects';
+import { makeSubject, validateFactor, validateId, type Factor, type Limits, type Subject } from './subjects';
 
 export interface LockoutEngineOptions {
   /** Where state is kept. */
@@ -99,7 +87,11 @@ export function resolveEngineConfig(options: LockoutEngineOptions): LockoutEngin
   const defaults = parseSettingsValues({ ...SHIPPED_DEFAULT, ...options.defaults });
   const leaseMs = options.leaseMs ?? DEFAULT_LEASE_MS;
   if (!Number.isInteger(leaseMs) || leaseMs < 1 || leaseMs > 3_600_000) {
-    throw new InvalidArgumentError('Errors.Options.Invalid', 'leaseMs must be an integer from 1 to 3600000', 'leaseMs');
+    throw new InvalidArgumentError(
+      'Errors.Options.Invalid',
+      'leaseMs must be an integer from 1 to 3600000',
+      'leaseMs',
+    );
   }
   const settingsCacheTtlMs = options.settingsCacheTtlMs ?? 500;
   if (!Number.isInteger(settingsCacheTtlMs) || settingsCacheTtlMs < 0 || settingsCacheTtlMs > 1000) {
@@ -126,7 +118,11 @@ export class LockoutEngine {
 
   constructor(options: LockoutEngineOptions) {
     if (!options || typeof options.store?.reserve !== 'function') {
-      throw new InvalidArgumentError('Errors.Options.Invalid', 'store must be a LockoutStore (e.g. new MemoryStore())', 'store');
+      throw new InvalidArgumentError(
+        'Errors.Options.Invalid',
+        'store must be a LockoutStore (e.g. new MemoryStore())',
+        'store',
+      );
     }
     this.config = resolveEngineConfig(options);
     this.store = options.store;
@@ -174,7 +170,10 @@ export class LockoutEngine {
 
   /** Gives `org` custom settings. AlreadyExistsError when it has some. */
   async addOrgSettings(org: string, input: SettingsInput): Promise<Details> {
-    return this.writeSettings({ type: 'org', org: validateId(org, 'orgId') }, { op: 'add', values: parseSettingsValues(input) });
+    return this.writeSettings(
+      { type: 'org', org: validateId(org, 'orgId') },
+      { op: 'add', values: parseSettingsValues(input) },
+    );
   }
 
   /** Changes `org`'s custom settings. NotFoundError when it has none, NotChangedError for the same values. */
@@ -212,11 +211,17 @@ export class LockoutEngine {
           resourceOwner,
         };
       case 'exists':
-        throw new AlreadyExistsError('Errors.Org.LockoutPolicy.AlreadyExists', 'Lockout settings already exist');
+        throw new AlreadyExistsError(
+          'Errors.Org.LockoutPolicy.AlreadyExists',
+          'Lockout settings already exist',
+        );
       case 'not_found':
         throw new NotFoundError('Errors.Org.LockoutPolicy.NotFound', 'Lockout settings not found');
       case 'not_changed':
-        throw new NotChangedError('Errors.Org.LockoutPolicy.NotChanged', 'Lockout settings have not been changed');
+        throw new NotChangedError(
+          'Errors.Org.LockoutPolicy.NotChanged',
+          'Lockout settings have not been changed',
+        );
     }
   }
 
@@ -264,7 +269,11 @@ export class LockoutEngine {
    */
   async settle(attempt: Reservation | string, outcome: SettleOutcome): Promise<Settlement> {
     if (outcome !== 'success' && outcome !== 'failure' && outcome !== 'release') {
-      throw new InvalidArgumentError('Errors.Attempt.Outcome', 'outcome must be success, failure or release', 'outcome');
+      throw new InvalidArgumentError(
+        'Errors.Attempt.Outcome',
+        'outcome must be success, failure or release',
+        'outcome',
+      );
     }
     const ref = decodeAttemptId(typeof attempt === 'string' ? attempt : attempt.attemptId);
     const subject = this.subject(ref.org, ref.user);
@@ -275,9 +284,22 @@ export class LockoutEngine {
     }
     if (outcome !== 'release') {
       const reported: CheckOutcome = outcome === 'success' && r.locked ? 'locked' : outcome;
-      this.onEvent({ type: 'check', org: subject.org, user: subject.user, factor: ref.factor, outcome: reported });
+      this.onEvent({
+        type: 'check',
+        org: subject.org,
+        user: subject.user,
+        factor: ref.factor,
+        outcome: reported,
+      });
     }
-    if (r.lockedNow) this.onEvent({ type: 'lock', org: subject.org, user: subject.user, reason: 'failures', factor: ref.factor });
+    if (r.lockedNow)
+      this.onEvent({
+        type: 'lock',
+        org: subject.org,
+        user: subject.user,
+        reason: 'failures',
+        factor: ref.factor,
+      });
     return { failedAttempts: r.failedAttempts, locked: r.locked };
   }
 
@@ -286,7 +308,12 @@ export class LockoutEngine {
    * If `evaluate` throws, the reservation is released uncounted and the error is rethrown.
    * A correct credential of a user locked while it was being evaluated answers `locked`.
    */
-  async check(orgId: string, userId: string, factor: Factor, evaluate: () => Promise<boolean> | boolean): Promise<CheckResult> {
+  async check(
+    orgId: string,
+    userId: string,
+    factor: Factor,
+    evaluate: () => Promise<boolean> | boolean,
+  ): Promise<CheckResult> {
     const r = await this.reserve(orgId, userId, factor);
     if (r.status === 'locked') return { outcome: 'locked', lockedAt: r.lockedAt };
     if (r.status === 'busy') return { outcome: 'busy', retryAfterMs: r.retryAfterMs };
@@ -299,7 +326,8 @@ export class LockoutEngine {
     }
     const s = await this.settle(r.reservation, ok ? 'success' : 'failure');
     if (ok) {
-      if (s.locked) return { outcome: 'locked', lockedAt: (await this.getUserStatus(orgId, userId)).lockedAt ?? 0 };
+      if (s.locked)
+        return { outcome: 'locked', lockedAt: (await this.getUserStatus(orgId, userId)).lockedAt ?? 0 };
       return { outcome: 'success', failedAttempts: 0, locked: false };
     }
     return { outcome: 'failure', failedAttempts: s.failedAttempts, locked: s.locked };
@@ -348,7 +376,11 @@ export class LockoutEngine {
     const org = validateId(orgId, 'orgId');
     const limit = options.limit ?? 100;
     if (!Number.isInteger(limit) || limit < 1 || limit > MAX_LIST_LIMIT) {
-      throw new InvalidArgumentError('Errors.List.Limit', `limit must be an integer from 1 to ${MAX_LIST_LIMIT}`, 'limit');
+      throw new InvalidArgumentError(
+        'Errors.List.Limit',
+        `limit must be an integer from 1 to ${MAX_LIST_LIMIT}`,
+        'limit',
+      );
     }
     if (options.cursor !== undefined) validateId(options.cursor, 'cursor');
     return this.store.listLocked(this.instanceId, org, limit, options.cursor);

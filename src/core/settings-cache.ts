@@ -37,7 +37,8 @@ export class SettingsCache {
       }
       promise.then(
         () => {
-          if (this.generation !== generation && this.entries.get(key)?.promise === promise) this.entries.delete(key);
+          if (this.generation !== generation && this.entries.get(key)?.promise === promise)
+            this.entries.delete(key);
         },
         () => {
           if (this.entries.get(key)?.promise === promise) this.entries.delete(key);

@@ -35,7 +35,8 @@ export function parseSettingValue(value: unknown, field: string): number {
   let n: number;
   if (typeof value === 'number') n = value;
   else if (typeof value === 'string' && /^[0-9]{1,10}$/.test(value)) n = Number(value);
-  else throw new InvalidArgumentError('Errors.Settings.Invalid', `${field} must be an unsigned integer`, field);
+  else
+    throw new InvalidArgumentError('Errors.Settings.Invalid', `${field} must be an unsigned integer`, field);
   if (!Number.isInteger(n) || n < 0 || n > MAX_SETTING_VALUE) {
     throw new InvalidArgumentError(
       'Errors.Settings.Invalid',

@@ -24,14 +24,26 @@ export interface LockoutStore {
    * Reserves one attempt of `factor` for `subject` under id `id` (unique, made by the engine).
    * Admitted only when the user is not locked and (limit = 0 or failures + in-flight < limit).
    */
-  reserve(subject: Subject, factor: Factor, limits: Limits, leaseMs: number, id: string): Promise<ReserveResult>;
+  reserve(
+    subject: Subject,
+    factor: Factor,
+    limits: Limits,
+    leaseMs: number,
+    id: string,
+  ): Promise<ReserveResult>;
 
   /**
    * Settles reservation `id` of `factor`. A reservation that does not exist (never made, already
    * settled, or expired and so already counted as a failure) answers `{ status: 'unknown' }` and
    * changes nothing.
    */
-  settle(subject: Subject, factor: Factor, id: string, outcome: SettleOutcome, limits: Limits): Promise<SettleResult>;
+  settle(
+    subject: Subject,
+    factor: Factor,
+    id: string,
+    outcome: SettleOutcome,
+    limits: Limits,
+  ): Promise<SettleResult>;
 
   /** The user's state (after applying expired leases). */
   getUser(subject: Subject, limits: Limits): Promise<UserState>;
@@ -79,7 +91,11 @@ export interface LockoutStore {
    * Compares `codeHash` with the stored hash of `channel`: `match` deletes it (single use),
    * `mismatch` keeps it, `missing` when none is stored (never issued, used or expired).
    */
-  takeCode(subject: Subject, channel: CodeChannel, codeHash: string): Promise<'match' | 'mismatch' | 'missing'>;
+  takeCode(
+    subject: Subject,
+    channel: CodeChannel,
+    codeHash: string,
+  ): Promise<'match' | 'mismatch' | 'missing'>;
 
   /** Resolves when the store answers; rejects with StoreUnavailableError otherwise. */
   ping(): Promise<void>;
@@ -138,5 +154,10 @@ export type SettingsChange =
   | { readonly op: 'set'; readonly values: SettingsValues; readonly fallback: SettingsValues };
 
 export type WriteSettingsResult =
-  | { readonly status: 'ok'; readonly sequence: number; readonly creationDate: number; readonly changeDate: number }
+  | {
+      readonly status: 'ok';
+      readonly sequence: number;
+      readonly creationDate: number;
+      readonly changeDate: number;
+    }
   | { readonly status: 'exists' | 'not_found' | 'not_changed' };

@@ -40,17 +40,29 @@ export function validateId(value: unknown, field: string): string {
     throw new InvalidArgumentError('Errors.Id.Missing', `${field} is required`, field);
   }
   if (value.length > MAX_ID_LENGTH) {
-    throw new InvalidArgumentError('Errors.Id.TooLong', `${field} must be at most ${MAX_ID_LENGTH} characters`, field);
+    throw new InvalidArgumentError(
+      'Errors.Id.TooLong',
+      `${field} must be at most ${MAX_ID_LENGTH} characters`,
+      field,
+    );
   }
   if (CONTROL.test(value)) {
-    throw new InvalidArgumentError('Errors.Id.Invalid', `${field} must not contain control characters`, field);
+    throw new InvalidArgumentError(
+      'Errors.Id.Invalid',
+      `${field} must not contain control characters`,
+      field,
+    );
   }
   return value;
 }
 
 export function validateFactor(value: unknown, field = 'factor'): Factor {
   if (!isFactor(value)) {
-    throw new InvalidArgumentError('Errors.Factor.Invalid', `${field} must be one of ${FACTORS.join(', ')}`, field);
+    throw new InvalidArgumentError(
+      'Errors.Factor.Invalid',
+      `${field} must be one of ${FACTORS.join(', ')}`,
+      field,
+    );
   }
   return value;
 }

@@ -49,7 +49,10 @@ export function describeLockoutStore(name: string, makeContext: () => Promise<St
       for (const e of engines.splice(0)) e.close();
     });
 
-    async function engine(options: Partial<LockoutEngineOptions> = {}, store?: LockoutStore): Promise<LockoutEngine> {
+    async function engine(
+      options: Partial<LockoutEngineOptions> = {},
+      store?: LockoutStore,
+    ): Promise<LockoutEngine> {
       const e = new LockoutEngine({ store: store ?? (await ctx.makeStore()), instanceId, ...options });
       engines.push(e);
       return e;
@@ -70,7 +73,10 @@ export function describeLockoutStore(name: string, makeContext: () => Promise<St
         });
         expect(s.details).toEqual({ sequence: 0, resourceOwner: instanceId });
         const configured = await engine({ defaults: { maxPasswordAttempts: 3, maxOtpAttempts: 4 } });
-        expect(await configured.getInstanceSettings()).toMatchObject({ maxPasswordAttempts: 3, maxOtpAttempts: 4 });
+        expect(await configured.getInstanceSettings()).toMatchObject({
+          maxPasswordAttempts: 3,
+          maxOtpAttempts: 4,
+        });
       });
 
       it('adds, updates and resets org settings with details, errors and per-owner sequence', async () => {
@@ -81,7 +87,9 @@ export function describeLockoutStore(name: string, makeContext: () => Promise<St
         expect(added.resourceOwner).toBe('org-a');
         expect(added.creationDate).toBeGreaterThanOrEqual(before - 2000);
         expect(added.changeDate).toBe(added.creationDate);
-        await expect(e.addOrgSettings('org-a', { maxPasswordAttempts: 5 })).rejects.toBeInstanceOf(AlreadyExistsError);
+        await expect(e.addOrgSettings('org-a', { maxPasswordAttempts: 5 })).rejects.toBeInstanceOf(
+          AlreadyExistsError,
+        );
 
         const eff = await e.getEffectiveSettings('org-a');
         expect(eff).toMatchObject({
@@ -92,9 +100,9 @@ export function describeLockoutStore(name: string, makeContext: () => Promise<St
         });
         expect(eff.details.sequence).toBe(1);
 
-        await expect(e.updateOrgSettings('org-a', { maxPasswordAttempts: 3, maxOtpAttempts: 2 })).rejects.toBeInstanceOf(
-          NotChangedError,
-        );
+        await expect(
+          e.updateOrgSettings('org-a', { maxPasswordAttempts: 3, maxOtpAttempts: 2 }),
+        ).rejects.toBeInstanceOf(NotChangedError);
         await sleep(5);
         const updated = await e.updateOrgSettings('org-a', { maxPasswordAttempts: 4, maxOtpAttempts: 2 });
         expect(updated.sequence).toBe(2);
@@ -103,9 +111,14 @@ export function describeLockoutStore(name: string, makeContext: () => Promise<St
 
         const reset = await e.resetOrgSettings('org-a');
         expect(reset.sequence).toBe(3);
-        expect(await e.getEffectiveSettings('org-a')).toMatchObject({ maxPasswordAttempts: 10, isDefault: true });
+        expect(await e.getEffectiveSettings('org-a')).toMatchObject({
+          maxPasswordAttempts: 10,
+          isDefault: true,
+        });
         await expect(e.resetOrgSettings('org-a')).rejects.toBeInstanceOf(NotFoundError);
-        await expect(e.updateOrgSettings('org-a', { maxPasswordAttempts: 1 })).rejects.toBeInstanceOf(NotFoundError);
+        await expect(e.updateOrgSettings('org-a', { maxPasswordAttempts: 1 })).rejects.toBeInstanceOf(
+          NotFoundError,
+        );
         // the sequence survives the reset and other orgs have their own
         expect((await e.addOrgSettings('org-a', { maxPasswordAttempts: 1 })).sequence).toBe(4);
         expect((await e.addOrgSettings('org-b', { maxPasswordAttempts: 1 })).sequence).toBe(1);
@@ -113,25 +126,39 @@ export function describeLockoutStore(name: string, makeContext: () => Promise<St
 
       it('changes instance settings, refusing the same values (also when only the default is configured)', async () => {
         const e = await engine({ defaults: { maxPasswordAttempts: 5, maxOtpAttempts: 5 } });
-        await expect(e.updateInstanceSettings({ maxPasswordAttempts: 5, maxOtpAttempts: 5 })).rejects.toBeInstanceOf(
-          NotChangedError,
-        );
+        await expect(
+          e.updateInstanceSettings({ maxPasswordAttempts: 5, maxOtpAttempts: 5 }),
+        ).rejects.toBeInstanceOf(NotChangedError);
         const d = await e.updateInstanceSettings({ maxPasswordAttempts: 7, maxOtpAttempts: 5 });
         expect(d).toMatchObject({ sequence: 1, resourceOwner: instanceId });
-        expect(await e.getEffectiveSettings('any-org')).toMatchObject({ maxPasswordAttempts: 7, isDefault: true });
+        expect(await e.getEffectiveSettings('any-org')).toMatchObject({
+          maxPasswordAttempts: 7,
+          isDefault: true,
+        });
         await e.addOrgSettings('org-c', { maxPasswordAttempts: 2, maxOtpAttempts: 2 });
-        expect(await e.getEffectiveSettings('org-c')).toMatchObject({ maxPasswordAttempts: 2, isDefault: false });
+        expect(await e.getEffectiveSettings('org-c')).toMatchObject({
+          maxPasswordAttempts: 2,
+          isDefault: false,
+        });
       });
 
       it('rejects invalid values and ids', async () => {
         const e = await engine();
         for (const bad of [-1, 1.5, 2 ** 32, '12a', true, '-3', '', [1], { n: 1 }]) {
-          await expect(e.addOrgSettings('org-a', { maxPasswordAttempts: bad })).rejects.toBeInstanceOf(InvalidArgumentError);
+          await expect(e.addOrgSettings('org-a', { maxPasswordAttempts: bad })).rejects.toBeInstanceOf(
+            InvalidArgumentError,
+          );
         }
-        await expect(e.addOrgSettings('', { maxPasswordAttempts: 1 })).rejects.toBeInstanceOf(InvalidArgumentError);
+        await expect(e.addOrgSettings('', { maxPasswordAttempts: 1 })).rejects.toBeInstanceOf(
+          InvalidArgumentError,
+        );
         await expect(e.getEffectiveSettings('x'.repeat(257))).rejects.toBeInstanceOf(InvalidArgumentError);
-        await expect(e.check('org-a', 'bad\u0000user', 'password', right)).rejects.toBeInstanceOf(InvalidArgumentError);
-        await expect(e.check('org-a', 'u', 'fingerprint' as never, right)).rejects.toBeInstanceOf(InvalidArgumentError);
+        await expect(e.check('org-a', 'bad\u0000user', 'password', right)).rejects.toBeInstanceOf(
+          InvalidArgumentError,
+        );
+        await expect(e.check('org-a', 'u', 'fingerprint' as never, right)).rejects.toBeInstanceOf(
+          InvalidArgumentError,
+        );
         expect((await e.addOrgSettings('org-a', { maxPasswordAttempts: 2 ** 32 - 1 })).sequence).toBe(1);
       });
 
@@ -184,9 +211,19 @@ export function describeLockoutStore(name: string, makeContext: () => Promise<St
         await e.check('o', 'bob', 'password', wrong);
         await e.check('o', 'bob', 'totp', wrong);
         await e.check('o', 'bob', 'otp_sms', wrong);
-        expect(await e.check('o', 'bob', 'password', right)).toEqual({ outcome: 'success', failedAttempts: 0, locked: false });
+        expect(await e.check('o', 'bob', 'password', right)).toEqual({
+          outcome: 'success',
+          failedAttempts: 0,
+          locked: false,
+        });
         const s = await e.getUserStatus('o', 'bob');
-        expect(s.failedAttempts).toEqual({ password: 0, totp: 1, otp_sms: 1, otp_email: 0, recovery_code: 0 });
+        expect(s.failedAttempts).toEqual({
+          password: 0,
+          totp: 1,
+          otp_sms: 1,
+          otp_email: 0,
+          recovery_code: 0,
+        });
       });
 
       it('counts each OTP factor separately against maxOtpAttempts, recovery codes too', async () => {
@@ -195,8 +232,14 @@ export function describeLockoutStore(name: string, makeContext: () => Promise<St
         await e.check('o', 'carol', 'otp_sms', wrong);
         await e.check('o', 'carol', 'otp_email', wrong);
         expect((await e.getUserStatus('o', 'carol')).locked).toBe(false);
-        expect(await e.check('o', 'carol', 'recovery_code', wrong)).toMatchObject({ failedAttempts: 1, locked: false });
-        expect(await e.check('o', 'carol', 'recovery_code', wrong)).toMatchObject({ failedAttempts: 2, locked: true });
+        expect(await e.check('o', 'carol', 'recovery_code', wrong)).toMatchObject({
+          failedAttempts: 1,
+          locked: false,
+        });
+        expect(await e.check('o', 'carol', 'recovery_code', wrong)).toMatchObject({
+          failedAttempts: 2,
+          locked: true,
+        });
       });
 
       it('password change resets the password counter without unlocking', async () => {
@@ -225,7 +268,13 @@ export function describeLockoutStore(name: string, makeContext: () => Promise<St
         const s = await e.getUserStatus('o', 'erin');
         expect(s.locked).toBe(false);
         expect(s.lockedAt).toBeUndefined();
-        expect(s.failedAttempts).toEqual({ password: 0, totp: 0, otp_sms: 0, otp_email: 0, recovery_code: 0 });
+        expect(s.failedAttempts).toEqual({
+          password: 0,
+          totp: 0,
+          otp_sms: 0,
+          otp_email: 0,
+          recovery_code: 0,
+        });
         expect((await e.check('o', 'erin', 'password', right)).outcome).toBe('success');
 
         const { lockedAt } = await e.lockUser('o', 'erin');
@@ -243,7 +292,11 @@ export function describeLockoutStore(name: string, makeContext: () => Promise<St
         expect(s.failedAttempts.password).toBe(12);
         await e.addOrgSettings('o', { maxPasswordAttempts: 5, maxOtpAttempts: 5 });
         expect((await e.getUserStatus('o', 'frank')).locked).toBe(false); // not locked by the change itself
-        expect(await e.check('o', 'frank', 'password', wrong)).toEqual({ outcome: 'failure', failedAttempts: 13, locked: true });
+        expect(await e.check('o', 'frank', 'password', wrong)).toEqual({
+          outcome: 'failure',
+          failedAttempts: 13,
+          locked: true,
+        });
         s = await e.getUserStatus('o', 'frank');
         expect(s.locked).toBe(true);
       });
@@ -312,7 +365,10 @@ export function describeLockoutStore(name: string, makeContext: () => Promise<St
         const r = await e.reserve('o', 'jane', 'password');
         if (r.status !== 'admitted') throw new Error('expected admitted');
         expect(r.reservation.expiresAt).toBeGreaterThan(Date.now() - 2000);
-        expect(await e.settle(r.reservation.attemptId, 'failure')).toEqual({ failedAttempts: 1, locked: false });
+        expect(await e.settle(r.reservation.attemptId, 'failure')).toEqual({
+          failedAttempts: 1,
+          locked: false,
+        });
         await expect(e.settle(r.reservation.attemptId, 'failure')).rejects.toBeInstanceOf(NotFoundError);
         await expect(e.settle(r.reservation.attemptId, 'success')).rejects.toBeInstanceOf(NotFoundError);
         const forged = r.reservation.attemptId.replace(/\.[^.]+$/, '.AAAAAAAAAAAAAAAAAAAAAA');
@@ -383,7 +439,9 @@ export function describeLockoutStore(name: string, makeContext: () => Promise<St
         expect(s.failedAttempts.password).toBe(5);
         // the busy ones retry: every one of them is now refused as locked, never evaluated
         const retries = await Promise.all(
-          results.filter((r) => r.outcome === 'busy').map((_, i) => es[i % 4]!.check('o', 'mallory', 'password', slowWrong)),
+          results
+            .filter((r) => r.outcome === 'busy')
+            .map((_, i) => es[i % 4]!.check('o', 'mallory', 'password', slowWrong)),
         );
         expect(retries.every((r) => r.outcome === 'locked')).toBe(true);
         expect(evaluated).toBe(5);
@@ -391,7 +449,9 @@ export function describeLockoutStore(name: string, makeContext: () => Promise<St
 
       it('G2: 20 concurrent correct checks with max 5 → no lock, surplus busy', async () => {
         const stores = await Promise.all([0, 1].map(() => ctx.makeStore()));
-        const es = await Promise.all(stores.map((s) => engine({ defaults: { maxPasswordAttempts: 5, maxOtpAttempts: 5 } }, s)));
+        const es = await Promise.all(
+          stores.map((s) => engine({ defaults: { maxPasswordAttempts: 5, maxOtpAttempts: 5 } }, s)),
+        );
         const slowRight = async () => {
           await sleep(30);
           return true;
@@ -412,7 +472,9 @@ export function describeLockoutStore(name: string, makeContext: () => Promise<St
 
       it('G1 with mixed outcomes: failures never exceed the limit under concurrency', async () => {
         const stores = await Promise.all([0, 1, 2].map(() => ctx.makeStore()));
-        const es = await Promise.all(stores.map((s) => engine({ defaults: { maxPasswordAttempts: 4, maxOtpAttempts: 4 } }, s)));
+        const es = await Promise.all(
+          stores.map((s) => engine({ defaults: { maxPasswordAttempts: 4, maxOtpAttempts: 4 } }, s)),
+        );
         let failedEvaluations = 0;
         const results = await Promise.all(
           Array.from({ length: 120 }, (_, i) =>

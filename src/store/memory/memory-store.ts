@@ -69,7 +69,13 @@ export class MemoryStore implements LockoutStore {
     return this.users.has(userKey(subject));
   }
 
-  async reserve(subject: Subject, factor: Factor, limits: Limits, leaseMs: number, id: string): Promise<ReserveResult> {
+  async reserve(
+    subject: Subject,
+    factor: Factor,
+    limits: Limits,
+    leaseMs: number,
+    id: string,
+  ): Promise<ReserveResult> {
     const now = this.now();
     const key = userKey(subject);
     const rec = this.users.get(key) ?? newRecord();
@@ -98,7 +104,13 @@ export class MemoryStore implements LockoutStore {
     }
   }
 
-  async settle(subject: Subject, factor: Factor, id: string, outcome: SettleOutcome, limits: Limits): Promise<SettleResult> {
+  async settle(
+    subject: Subject,
+    factor: Factor,
+    id: string,
+    outcome: SettleOutcome,
+    limits: Limits,
+  ): Promise<SettleResult> {
     const now = this.now();
     const key = userKey(subject);
     const rec = this.users.get(key);
@@ -111,7 +123,12 @@ export class MemoryStore implements LockoutStore {
       let lockedNow = false;
       if (outcome === 'failure') lockedNow = this.fail(subject, rec, factor, limits, now);
       else if (outcome === 'success' && rec.lockedAt === undefined) delete rec.failed[factor];
-      return { status: 'settled', failedAttempts: rec.failed[factor] ?? 0, locked: rec.lockedAt !== undefined, lockedNow };
+      return {
+        status: 'settled',
+        failedAttempts: rec.failed[factor] ?? 0,
+        locked: rec.lockedAt !== undefined,
+        lockedNow,
+      };
     } finally {
       this.keep(key, rec);
     }
@@ -125,7 +142,9 @@ export class MemoryStore implements LockoutStore {
     this.sweep(subject, rec, limits, this.now());
     this.keep(key, rec);
     for (const [f, n] of Object.entries(rec.failed)) failed[f as Factor] = n;
-    return rec.lockedAt === undefined ? { locked: false, failed } : { locked: true, lockedAt: rec.lockedAt, failed };
+    return rec.lockedAt === undefined
+      ? { locked: false, failed }
+      : { locked: true, lockedAt: rec.lockedAt, failed };
   }
 
   async lock(subject: Subject): Promise<{ changed: boolean; lockedAt: number }> {
@@ -227,7 +246,11 @@ export class MemoryStore implements LockoutStore {
     this.keep(ukey, rec);
   }
 
-  async takeCode(subject: Subject, channel: CodeChannel, codeHash: string): Promise<'match' | 'mismatch' | 'missing'> {
+  async takeCode(
+    subject: Subject,
+    channel: CodeChannel,
+    codeHash: string,
+  ): Promise<'match' | 'mismatch' | 'missing'> {
     const ukey = userKey(subject);
     const rec = this.users.get(ukey);
     const stored = rec?.codes.get(channel);

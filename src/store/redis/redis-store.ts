@@ -63,7 +63,10 @@ export class RedisStore implements LockoutStore {
   private readonly givenSubscriber?: RedisClient;
 
   constructor(options: RedisStoreOptions) {
-    if (!options?.client || typeof (options.client as { defineCommand?: unknown }).defineCommand !== 'function') {
+    if (
+      !options?.client ||
+      typeof (options.client as { defineCommand?: unknown }).defineCommand !== 'function'
+    ) {
       throw new TypeError('RedisStore: options.client must be an ioredis Redis or Cluster client');
     }
     this.client = options.client;
@@ -92,7 +95,13 @@ export class RedisStore implements LockoutStore {
     this.redis = c as RedisClient & Scripts;
   }
 
-  async reserve(subject: Subject, factor: Factor, limits: Limits, leaseMs: number, id: string): Promise<ReserveResult> {
+  async reserve(
+    subject: Subject,
+    factor: Factor,
+    limits: Limits,
+    leaseMs: number,
+    id: string,
+  ): Promise<ReserveResult> {
     const [s, r] = this.userKeys(subject);
     const reply = await this.run(() =>
       this.redis.lgReserve(s, r, factor, limits.maxPasswordAttempts, limits.maxOtpAttempts, leaseMs, id),
@@ -109,19 +118,32 @@ export class RedisStore implements LockoutStore {
     }
   }
 
-  async settle(subject: Subject, factor: Factor, id: string, outcome: SettleOutcome, limits: Limits): Promise<SettleResult> {
+  async settle(
+    subject: Subject,
+    factor: Factor,
+    id: string,
+    outcome: SettleOutcome,
+    limits: Limits,
+  ): Promise<SettleResult> {
     const [s, r] = this.userKeys(subject);
     const reply = await this.run(() =>
       this.redis.lgSettle(s, r, factor, id, outcome, limits.maxPasswordAttempts, limits.maxOtpAttempts),
     );
     if (reply[3] === 1 || reply[4] === 1) await this.indexLocked(subject);
     if (reply[0] !== 'settled') return { status: 'unknown' };
-    return { status: 'settled', failedAttempts: Number(reply[1]), locked: reply[2] === 1, lockedNow: reply[3] === 1 };
+    return {
+      status: 'settled',
+      failedAttempts: Number(reply[1]),
+      locked: reply[2] === 1,
+      lockedNow: reply[3] === 1,
+    };
   }
 
   async getUser(subject: Subject, limits: Limits): Promise<UserState> {
     const [s, r] = this.userKeys(subject);
-    const reply = await this.run(() => this.redis.lgGetUser(s, r, limits.maxPasswordAttempts, limits.maxOtpAttempts));
+    const reply = await this.run(() =>
+      this.redis.lgGetUser(s, r, limits.maxPasswordAttempts, limits.maxOtpAttempts),
+    );
     if (reply[0] === 1) await this.indexLocked(subject);
     const failed = zeroCounters();
     let lockedAt: number | undefined;
@@ -144,7 +166,8 @@ export class RedisStore implements LockoutStore {
 
   async unlock(subject: Subject): Promise<{ changed: boolean }> {
     const changed = await this.run(() => this.redis.lgUnlock(this.userKeys(subject)[0]));
-    if (changed === 1) await this.run(() => this.redis.zrem(this.lockedKey(subject.instance, subject.org), subject.user));
+    if (changed === 1)
+      await this.run(() => this.redis.zrem(this.lockedKey(subject.instance, subject.org), subject.user));
     return { changed: changed === 1 };
   }
 
@@ -209,7 +232,12 @@ export class RedisStore implements LockoutStore {
     );
     if (reply[0] !== 'ok') return { status: reply[0] as 'exists' | 'not_found' | 'not_changed' };
     this.notify(instance, owner);
-    return { status: 'ok', sequence: Number(reply[1]), creationDate: Number(reply[2]), changeDate: Number(reply[3]) };
+    return {
+      status: 'ok',
+      sequence: Number(reply[1]),
+      creationDate: Number(reply[2]),
+      changeDate: Number(reply[3]),
+    };
   }
 
   onSettingsChanged(listener: (instance: string, owner: Owner) => void): () => void {
@@ -228,7 +256,11 @@ export class RedisStore implements LockoutStore {
     await this.run(() => this.redis.set(`${this.userTag(subject)}:c:${channel}`, codeHash, 'PX', ttlMs));
   }
 
-  async takeCode(subject: Subject, channel: CodeChannel, codeHash: string): Promise<'match' | 'mismatch' | 'missing'> {
+  async takeCode(
+    subject: Subject,
+    channel: CodeChannel,
+    codeHash: string,
+  ): Promise<'match' | 'mismatch' | 'missing'> {
     return this.run(() => this.redis.lgTakeCode(`${this.userTag(subject)}:c:${channel}`, codeHash));
   }
 

@@ -1,0 +1,668 @@
+import express, { Router, type Request, type RequestHandler, type Response } from 'express';
+import { decodeAttemptId, type AttemptRef } from '../core/attempt-id';
+import type { CheckOutcome, CheckResult, LockoutEngine } from '../core/engine';
+import {
+  BusyError,
+  GrpcCode,
+  InvalidArgumentError,
+  StoreUnavailableError,
+  UserLockedError,
+  isLockgateError,
+} from '../core/errors';
+import type { CodeChannel } from '../core/store';
+import { makeSubject, validateFactor, validateId, type Factor, type Subject } from '../core/subjects';
+import type { AuthContext, Authorize, Permission } from '../http/auth';
+import {
+  InvalidCredentialsError,
+  PermissionDeniedError,
+  RequestError,
+  createErrorHandler,
+} from '../http/errors';
+import {
+  renderCheckSuccess,
+  renderDetails,
+  renderLockedPage,
+  renderPolicy,
+  renderSettingsV2,
+  renderSettlement,
+  renderUserStatus,
+  rfc3339,
+} from '../http/render';
+import type { OtpCodes } from '../verify/otp-codes';
+import type { PasswordVerifier } from '../verify/password';
+import type { TotpVerifier } from '../verify/totp';
+
+/**
+ * The routers of the HTTP API (API.md 2.1 and 2.2), shared by the sidecar and by apps that embed
+ * lockgate: settings, users (status, lock, unlock, password changed) and checks (password, TOTP,
+ * SMS/Email codes, attempts). Each router answers its own errors in ZITADEL's error body, parses
+ * JSON only on its own routes (bounded by `bodyLimit`), and lets every other request through.
+ */
+
+/** One audit record: an admin action or a settings change. Never holds a credential or token. */
+export interface AuditEntry {
+  /** e.g. `settings.org.add`, `user.lock`. */
+  readonly action: string;
+  /** Who: the token's name (AuthContext.principal). */
+  readonly principal: string;
+  /** The org acted on (the instance id for instance settings). */
+  readonly orgId: string;
+  readonly userId?: string;
+  /** `ok`, or the stable error id (`Errors.User.AlreadyLocked`, …), or `error`. */
+  readonly outcome?: string;
+}
+
+/** Outcome of a check route as observed for metrics: the engine's, or `error` (store down, bad input…). */
+export type ObservedCheckOutcome = CheckOutcome | 'error';
+
+export interface RouterBaseOptions {
+  readonly engine: LockoutEngine;
+  /** Authentication, org context and permissions (see createTokenAuthorizer). */
+  readonly authorize: Authorize;
+  /** Largest JSON body accepted (express.json `limit`). Default `16kb`. */
+  readonly bodyLimit?: string | number;
+  /** Called after every admin action and settings change (success or refusal). Must not throw. */
+  readonly audit?: (entry: AuditEntry) => void;
+  /** Called with every error answered 500 (for the logs; its text never reaches the client). */
+  readonly onError?: (error: unknown, req: Request) => void;
+}
+
+export type SettingsRouterOptions = RouterBaseOptions;
+export type UsersRouterOptions = RouterBaseOptions;
+
+export interface ChecksRouterOptions extends RouterBaseOptions {
+  readonly passwordVerifier: PasswordVerifier;
+  readonly totpVerifier: TotpVerifier;
+  readonly otpCodes: OtpCodes;
+  /** Called once per check route request (password, TOTP, SMS/Email code) with its duration. Must not throw. */
+  readonly observeCheck?: (factor: Factor, outcome: ObservedCheckOutcome, seconds: number) => void;
+  /**
+   * G4: when the store is unavailable, evaluate the password anyway and answer from it alone
+   * (nothing is counted, locks are not seen). Default false: fail closed, 503. Codes (TOTP, SMS,
+   * Email) need the store themselves, so they answer 503 either way.
+   */
+  readonly failOpen?: boolean;
+}
+
+export type ApiRouterOptions = ChecksRouterOptions;
+
+const DEFAULT_BODY_LIMIT = '16kb';
+const ORG_LIST_LIMIT_MAX = 1000;
+
+type AuthedHandler = (req: Request, res: Response, ctx: AuthContext) => Promise<void>;
+type Body = Record<string, unknown>;
+
+function optionError(field: string, message: string): InvalidArgumentError {
+  return new InvalidArgumentError('Errors.Options.Invalid', `${field} ${message}`, field);
+}
+
+function validateBase(options: RouterBaseOptions): void {
+  if (!options || typeof options !== 'object') throw optionError('options', 'must be an object');
+  const engine = options.engine as Partial<LockoutEngine> | undefined;
+  if (!engine || typeof engine.check !== 'function' || typeof engine.reserve !== 'function') {
+    throw optionError('engine', 'must be a LockoutEngine (new LockoutEngine({ store }))');
+  }
+  if (typeof options.authorize !== 'function') {
+    throw optionError(
+      'authorize',
+      'must be a function (req, permission, target?) => Promise<{ principal, orgId }>',
+    );
+  }
+  const limit = options.bodyLimit;
+  if (
+    limit !== undefined &&
+    !(typeof limit === 'string' && limit.length > 0) &&
+    !(typeof limit === 'number' && Number.isInteger(limit) && limit > 0)
+  ) {
+    throw optionError('bodyLimit', "must be a size such as '16kb' or a positive number of bytes");
+  }
+  if (options.audit !== undefined && typeof options.audit !== 'function')
+    throw optionError('audit', 'must be a function');
+  if (options.onError !== undefined && typeof options.onError !== 'function') {
+    throw optionError('onError', 'must be a function');
+  }
+}
+
+function validateChecks(options: ChecksRouterOptions): void {
+  validateBase(options);
+  if (typeof options.passwordVerifier?.verify !== 'function') {
+    throw optionError('passwordVerifier', 'must be a PasswordVerifier (createPasswordVerifier())');
+  }
+  if (typeof options.totpVerifier?.verify !== 'function') {
+    throw optionError('totpVerifier', 'must be a TotpVerifier (createTotpVerifier({ store }))');
+  }
+  if (typeof options.otpCodes?.issue !== 'function' || typeof options.otpCodes?.verify !== 'function') {
+    throw optionError('otpCodes', 'must be OtpCodes (createOtpCodes({ store }))');
+  }
+  if (options.observeCheck !== undefined && typeof options.observeCheck !== 'function') {
+    throw optionError('observeCheck', 'must be a function');
+  }
+}
+
+/** Whether the request carries a body (as type-is's hasBody). */
+function hasBody(req: Request): boolean {
+  const length = req.headers['content-length'];
+  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
+}
+
+/** The parsed JSON object body; an empty body is `{}`. */
+function readBody(req: Request): Body {
+  const body: unknown = req.body;
+  if (body === undefined) {
+    if (hasBody(req)) {
+      throw new RequestError(
+        415,
+        GrpcCode.InvalidArgument,
+        'Errors.Request.UnsupportedMediaType',
+        'Request body must be JSON (Content-Type: application/json)',
+      );
+    }
+    return {};
+  }
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+    throw new InvalidArgumentError('Errors.Request.Invalid', 'Request body must be a JSON object', 'body');
+  }
+  return body as Body;
+}
+
+function requireString(body: Body, field: string): string {
+  const value = body[field];
+  if (typeof value !== 'string') {
+    throw new InvalidArgumentError(
+      value === undefined || value === null ? 'Errors.Request.Missing' : 'Errors.Request.Invalid',
+      `${field} must be a string`,
+      field,
+    );
+  }
+  return value;
+}
+
+/** The query string, parsed independently of the app's `query parser` setting. */
+function queryOf(req: Request): URLSearchParams {
+  const url = req.originalUrl || req.url;
+  const q = url.indexOf('?');
+  return new URLSearchParams(q < 0 ? '' : url.slice(q + 1));
+}
+
+function singleParam(query: URLSearchParams, name: string): string | undefined {
+  const values = query.getAll(name);
+  if (values.length > 1) {
+    throw new InvalidArgumentError('Errors.Request.Invalid', `${name} must be given at most once`, name);
+  }
+  return values[0];
+}
+
+function pathParam(req: Request, name: string): string {
+  return validateId(req.params[name], name);
+}
+
+/** Reports `entry` to the audit hook, never letting the hook break the request. */
+function emitAudit(audit: RouterBaseOptions['audit'], entry: AuditEntry): void {
+  if (!audit) return;
+  try {
+    audit(entry);
+  } catch {
+    // an audit sink must not change the answer
+  }
+}
+
+async function audited<T>(
+  audit: RouterBaseOptions['audit'],
+  entry: Omit<AuditEntry, 'outcome'>,
+  action: () => Promise<T>,
+): Promise<T> {
+  try {
+    const result = await action();
+    emitAudit(audit, { ...entry, outcome: 'ok' });
+    return result;
+  } catch (error) {
+    emitAudit(audit, { ...entry, outcome: isLockgateError(error) ? error.code : 'error' });
+    throw error;
+  }
+}
+
+/** Route building blocks shared by the routers. */
+function toolkit(options: RouterBaseOptions) {
+  const { authorize } = options;
+  const json = express.json({ limit: options.bodyLimit ?? DEFAULT_BODY_LIMIT });
+  const contexts = new WeakMap<Request, AuthContext>();
+
+  /** Authenticates and authorizes before the body is read (401/403 come before 400). */
+  const guard =
+    (permission: Permission): RequestHandler =>
+    async (req, _res, next) => {
+      contexts.set(req, await authorize(req, permission));
+      next();
+    };
+
+  const run =
+    (handler: AuthedHandler): RequestHandler =>
+    async (req, res) => {
+      const ctx = contexts.get(req);
+      if (!ctx) throw new Error('lockgate: route reached without authorization');
+      await handler(req, res, ctx);
+    };
+
+  return {
+    /** A route without a body. */
+    plain: (permission: Permission, handler: AuthedHandler): RequestHandler[] => [
+      guard(permission),
+      run(handler),
+    ],
+    /** A route with a JSON body. */
+    withBody: (permission: Permission, handler: AuthedHandler): RequestHandler[] => [
+      guard(permission),
+      json,
+      run(handler),
+    ],
+    /** Authorizes for an org that the request names outside the header (an attempt's, `ctx.orgId`). */
+    async authorizeFor(
+      req: Request,
+      permission: Permission,
+      orgId: string | undefined,
+    ): Promise<AuthContext> {
+      const ctx = await authorize(req, permission, orgId === undefined ? undefined : { orgId });
+      // A custom hook that ignored the target must not widen access.
+      if (orgId !== undefined && ctx.orgId !== orgId) {
+        throw new PermissionDeniedError('Errors.Token.OrgDenied', 'Token may not act on this organization');
+      }
+      return ctx;
+    },
+  };
+}
+
+function finish(router: Router, options: RouterBaseOptions): Router {
+  router.use(createErrorHandler({ onError: options.onError }));
+  return router;
+}
+
+// ---- settings ---------------------------------------------------------------------------
+
+/**
+ * The lockout settings routes (API.md 2.1): management (org), admin (instance) and v2 settings.
+ */
+export function createSettingsRouter(options: SettingsRouterOptions): Router {
+  validateBase(options);
+  const { engine, audit } = options;
+  const t = toolkit(options);
+  const router = Router();
+
+  router.get(
+    '/management/v1/policies/lockout',
+    ...t.plain('policy.read', async (_req, res, ctx) => {
+      const settings = await engine.getEffectiveSettings(ctx.orgId);
+      res.json({ policy: renderPolicy(settings), isDefault: settings.isDefault });
+    }),
+  );
+
+  router.get(
+    '/management/v1/policies/default/lockout',
+    ...t.plain('policy.read', async (_req, res) => {
+      res.json({ policy: renderPolicy(await engine.getInstanceSettings()) });
+    }),
+  );
+
+  router.post(
+    '/management/v1/policies/lockout',
+    ...t.withBody('policy.write', async (req, res, ctx) => {
+      const body = readBody(req);
+      const details = await audited(
+        audit,
+        { action: 'settings.org.add', principal: ctx.principal, orgId: ctx.orgId },
+        () => engine.addOrgSettings(ctx.orgId, settingsInput(body)),
+      );
+      res.json({ details: renderDetails(details) });
+    }),
+  );
+
+  router.put(
+    '/management/v1/policies/lockout',
+    ...t.withBody('policy.write', async (req, res, ctx) => {
+      const body = readBody(req);
+      const details = await audited(
+        audit,
+        { action: 'settings.org.update', principal: ctx.principal, orgId: ctx.orgId },
+        () => engine.updateOrgSettings(ctx.orgId, settingsInput(body)),
+      );
+      res.json({ details: renderDetails(details) });
+    }),
+  );
+
+  router.delete(
+    '/management/v1/policies/lockout',
+    ...t.plain('policy.delete', async (_req, res, ctx) => {
+      const details = await audited(
+        audit,
+        { action: 'settings.org.reset', principal: ctx.principal, orgId: ctx.orgId },
+        () => engine.resetOrgSettings(ctx.orgId),
+      );
+      res.json({ details: renderDetails(details) });
+    }),
+  );
+
+  router.get(
+    '/admin/v1/policies/lockout',
+    ...t.plain('iam.policy.read', async (_req, res) => {
+      res.json({ policy: renderPolicy(await engine.getInstanceSettings()) });
+    }),
+  );
+
+  const updateInstance = t.withBody('iam.policy.write', async (req, res, ctx) => {
+    const body = readBody(req);
+    const details = await audited(
+      audit,
+      { action: 'settings.instance.update', principal: ctx.principal, orgId: engine.instanceId },
+      () => engine.updateInstanceSettings(settingsInput(body)),
+    );
+    res.json({ details: renderDetails(details) });
+  });
+  // API.md's path, and ZITADEL's current admin path for the same call.
+  router.put('/admin/v1/policies/password/lockout', ...updateInstance);
+  router.put('/admin/v1/policies/lockout', ...updateInstance);
+
+  router.get('/v2/settings/lockout', async (req, res) => {
+    const query = queryOf(req);
+    const orgParam = singleParam(query, 'ctx.orgId');
+    const instanceParam = singleParam(query, 'ctx.instance');
+    let badOrg: unknown;
+    try {
+      if (orgParam !== undefined) validateId(orgParam, 'ctx.orgId');
+    } catch (error) {
+      badOrg = error;
+    }
+    // 401/403 come before 400: a bad ctx.orgId is reported once the request is authorized.
+    const ctx = await t.authorizeFor(req, 'policy.read', badOrg === undefined ? orgParam : undefined);
+    if (badOrg !== undefined) throw badOrg;
+    if (instanceParam !== undefined && instanceParam !== 'true' && instanceParam !== 'false') {
+      throw new InvalidArgumentError(
+        'Errors.Request.Invalid',
+        'ctx.instance must be true or false',
+        'ctx.instance',
+      );
+    }
+    const instance = instanceParam === 'true';
+    if (instance && orgParam !== undefined) {
+      throw new InvalidArgumentError(
+        'Errors.Request.Invalid',
+        'give ctx.orgId or ctx.instance, not both',
+        'ctx',
+      );
+    }
+    const settings = instance
+      ? await engine.getInstanceSettings()
+      : await engine.getEffectiveSettings(ctx.orgId);
+    res.json(renderSettingsV2(settings));
+  });
+
+  return finish(router, options);
+}
+
+function settingsInput(body: Body): { maxPasswordAttempts?: unknown; maxOtpAttempts?: unknown } {
+  // The engine parses the values (numbers or numeric strings, 0 … 2^32−1) and names a bad field.
+  return { maxPasswordAttempts: body.maxPasswordAttempts, maxOtpAttempts: body.maxOtpAttempts };
+}
+
+// ---- users ------------------------------------------------------------------------------
+
+/**
+ * The user routes: status, locked users, admin lock/unlock (ZITADEL v1 and v2 paths) and
+ * password changed.
+ */
+export function createUsersRouter(options: UsersRouterOptions): Router {
+  validateBase(options);
+  const { engine, audit } = options;
+  const t = toolkit(options);
+  const router = Router();
+
+  router.get(
+    '/v1/users/:userId/lockout',
+    ...t.plain('user.read', async (req, res, ctx) => {
+      const userId = pathParam(req, 'userId');
+      res.json(renderUserStatus(await engine.getUserStatus(ctx.orgId, userId)));
+    }),
+  );
+
+  router.get(
+    '/v1/lockouts',
+    ...t.plain('user.read', async (req, res, ctx) => {
+      const query = queryOf(req);
+      const rawLimit = singleParam(query, 'limit');
+      const cursor = singleParam(query, 'cursor');
+      let limit: number | undefined;
+      if (rawLimit !== undefined) {
+        if (
+          !/^[0-9]{1,10}$/.test(rawLimit) ||
+          Number(rawLimit) < 1 ||
+          Number(rawLimit) > ORG_LIST_LIMIT_MAX
+        ) {
+          throw new InvalidArgumentError(
+            'Errors.List.Limit',
+            `limit must be an integer from 1 to ${ORG_LIST_LIMIT_MAX}`,
+            'limit',
+          );
+        }
+        limit = Number(rawLimit);
+      }
+      if (cursor !== undefined) validateId(cursor, 'cursor');
+      const page = await engine.listLocked(ctx.orgId, {
+        ...(limit !== undefined ? { limit } : {}),
+        ...(cursor !== undefined ? { cursor } : {}),
+      });
+      res.json(renderLockedPage(page));
+    }),
+  );
+
+  const lock = t.plain('user.write', async (req, res, ctx) => {
+    const userId = pathParam(req, 'userId');
+    const { lockedAt } = await audited(
+      audit,
+      { action: 'user.lock', principal: ctx.principal, orgId: ctx.orgId, userId },
+      () => engine.lockUser(ctx.orgId, userId),
+    );
+    res.json({ details: renderDetails({ sequence: 0, changeDate: lockedAt, resourceOwner: ctx.orgId }) });
+  });
+  router.post('/management/v1/users/:userId/_lock', ...lock);
+  router.post('/v2/users/:userId/lock', ...lock);
+
+  const unlock = t.plain('user.write', async (req, res, ctx) => {
+    const userId = pathParam(req, 'userId');
+    await audited(audit, { action: 'user.unlock', principal: ctx.principal, orgId: ctx.orgId, userId }, () =>
+      engine.unlockUser(ctx.orgId, userId),
+    );
+    res.json({ details: renderDetails({ sequence: 0, changeDate: Date.now(), resourceOwner: ctx.orgId }) });
+  });
+  router.post('/management/v1/users/:userId/_unlock', ...unlock);
+  router.post('/v2/users/:userId/unlock', ...unlock);
+
+  router.post(
+    '/v1/users/:userId/password_changed',
+    ...t.plain('user.write', async (req, res, ctx) => {
+      const userId = pathParam(req, 'userId');
+      await audited(
+        audit,
+        { action: 'user.password_changed', principal: ctx.principal, orgId: ctx.orgId, userId },
+        () => engine.passwordChanged(ctx.orgId, userId),
+      );
+      res.json({ details: renderDetails({ sequence: 0, changeDate: Date.now(), resourceOwner: ctx.orgId }) });
+    }),
+  );
+
+  return finish(router, options);
+}
+
+// ---- checks and attempts ----------------------------------------------------------------
+
+/** Evaluates a credential for a subject: true when correct. Built from the body before the store is touched. */
+type Evaluate = (subject: Subject) => Promise<boolean>;
+
+/**
+ * The check routes (password, TOTP, SMS/Email codes), code issuance and the attempt routes for
+ * credentials verified elsewhere. A locked user is refused before its credential is evaluated.
+ */
+export function createChecksRouter(options: ChecksRouterOptions): Router {
+  validateChecks(options);
+  const { engine, passwordVerifier, totpVerifier, otpCodes, observeCheck, failOpen = false } = options;
+  const t = toolkit(options);
+  const router = Router();
+
+  const observe = (factor: Factor, outcome: ObservedCheckOutcome, started: bigint): void => {
+    if (!observeCheck) return;
+    try {
+      observeCheck(factor, outcome, Number(process.hrtime.bigint() - started) / 1e9);
+    } catch {
+      // metrics must not change the answer
+    }
+  };
+
+  const runCheck = async (
+    orgId: string,
+    userId: string,
+    factor: Factor,
+    evaluate: Evaluate,
+  ): Promise<CheckResult> => {
+    const subject = makeSubject(engine.instanceId, orgId, userId);
+    let verdict: boolean | undefined;
+    try {
+      return await engine.check(orgId, userId, factor, async () => (verdict = await evaluate(subject)));
+    } catch (error) {
+      if (!failOpen || !(error instanceof StoreUnavailableError)) throw error;
+      const ok = verdict ?? (await evaluate(subject));
+      return ok
+        ? { outcome: 'success', failedAttempts: 0, locked: false }
+        : { outcome: 'failure', failedAttempts: 0, locked: false };
+    }
+  };
+
+  /** A check route: `parse` validates the body's credential fields and returns the evaluation. */
+  const checkRoute = (factor: Factor, parse: (body: Body) => Evaluate): RequestHandler[] =>
+    t.withBody('lockout.check', async (req, res, ctx) => {
+      const body = readBody(req);
+      const userId = validateId(body.userId, 'userId');
+      const evaluate = parse(body);
+      const started = process.hrtime.bigint();
+      let outcome: ObservedCheckOutcome = 'error';
+      try {
+        const result = await runCheck(ctx.orgId, userId, factor, evaluate);
+        outcome = result.outcome;
+        switch (result.outcome) {
+          case 'success':
+            res.json(renderCheckSuccess(userId, factor, result));
+            return;
+          case 'failure':
+            throw new InvalidCredentialsError(factor, result.failedAttempts);
+          case 'locked':
+            throw new UserLockedError(result.lockedAt);
+          case 'busy':
+            throw new BusyError(result.retryAfterMs);
+        }
+      } finally {
+        observe(factor, outcome, started);
+      }
+    });
+
+  router.post(
+    '/v1/checks/password',
+    ...checkRoute('password', (body) => {
+      const password = requireString(body, 'password');
+      const hash = body.encodedHash;
+      if (hash !== undefined && hash !== null && typeof hash !== 'string') {
+        throw new InvalidArgumentError(
+          'Errors.Request.Invalid',
+          'encodedHash must be a string',
+          'encodedHash',
+        );
+      }
+      // No hash (unknown user): the verifier runs a dummy verification and answers false.
+      const encodedHash = typeof hash === 'string' && hash.length > 0 ? hash : undefined;
+      return () => passwordVerifier.verify(encodedHash, password);
+    }),
+  );
+
+  router.post(
+    '/v1/checks/totp',
+    ...checkRoute('totp', (body) => {
+      const code = requireString(body, 'code');
+      const secret = requireString(body, 'secret');
+      return (subject) => totpVerifier.verify(subject, secret, code);
+    }),
+  );
+
+  const codeCheck = (factor: Factor, channel: CodeChannel): RequestHandler[] =>
+    checkRoute(factor, (body) => {
+      const code = requireString(body, 'code');
+      return (subject) => otpCodes.verify(subject, channel, code);
+    });
+  router.post('/v1/checks/otp_sms', ...codeCheck('otp_sms', 'sms'));
+  router.post('/v1/checks/otp_email', ...codeCheck('otp_email', 'email'));
+
+  const issue = (channel: CodeChannel): RequestHandler[] =>
+    t.withBody('lockout.check', async (req, res, ctx) => {
+      const body = readBody(req);
+      const userId = validateId(body.userId, 'userId');
+      // A locked user's codes would be refused anyway: do not send one (cost, SMS pumping).
+      const status = await engine.getUserStatus(ctx.orgId, userId);
+      if (status.locked) throw new UserLockedError(status.lockedAt);
+      const issued = await otpCodes.issue(makeSubject(engine.instanceId, ctx.orgId, userId), channel);
+      res.setHeader('Cache-Control', 'no-store');
+      res.status(201).json({ code: issued.code, expiresAt: rfc3339(issued.expiresAt) });
+    });
+  router.post('/v1/otp/sms', ...issue('sms'));
+  router.post('/v1/otp/email', ...issue('email'));
+
+  router.post(
+    '/v1/attempts',
+    ...t.withBody('lockout.check', async (req, res, ctx) => {
+      const body = readBody(req);
+      const userId = validateId(body.userId, 'userId');
+      const factor = validateFactor(body.factor, 'factor');
+      const r = await engine.reserve(ctx.orgId, userId, factor);
+      switch (r.status) {
+        case 'admitted':
+          res.setHeader('Cache-Control', 'no-store');
+          res
+            .status(201)
+            .json({ attemptId: r.reservation.attemptId, expiresAt: rfc3339(r.reservation.expiresAt) });
+          return;
+        case 'locked':
+          throw new UserLockedError(r.lockedAt);
+        case 'busy':
+          throw new BusyError(r.retryAfterMs);
+      }
+    }),
+  );
+
+  const settle =
+    (outcome: 'success' | 'failure'): RequestHandler =>
+    async (req, res) => {
+      let ref: AttemptRef | undefined;
+      let malformed: unknown;
+      try {
+        ref = decodeAttemptId(String(req.params.attemptId));
+      } catch (error) {
+        malformed = error;
+      }
+      // 401/403 come before 400; an attempt of an org the token may not act on is a 403.
+      await t.authorizeFor(req, 'lockout.check', ref?.org);
+      if (!ref) throw malformed;
+      res.json(renderSettlement(await engine.settle(String(req.params.attemptId), outcome)));
+    };
+  router.post('/v1/attempts/:attemptId/success', settle('success'));
+  router.post('/v1/attempts/:attemptId/failure', settle('failure'));
+
+  return finish(router, options);
+}
+
+// ---- everything -------------------------------------------------------------------------
+
+/**
+ * Every route of API.md 2.1 and 2.2 except /healthz, /readyz, /metrics and /openapi.json (the
+ * sidecar adds those). Routes that do not match fall through to the next handler.
+ */
+export function createApiRouter(options: ApiRouterOptions): Router {
+  validateChecks(options);
+  const router = Router();
+  router.use(createSettingsRouter(options));
+  router.use(createUsersRouter(options));
+  router.use(createChecksRouter(options));
+  return router;
+}

@@ -1,0 +1,303 @@
+import type { ErrorRequestHandler, Request, RequestHandler, Response } from 'express';
+import {
+  BusyError,
+  GrpcCode,
+  LockgateError,
+  StoreUnavailableError,
+  UserLockedError,
+  isLockgateError,
+} from '../core/errors';
+import type { Factor } from '../core/subjects';
+import { RateLimitedError } from '../verify/errors';
+
+/**
+ * ZITADEL-compatible error bodies and HTTP statuses, shared by every router and the sidecar.
+ *
+ * Body: `{"code": <gRPC code>, "message", "details": [{"@type": ErrorDetail, "id", "message"}]}`.
+ * A wrong credential adds a second detail of type CredentialsCheckError with `failedAttempts`.
+ * Nothing internal (stack, cause, driver text) ever reaches a body: errors that are not
+ * LockgateErrors answer 500 with a generic message and are handed to `onError` for the logs.
+ */
+
+export const ERROR_DETAIL_TYPE = 'type.googleapis.com/zitadel.v1.ErrorDetail';
+export const CREDENTIALS_CHECK_ERROR_TYPE = 'type.googleapis.com/zitadel.v1.CredentialsCheckError';
+
+export interface ErrorDetail {
+  readonly '@type': string;
+  readonly id: string;
+  readonly message: string;
+  /** CredentialsCheckError only: the factor's failed attempts (uint64 as a string). */
+  readonly failedAttempts?: string;
+}
+
+export interface ErrorBody {
+  readonly code: number;
+  readonly message: string;
+  readonly details: ErrorDetail[];
+}
+
+/** An error turned into an HTTP answer. */
+export interface HttpError {
+  readonly status: number;
+  readonly headers: Readonly<Record<string, string>>;
+  readonly body: ErrorBody;
+}
+
+/** Missing or unknown bearer token (401, code 16). Never carries a CredentialsCheckError detail. */
+export class UnauthenticatedError extends LockgateError {
+  readonly grpcCode = GrpcCode.Unauthenticated;
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** The token may not act on the org, or lacks the permission (403, code 7). */
+export class PermissionDeniedError extends LockgateError {
+  readonly grpcCode = GrpcCode.PermissionDenied;
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Stable ids of a wrong credential, per factor (as ZITADEL's). */
+export const INVALID_CREDENTIAL_IDS: Readonly<Record<Factor, string>> = {
+  password: 'Errors.User.Password.Invalid',
+  totp: 'Errors.User.MFA.OTP.InvalidCode',
+  otp_sms: 'Errors.User.Code.Invalid',
+  otp_email: 'Errors.User.Code.Invalid',
+  recovery_code: 'Errors.User.MFA.RecoveryCodes.InvalidCode',
+};
+
+const INVALID_CREDENTIAL_MESSAGES: Readonly<Record<Factor, string>> = {
+  password: 'Password is invalid',
+  totp: 'Code is invalid',
+  otp_sms: 'Code is invalid',
+  otp_email: 'Code is invalid',
+  recovery_code: 'Recovery code is invalid',
+};
+
+/**
+ * A wrong credential: 401, code 3 (as ZITADEL's invalid password), with a CredentialsCheckError
+ * detail that carries the factor's failed attempts after this one.
+ */
+export class InvalidCredentialsError extends LockgateError {
+  readonly grpcCode = GrpcCode.InvalidArgument;
+  readonly code: string;
+  constructor(
+    readonly factor: Factor,
+    readonly failedAttempts: number,
+  ) {
+    super(INVALID_CREDENTIAL_MESSAGES[factor]);
+    this.code = INVALID_CREDENTIAL_IDS[factor];
+  }
+}
+
+/** A request error that is not the client's data but the request itself (body type, size). */
+export class RequestError extends LockgateError {
+  constructor(
+    readonly status: number,
+    readonly grpcCode: GrpcCode,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** HTTP status of a gRPC code on the ZITADEL-compatible routes. */
+export function httpStatusOf(grpcCode: number): number {
+  switch (grpcCode) {
+    case GrpcCode.InvalidArgument:
+    case GrpcCode.FailedPrecondition:
+      return 400;
+    case GrpcCode.NotFound:
+      return 404;
+    case GrpcCode.AlreadyExists:
+      return 409;
+    case GrpcCode.PermissionDenied:
+      return 403;
+    case GrpcCode.Unauthenticated:
+      return 401;
+    case GrpcCode.ResourceExhausted:
+      return 429;
+    case GrpcCode.Unavailable:
+      return 503;
+    default:
+      return 500;
+  }
+}
+
+/** `Retry-After` in whole seconds: rounded up, at least 1. */
+export function retryAfterSeconds(ms: number): string {
+  const s = Number.isFinite(ms) ? Math.ceil(ms / 1000) : 1;
+  return String(Math.max(1, s));
+}
+
+function body(code: number, id: string, message: string, extra: ErrorDetail[] = []): ErrorBody {
+  return { code, message, details: [{ '@type': ERROR_DETAIL_TYPE, id, message }, ...extra] };
+}
+
+const INTERNAL: HttpError = {
+  status: 500,
+  headers: {},
+  body: body(GrpcCode.Internal, 'Errors.Internal', 'Internal error'),
+};
+
+/** Errors of body-parser, express and http-errors: `status` and `type`, safe to classify, never shown. */
+function asHttpLibraryError(error: unknown): { status: number; type?: string } | undefined {
+  if (typeof error !== 'object' || error === null) return undefined;
+  const e = error as { status?: unknown; statusCode?: unknown; type?: unknown; expose?: unknown };
+  const status = typeof e.status === 'number' ? e.status : e.statusCode;
+  if (typeof status !== 'number' || status < 400 || status > 499 || e.expose === false) return undefined;
+  return { status, type: typeof e.type === 'string' ? e.type : undefined };
+}
+
+function fromHttpLibrary(status: number, type: string | undefined): HttpError {
+  if (type === 'entity.parse.failed') {
+    return {
+      status: 400,
+      headers: {},
+      body: body(GrpcCode.InvalidArgument, 'Errors.Request.MalformedJson', 'Request body is not valid JSON'),
+    };
+  }
+  if (type === 'entity.too.large' || status === 413) {
+    return {
+      status: 413,
+      headers: {},
+      body: body(GrpcCode.ResourceExhausted, 'Errors.Request.TooLarge', 'Request body is too large'),
+    };
+  }
+  if (status === 415) {
+    return {
+      status: 415,
+      headers: {},
+      body: body(
+        GrpcCode.InvalidArgument,
+        'Errors.Request.UnsupportedMediaType',
+        'Request body must be JSON in UTF-8 (Content-Type: application/json)',
+      ),
+    };
+  }
+  return {
+    status: 400,
+    headers: {},
+    body: body(GrpcCode.InvalidArgument, 'Errors.Request.Invalid', 'Request is invalid'),
+  };
+}
+
+/**
+ * Maps any error to its HTTP answer. LockgateErrors keep their stable id and message; a locked
+ * user answers 423, busy and rate-limited answer 429 with `Retry-After`, a wrong credential 401
+ * with a CredentialsCheckError detail. Anything else is a 500 with a generic message.
+ */
+export function toHttpError(error: unknown): HttpError {
+  if (isLockgateError(error)) {
+    if (error instanceof InvalidCredentialsError) {
+      return {
+        status: 401,
+        headers: {},
+        body: body(error.grpcCode, error.code, error.message, [
+          {
+            '@type': CREDENTIALS_CHECK_ERROR_TYPE,
+            id: error.code,
+            message: error.message,
+            failedAttempts: String(error.failedAttempts),
+          },
+        ]),
+      };
+    }
+    if (error instanceof UserLockedError) {
+      return {
+        status: 423,
+        headers: {},
+        body: body(GrpcCode.FailedPrecondition, error.code, 'User is locked'),
+      };
+    }
+    if (error instanceof BusyError || error instanceof RateLimitedError) {
+      return {
+        status: 429,
+        headers: { 'Retry-After': retryAfterSeconds(error.retryAfterMs) },
+        body: body(GrpcCode.ResourceExhausted, error.code, error.message),
+      };
+    }
+    if (error instanceof StoreUnavailableError) {
+      // Its message may name driver details (timeouts, commands): a fixed text instead.
+      return {
+        status: 503,
+        headers: {},
+        body: body(GrpcCode.Unavailable, error.code, 'Lockout store unavailable'),
+      };
+    }
+    if (error instanceof UnauthenticatedError) {
+      return {
+        status: 401,
+        headers: { 'WWW-Authenticate': 'Bearer realm="lockgate"' },
+        body: body(error.grpcCode, error.code, error.message),
+      };
+    }
+    if (error instanceof RequestError) {
+      return { status: error.status, headers: {}, body: body(error.grpcCode, error.code, error.message) };
+    }
+    const status = httpStatusOf(error.grpcCode);
+    if (status === 500) return INTERNAL;
+    return { status, headers: {}, body: body(error.grpcCode, error.code, error.message) };
+  }
+  const lib = asHttpLibraryError(error);
+  if (lib) return fromHttpLibrary(lib.status, lib.type);
+  return INTERNAL;
+}
+
+/** Sends an error as its ZITADEL-compatible answer. */
+export function sendError(res: Response, error: unknown): void {
+  writeHttpError(res, toHttpError(error));
+}
+
+function writeHttpError(res: Response, answer: HttpError): void {
+  res.status(answer.status);
+  for (const [name, value] of Object.entries(answer.headers)) res.setHeader(name, value);
+  res.json(answer.body);
+}
+
+export interface ErrorHandlerOptions {
+  /**
+   * Called with every error answered 500 (unknown errors), for the logs. Its text never reaches
+   * the client. Must not throw.
+   */
+  readonly onError?: (error: unknown, req: Request) => void;
+}
+
+/**
+ * Express error middleware: answers every error with the ZITADEL error body (malformed JSON 400
+ * code 3, body too large 413, unknown errors 500 code 13). Mount it after the routes.
+ */
+export function createErrorHandler(options: ErrorHandlerOptions = {}): ErrorRequestHandler {
+  const { onError } = options;
+  return (error: unknown, req, res, next) => {
+    if (res.headersSent) {
+      next(error);
+      return;
+    }
+    const answer = toHttpError(error);
+    if (answer.status >= 500 && answer.status !== 503 && onError) {
+      try {
+        onError(error, req);
+      } catch {
+        // a failing logger must not change the answer
+      }
+    }
+    writeHttpError(res, answer);
+  };
+}
+
+/** A 404 code 5 for routes that do not exist; mount it last. */
+export function createNotFoundHandler(): RequestHandler {
+  return (_req, res) => {
+    res.status(404).json(body(GrpcCode.NotFound, 'Errors.Route.NotFound', 'Route not found'));
+  };
+}

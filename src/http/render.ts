@@ -1,0 +1,129 @@
+import type { LockedPage } from '../core/store';
+import type { Details, EffectiveSettings, ResourceOwnerType } from '../core/settings';
+import type { CheckResult, Settlement, UserStatus } from '../core/engine';
+import type { Factor } from '../core/subjects';
+
+/**
+ * JSON renderers of the HTTP API, in ZITADEL's shapes: uint64 values as strings, times as
+ * RFC 3339 UTC with milliseconds, absent times omitted.
+ */
+
+/** RFC 3339 UTC with milliseconds (`2024-06-17T09:46:07.958Z`). */
+export function rfc3339(ms: number): string {
+  return new Date(ms).toISOString();
+}
+
+export interface DetailsJson {
+  sequence: string;
+  creationDate?: string;
+  changeDate?: string;
+  resourceOwner: string;
+}
+
+/** `details` of a settings object or change (management and admin API, v1). */
+export function renderDetails(details: Details): DetailsJson {
+  return {
+    sequence: String(details.sequence),
+    ...(details.creationDate !== undefined ? { creationDate: rfc3339(details.creationDate) } : {}),
+    ...(details.changeDate !== undefined ? { changeDate: rfc3339(details.changeDate) } : {}),
+    resourceOwner: details.resourceOwner,
+  };
+}
+
+/** `details` of the v2 settings API: sequence, changeDate, resourceOwner (no creationDate, as ZITADEL's v2). */
+export function renderDetailsV2(details: Details): Omit<DetailsJson, 'creationDate'> {
+  return {
+    sequence: String(details.sequence),
+    ...(details.changeDate !== undefined ? { changeDate: rfc3339(details.changeDate) } : {}),
+    resourceOwner: details.resourceOwner,
+  };
+}
+
+export interface PolicyJson {
+  details: DetailsJson;
+  maxPasswordAttempts: string;
+  maxOtpAttempts: string;
+  isDefault: boolean;
+}
+
+/** A lockout policy (management and admin API, v1). */
+export function renderPolicy(settings: EffectiveSettings): PolicyJson {
+  return {
+    details: renderDetails(settings.details),
+    maxPasswordAttempts: String(settings.maxPasswordAttempts),
+    maxOtpAttempts: String(settings.maxOtpAttempts),
+    isDefault: settings.isDefault,
+  };
+}
+
+export interface SettingsV2Json {
+  details: Omit<DetailsJson, 'creationDate'>;
+  settings: { maxPasswordAttempts: string; maxOtpAttempts: string; resourceOwnerType: ResourceOwnerType };
+}
+
+/** `GET /v2/settings/lockout`. */
+export function renderSettingsV2(settings: EffectiveSettings): SettingsV2Json {
+  return {
+    details: renderDetailsV2(settings.details),
+    settings: {
+      maxPasswordAttempts: String(settings.maxPasswordAttempts),
+      maxOtpAttempts: String(settings.maxOtpAttempts),
+      resourceOwnerType: settings.resourceOwnerType,
+    },
+  };
+}
+
+export type UserStateJson = 'USER_STATE_ACTIVE' | 'USER_STATE_LOCKED';
+
+export interface UserStatusJson {
+  userId: string;
+  orgId: string;
+  state: UserStateJson;
+  lockedAt?: string;
+  failedAttempts: { password: string; totp: string; otpSms: string; otpEmail: string; recoveryCode: string };
+  settings: PolicyJson & { resourceOwnerType: ResourceOwnerType };
+}
+
+/** `GET /v1/users/{userId}/lockout`. */
+export function renderUserStatus(status: UserStatus): UserStatusJson {
+  const f = status.failedAttempts;
+  return {
+    userId: status.userId,
+    orgId: status.orgId,
+    state: status.locked ? 'USER_STATE_LOCKED' : 'USER_STATE_ACTIVE',
+    ...(status.locked && status.lockedAt !== undefined ? { lockedAt: rfc3339(status.lockedAt) } : {}),
+    failedAttempts: {
+      password: String(f.password),
+      totp: String(f.totp),
+      otpSms: String(f.otp_sms),
+      otpEmail: String(f.otp_email),
+      recoveryCode: String(f.recovery_code),
+    },
+    settings: { ...renderPolicy(status.settings), resourceOwnerType: status.settings.resourceOwnerType },
+  };
+}
+
+/** `GET /v1/lockouts`. */
+export function renderLockedPage(page: LockedPage): {
+  users: { userId: string; lockedAt: string }[];
+  nextCursor?: string;
+} {
+  return {
+    users: page.users.map((u) => ({ userId: u.userId, lockedAt: rfc3339(u.lockedAt) })),
+    ...(page.nextCursor !== undefined ? { nextCursor: page.nextCursor } : {}),
+  };
+}
+
+/** A successful check: `{"userId", "factor", "failedAttempts": "0", "locked": false}`. */
+export function renderCheckSuccess(
+  userId: string,
+  factor: Factor,
+  result: Extract<CheckResult, { outcome: 'success' }>,
+): { userId: string; factor: Factor; failedAttempts: string; locked: boolean } {
+  return { userId, factor, failedAttempts: String(result.failedAttempts), locked: result.locked };
+}
+
+/** A settled attempt: `{"failedAttempts", "locked"}`. */
+export function renderSettlement(s: Settlement): { failedAttempts: string; locked: boolean } {
+  return { failedAttempts: String(s.failedAttempts), locked: s.locked };
+}
