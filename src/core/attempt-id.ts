@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomFillSync } from 'node:crypto';
 import { InvalidArgumentError } from './errors';
 import { isFactor, type Factor } from './subjects';
 
@@ -16,8 +16,20 @@ export interface AttemptRef {
   readonly nonce: string;
 }
 
+// 16 random bytes per nonce, sliced from a pool refilled from the CSPRNG 256 nonces at a time
+// (as Node does for randomUUID): one randomFillSync call per reserve was 8% of a check's CPU.
+const POOL = Buffer.alloc(4096);
+let poolOffset = POOL.length;
+
+/** 128 bits from the CSPRNG, base64url (22 characters). */
 export function newNonce(): string {
-  return randomBytes(16).toString('base64url');
+  if (poolOffset + 16 > POOL.length) {
+    randomFillSync(POOL);
+    poolOffset = 0;
+  }
+  const nonce = POOL.toString('base64url', poolOffset, poolOffset + 16);
+  poolOffset += 16;
+  return nonce;
 }
 
 export function encodeAttemptId(ref: AttemptRef): string {

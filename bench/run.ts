@@ -1,0 +1,64 @@
+/**
+ * Benchmark entry: `npm run bench` runs every benchmark in order; `npm run bench -- engine`
+ * (names separated by spaces or commas) runs only those.
+ *
+ * Each benchmark is a module under bench/ exporting one async function; it starts and stops
+ * whatever it needs (its own redis-server on a free port) and prints absolute figures and
+ * ratios against a baseline measured in the same run.
+ */
+
+interface Benchmark {
+  readonly name: string;
+  readonly description: string;
+  readonly run: () => Promise<void>;
+}
+
+const BENCHMARKS: Benchmark[] = [
+  {
+    name: 'engine',
+    description: 'lockgate engine (MemoryStore, RedisStore) vs the rate-limiter-flexible login recipe',
+    run: () => require('./engine').benchEngine(),
+  },
+  // Further benchmarks (sidecar, middleware, proxy) are added here, in the order they run.
+];
+
+async function main(): Promise<void> {
+  const wanted = process.argv
+    .slice(2)
+    .flatMap((a) => a.split(','))
+    .map((a) => a.trim())
+    .filter(Boolean);
+  const unknown = wanted.filter((w) => !BENCHMARKS.some((b) => b.name === w));
+  if (unknown.length > 0) {
+    console.error(
+      `unknown benchmark ${unknown.join(', ')}; available: ${BENCHMARKS.map((b) => b.name).join(', ')}`,
+    );
+    process.exitCode = 2;
+    return;
+  }
+  const selected = wanted.length === 0 ? BENCHMARKS : BENCHMARKS.filter((b) => wanted.includes(b.name));
+  for (const bench of selected) {
+    const started = Date.now();
+    console.log(`\n######## ${bench.name}: ${bench.description}\n`);
+    try {
+      await bench.run();
+      console.log(`\n(${bench.name} took ${((Date.now() - started) / 1000).toFixed(1)} s)`);
+    } catch (error) {
+      process.exitCode = 1;
+      console.error(`\n${bench.name} failed:`, error);
+    }
+  }
+}
+
+main()
+  .catch((error) => {
+    process.exitCode = 1;
+    console.error(error);
+  })
+  .finally(() => {
+    // Every benchmark closes what it opened; if something still holds the loop, say so and leave.
+    setTimeout(() => {
+      console.error('bench: something still held the event loop 5 s after the end; exiting');
+      process.exit(process.exitCode ?? 1);
+    }, 5000).unref();
+  });
