@@ -1,0 +1,366 @@
+/**
+ * The `proxy` section of the sidecar's configuration (reverse-proxy mode): the upstream auth
+ * service, how requests are forwarded, and the login routes whose answers are judged.
+ *
+ * `proxyConfigSchema` is a zod (v4) schema, merged into the sidecar's schema as its `proxy` key.
+ * Parsing is idempotent: a parsed ProxyConfig parses again to the same value, so createProxy
+ * accepts both the raw file section and an already parsed one.
+ */
+import proxyAddr from 'proxy-addr';
+import { pathToRegexp } from 'path-to-regexp';
+import { z } from 'zod';
+import { InvalidArgumentError } from '../../core/errors';
+import { FACTORS } from '../../core/subjects';
+
+const ID_MAX = 256;
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
+/** An HTTP token (RFC 9110 5.6.2): method and header names. */
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+/** A header value without CR, LF or NUL. */
+const HEADER_VALUE = /^[^\r\n\0]*$/;
+const SIZE = /^([0-9]+(?:\.[0-9]+)?)\s*(b|kb|mb)?$/i;
+const MAX_BODY_LIMIT = 64 * 1024 * 1024;
+
+const intIn = (min: number, max: number) => {
+  const error = `expected an integer from ${min} to ${max}`;
+  return z.number({ error }).int({ error }).min(min, { error }).max(max, { error });
+};
+
+const id = (what: string) => {
+  const error = `expected ${what}: a string of 1 to ${ID_MAX} characters without control characters`;
+  return z
+    .string({ error })
+    .min(1, { error })
+    .max(ID_MAX, { error })
+    .refine((v) => !CONTROL.test(v), { error });
+};
+
+/** Bytes of a size: a number of bytes, or "64kb", "1mb", "512b" (1 kb = 1024 bytes). */
+export function parseSize(value: number | string): number | undefined {
+  if (typeof value === 'number') return Number.isInteger(value) && value > 0 ? value : undefined;
+  const m = SIZE.exec(value.trim());
+  if (!m) return undefined;
+  const unit = (m[2] ?? 'b').toLowerCase();
+  const bytes = Math.floor(Number(m[1]) * (unit === 'mb' ? 1024 * 1024 : unit === 'kb' ? 1024 : 1));
+  return bytes > 0 ? bytes : undefined;
+}
+
+const size = z
+  .union([z.number(), z.string()], { error: 'expected a number of bytes or a size such as "64kb" or "1mb"' })
+  .transform((value, ctx) => {
+    const bytes = parseSize(value);
+    if (bytes === undefined || bytes > MAX_BODY_LIMIT) {
+      ctx.issues.push({
+        code: 'custom',
+        message: `expected a number of bytes or a size such as "64kb" or "1mb" (1 byte to ${MAX_BODY_LIMIT / 1024 / 1024}mb)`,
+        input: value,
+      });
+      return z.NEVER;
+    }
+    return bytes;
+  });
+
+/** An inclusive range of HTTP status codes. */
+export interface StatusRange {
+  readonly min: number;
+  readonly max: number;
+}
+
+const STATUS_ERROR = 'expected a status (401), a class ("4xx") or a range ("400-499") of codes 100 to 599';
+
+/** 401, "401", "4xx", "400-499", or an already parsed { min, max }. */
+const statusRange = z
+  .union([z.number(), z.string(), z.strictObject({ min: z.number(), max: z.number() })], {
+    error: STATUS_ERROR,
+  })
+  .transform((value, ctx): StatusRange => {
+    const r = parseStatusRange(value);
+    if (!r) {
+      ctx.issues.push({ code: 'custom', message: STATUS_ERROR, input: value });
+      return z.NEVER;
+    }
+    return r;
+  });
+
+function parseStatusRange(value: number | string | StatusRange): StatusRange | undefined {
+  let min: number;
+  let max: number;
+  if (typeof value === 'number') {
+    min = max = value;
+  } else if (typeof value === 'object') {
+    ({ min, max } = value);
+  } else {
+    const s = value.trim();
+    let m: RegExpExecArray | null;
+    if ((m = /^([1-5])xx$/i.exec(s))) {
+      min = Number(m[1]) * 100;
+      max = min + 99;
+    } else if ((m = /^([0-9]{3})\s*-\s*([0-9]{3})$/.exec(s))) {
+      min = Number(m[1]);
+      max = Number(m[2]);
+    } else if (/^[0-9]{3}$/.test(s)) {
+      min = max = Number(s);
+    } else {
+      return undefined;
+    }
+  }
+  const ok = (n: number) => Number.isInteger(n) && n >= 100 && n <= 599;
+  return ok(min) && ok(max) && min <= max ? { min, max } : undefined;
+}
+
+/** Where a value is read from in a login request. */
+export const SOURCES = ['json', 'form', 'header', 'query', 'param'] as const;
+export type Source = (typeof SOURCES)[number];
+
+const sourceShape = {
+  /**
+   * json: a field of the JSON body (a dotted path such as `checks.user.loginName`); form: a field
+   * of an application/x-www-form-urlencoded body; header: a request header; query: a query
+   * parameter; param: a named parameter of the route's path (`/users/:userId/login`).
+   */
+  from: z.enum(SOURCES, { error: `expected one of ${SOURCES.join(', ')}` }),
+  /** The field, header, query parameter or path parameter name. */
+  name: z.string({ error: 'expected a name' }).min(1, { error: 'expected a name' }),
+  /** Lower-case the value before counting (for upstreams that match login names case-insensitively). */
+  lowercase: z.boolean({ error: 'expected true or false' }).default(false),
+  /** Trim white space around the value before counting (for upstreams that do). */
+  trim: z.boolean({ error: 'expected true or false' }).default(false),
+};
+
+const userSource = z.strictObject(sourceShape);
+
+const orgSource = z.union(
+  [
+    z.strictObject({
+      ...sourceShape,
+      /** The org when the request does not name one (else the request is answered 400). */
+      default: id('an org id').optional(),
+    }),
+    z.strictObject({
+      /** Every request of the route counts against this org. */
+      fixed: id('an org id'),
+    }),
+  ],
+  { error: 'expected { from, name } or { fixed: "<org id>" }' },
+);
+
+const judge = z
+  .strictObject({
+    /** Upstream statuses that mean "the credential was correct": the factor's counter is reset. */
+    success: z.array(statusRange).default([{ min: 200, max: 299 }]),
+    /** Upstream statuses that mean "the credential was wrong": counted, and may lock. */
+    failure: z.array(statusRange).default([
+      { min: 401, max: 401 },
+      { min: 403, max: 403 },
+    ]),
+  })
+  .prefault({})
+  .superRefine((j, ctx) => {
+    j.failure.forEach((f, i) => {
+      const overlap = j.success.find((s) => s.min <= f.max && f.min <= s.max);
+      if (overlap) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['failure', i],
+          message: `overlaps success ${describeRange(overlap)}: a status must be success, failure or neither`,
+        });
+      }
+    });
+  });
+
+function describeRange(r: StatusRange): string {
+  return r.min === r.max ? String(r.min) : `${r.min}-${r.max}`;
+}
+
+const route = z
+  .strictObject({
+    /** The method, e.g. POST (case-insensitive), or "*" for any method. Default POST. */
+    method: z
+      .string({ error: 'expected an HTTP method such as POST, or "*"' })
+      .regex(TOKEN, { error: 'expected an HTTP method such as POST, or "*"' })
+      .transform((m) => m.toUpperCase())
+      .default('POST'),
+    /**
+     * The path: exact (`/login`) or an Express 5 pattern (`/orgs/:orgId/login`, `/login/*rest`).
+     * Matched case-insensitively, with an optional trailing slash, against the request path after
+     * percent-decoding, `;params` removal, dot-segment resolution and slash collapsing (so that
+     * spellings the upstream may treat as the same path cannot slip past the lockout).
+     */
+    path: z
+      .string({ error: 'expected a path starting with /' })
+      .startsWith('/', { error: 'expected a path starting with /' }),
+    /** The factor counted (default password). */
+    factor: z.enum(FACTORS, { error: `expected one of ${FACTORS.join(', ')}` }).default('password'),
+    /** Where the user id (login name) is read from. */
+    user: userSource,
+    /** Where the org is read from, or a fixed org. Default: the instance id as the org. */
+    org: orgSource.optional(),
+    /** How the upstream's answer is judged. Default: 2xx success, 401/403 failure, anything else uncounted. */
+    judge,
+  })
+  .superRefine((r, ctx) => {
+    let params: Set<string>;
+    try {
+      params = new Set(pathToRegexp(r.path).keys.map((k) => k.name));
+    } catch (error) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['path'],
+        message: `is not a valid path pattern: ${error instanceof Error ? error.message.split('\n')[0] : 'syntax error'}`,
+      });
+      return;
+    }
+    const check = (field: 'user' | 'org', source: { from: Source; name: string } | { fixed: string }) => {
+      if ('fixed' in source) return;
+      if (source.from === 'param' && !params.has(source.name)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: [field, 'name'],
+          message: `names no parameter of the path ${r.path} (write it as :${source.name})`,
+        });
+      }
+      if (source.from === 'header' && !TOKEN.test(source.name)) {
+        ctx.addIssue({ code: 'custom', path: [field, 'name'], message: 'expected a header name' });
+      }
+    };
+    check('user', r.user);
+    if (r.org) check('org', r.org);
+  });
+
+/** The answer to a login of a locked user. Default: 423 with the ZITADEL error body (Errors.User.Locked). */
+const lockedResponse = z.strictObject({
+  /** HTTP status, e.g. the upstream's own failure status so that the lock is not revealed. */
+  status: intIn(200, 599),
+  /** A string is sent as it is; an object or list as JSON. Absent: an empty body. */
+  body: z
+    .union([z.string(), z.record(z.string(), z.unknown()), z.array(z.unknown())], {
+      error: 'expected a string, or an object or list (sent as JSON)',
+    })
+    .optional(),
+  /** Response headers (e.g. the upstream's content-type and WWW-Authenticate). */
+  headers: z
+    .record(
+      z.string().regex(TOKEN, { error: 'expected a header name' }),
+      z.string().regex(HEADER_VALUE, { error: 'expected a header value without line breaks' }),
+    )
+    .optional(),
+});
+
+type TrustProxyValue = boolean | number | string | string[];
+
+const trustProxy = z
+  .union([z.boolean(), intIn(0, 64), z.string().min(1), z.array(z.string().min(1)).min(1)], {
+    error:
+      'expected true, false, a number of hops, or addresses/subnets (a list, or a comma-separated string; "loopback", "linklocal" and "uniquelocal" allowed)',
+  })
+  .superRefine((value, ctx) => {
+    try {
+      compileTrust(value);
+    } catch (error) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `${error instanceof Error ? error.message : 'invalid'} (expected addresses or subnets such as 10.0.0.0/8, or loopback)`,
+      });
+    }
+  });
+
+const upstream = z
+  .string({ error: 'expected the upstream URL, e.g. http://auth:8080' })
+  .transform((value, ctx) => {
+    let url: URL;
+    try {
+      url = new URL(value);
+    } catch {
+      ctx.issues.push({ code: 'custom', message: 'expected a URL such as http://auth:8080', input: value });
+      return z.NEVER;
+    }
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+      ctx.issues.push({ code: 'custom', message: 'expected an http:// or https:// URL', input: value });
+      return z.NEVER;
+    }
+    if (
+      url.username ||
+      url.password ||
+      (url.pathname !== '/' && url.pathname !== '') ||
+      url.search ||
+      url.hash
+    ) {
+      ctx.issues.push({
+        code: 'custom',
+        message: 'expected an origin only (scheme://host[:port]): requests keep their own path',
+        input: value,
+      });
+      return z.NEVER;
+    }
+    return url.origin;
+  });
+
+export const proxyConfigSchema = z.strictObject({
+  /** The auth service: scheme://host[:port]. Every request keeps its path and query. */
+  upstream,
+  /**
+   * How long the upstream may take to answer (time to response headers, and the longest pause
+   * while a body streams), in ms; slower: 504. Keep it below the engine's lease (leaseMs).
+   */
+  timeoutMs: intIn(1, 3_600_000).default(30_000),
+  /**
+   * Which peers are trusted proxies, as Express's "trust proxy": false (default), true, a hop
+   * count, or addresses/subnets. The X-Forwarded-* headers of a trusted peer are kept (its
+   * address appended to X-Forwarded-For); an untrusted peer's are replaced.
+   */
+  trustProxy: trustProxy.default(false),
+  /** Forward the client's Host header (default) or send the upstream's host. */
+  preserveHost: z.boolean({ error: 'expected true or false' }).default(true),
+  /** Largest login request body (login routes only; bodies of other routes stream through unbounded). */
+  bodyLimit: size.default(64 * 1024),
+  /** Most connections to the upstream at once (default: no limit). Idle ones are kept alive. */
+  connections: intIn(1, 65_535).optional(),
+  /** The answer to a login of a locked user. Default: 423 with the ZITADEL error body. */
+  lockedResponse: lockedResponse.optional(),
+  /** The login routes: requests to them are counted; everything else passes through. */
+  routes: z.array(route).min(1, { error: 'expected at least one login route' }),
+});
+
+/** The `proxy` section as written in the configuration file. */
+export type ProxyConfigInput = z.input<typeof proxyConfigSchema>;
+/** The parsed `proxy` section. */
+export type ProxyConfig = z.output<typeof proxyConfigSchema>;
+export type ProxyRouteConfig = ProxyConfig['routes'][number];
+export type ProxyValueSource = ProxyRouteConfig['user'];
+export type ProxyOrgSource = NonNullable<ProxyRouteConfig['org']>;
+export type LockedResponseConfig = NonNullable<ProxyConfig['lockedResponse']>;
+export type JudgeConfig = ProxyRouteConfig['judge'];
+
+/**
+ * Parses the `proxy` section. Throws InvalidArgumentError (`Errors.Options.Invalid`) whose
+ * message names the first bad field: `proxy.routes[0].user.from: expected one of json, …`.
+ */
+export function parseProxyConfig(raw: unknown): ProxyConfig {
+  const result = proxyConfigSchema.safeParse(raw);
+  if (result.success) return result.data;
+  const issue = result.error.issues[0];
+  const parts = issue ? [...issue.path] : [];
+  if (issue?.code === 'unrecognized_keys' && issue.keys[0] !== undefined) parts.push(issue.keys[0]);
+  const field = formatPath(['proxy', ...parts]);
+  const message = issue?.code === 'unrecognized_keys' ? 'unknown option' : (issue?.message ?? 'invalid');
+  throw new InvalidArgumentError('Errors.Options.Invalid', `${field}: ${message}`, field);
+}
+
+function formatPath(parts: readonly PropertyKey[]): string {
+  let out = '';
+  for (const p of parts) out += typeof p === 'number' ? `[${p}]` : out === '' ? String(p) : `.${String(p)}`;
+  return out;
+}
+
+/**
+ * The trust function of a `trustProxy` value, as Express compiles "trust proxy": called with an
+ * address and its hop index (0 = the peer of the connection).
+ */
+export function compileTrust(value: TrustProxyValue): (address: string, hop: number) => boolean {
+  if (value === true) return () => true;
+  if (value === false) return () => false;
+  if (typeof value === 'number') return (_address, hop) => hop < value;
+  const list = typeof value === 'string' ? value.split(',').map((v) => v.trim()) : value;
+  return proxyAddr.compile(list);
+}
