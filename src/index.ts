@@ -4,3 +4,30 @@ export * from './core/settings';
 export * from './core/engine';
 export { encodeAttemptId, decodeAttemptId, type AttemptRef } from './core/attempt-id';
 export * from './store';
+export * from './express';
+export * from './verify';
+export {
+  InvalidCredentialsError,
+  PermissionDeniedError,
+  RequestError,
+  UnauthenticatedError,
+  createErrorHandler,
+  createNotFoundHandler,
+  toHttpError,
+  type ErrorBody,
+  type ErrorDetail,
+  type ErrorHandlerOptions,
+  type HttpError,
+} from './http/errors';
+export {
+  ORG_HEADER,
+  PERMISSIONS,
+  createTokenAuthorizer,
+  hashToken,
+  type AuthContext,
+  type Authorize,
+  type AuthorizeTarget,
+  type Permission,
+  type TokenAuthorizerOptions,
+  type TokenOptions,
+} from './http/auth';

@@ -1,0 +1,210 @@
+import type { CheckResult, LockoutEngine } from '../core/engine';
+import { BusyError, InvalidArgumentError, StoreUnavailableError, UserLockedError } from '../core/errors';
+import type { CodeChannel } from '../core/store';
+import { makeSubject, validateFactor, type Factor, type Subject } from '../core/subjects';
+import { VerifyErrorCodes } from '../verify/errors';
+import type { OtpCodes } from '../verify/otp-codes';
+import type { PasswordVerifier } from '../verify/password';
+import type { TotpVerifier } from '../verify/totp';
+import { describe, type LockoutErrorContext } from './options';
+
+/**
+ * Checks that wrap a verifier in the reservation protocol: reserve an attempt (a locked user's
+ * credential is never evaluated), evaluate, settle. Each resolves to a typed result — a wrong
+ * credential is a normal result, not an error — or rejects with a coded error:
+ * UserLockedError (locked), BusyError (G2: retry after `retryAfterMs`), StoreUnavailableError
+ * (fail-closed), RateLimitedError (too many codes issued), InvalidArgumentError (bad input).
+ */
+
+/** The result of a check. */
+export type LockoutCheckResult =
+  | { readonly ok: true; readonly failedAttempts: 0; readonly locked: false }
+  | {
+      readonly ok: false;
+      /** The factor's failed attempts after this one (0 when counted nowhere: fail-open). */
+      readonly failedAttempts: number;
+      /** Whether this failure locked the user (later checks throw UserLockedError). */
+      readonly locked: boolean;
+    };
+
+/** A code issued for the caller to deliver. */
+export interface IssuedCode {
+  /** 6 digits. */
+  readonly code: string;
+  /** When it stops being accepted (ms since the epoch). */
+  readonly expiresAt: number;
+}
+
+export interface LockoutChecks {
+  /**
+   * Verifies `password` against the user's argon2 PHC hash. `encodedHash` undefined (unknown
+   * user): a dummy verification of the same cost and a normal failure.
+   */
+  password(
+    org: string,
+    user: string,
+    encodedHash: string | undefined,
+    password: string,
+  ): Promise<LockoutCheckResult>;
+  /** Verifies a 6-digit RFC 6238 code against the user's Base32 secret; a code is accepted once. */
+  totp(org: string, user: string, secret: string, code: string): Promise<LockoutCheckResult>;
+  /** Issues a 6-digit code for the caller to send; refuses a locked user (UserLockedError). */
+  issueCode(org: string, user: string, channel: CodeChannel): Promise<IssuedCode>;
+  /** Verifies the code issued last on `channel` (factor otp_sms or otp_email); single use. */
+  verifyCode(org: string, user: string, channel: CodeChannel, code: string): Promise<LockoutCheckResult>;
+  /** Any credential: `verifier` answers true when it is right. A verifier that throws releases the attempt uncounted. */
+  check(
+    org: string,
+    user: string,
+    factor: Factor,
+    verifier: () => Promise<boolean> | boolean,
+  ): Promise<LockoutCheckResult>;
+}
+
+export interface ChecksContext {
+  readonly engine: LockoutEngine;
+  readonly failOpen: boolean;
+  readonly passwordVerifier: () => PasswordVerifier;
+  readonly totpVerifier: TotpVerifier;
+  readonly otpCodes: OtpCodes;
+  readonly report: (error: unknown, context: LockoutErrorContext) => void;
+}
+
+const OK: LockoutCheckResult = Object.freeze({ ok: true, failedAttempts: 0, locked: false });
+
+const FACTOR_OF_CHANNEL: Readonly<Record<CodeChannel, Factor>> = { sms: 'otp_sms', email: 'otp_email' };
+
+function checkChannel(channel: unknown): CodeChannel {
+  if (channel !== 'sms' && channel !== 'email') {
+    throw new InvalidArgumentError(
+      VerifyErrorCodes.OtpChannelInvalid,
+      `channel must be 'sms' or 'email', got ${describe(channel)}`,
+      'channel',
+    );
+  }
+  return channel;
+}
+
+function requireString(value: unknown, field: string): string {
+  if (typeof value !== 'string') {
+    throw new InvalidArgumentError(
+      value === undefined || value === null ? 'Errors.Request.Missing' : 'Errors.Request.Invalid',
+      `${field} must be a string`,
+      field,
+    );
+  }
+  return value;
+}
+
+export function createChecks(ctx: ChecksContext): LockoutChecks {
+  const { engine, failOpen, report } = ctx;
+
+  /** Evaluated with the subject; `evaluate` may be called a second time only in fail-open mode. */
+  const run = async (
+    org: string,
+    user: string,
+    factor: Factor,
+    evaluate: (subject: Subject) => Promise<boolean> | boolean,
+  ): Promise<LockoutCheckResult> => {
+    const subject = makeSubject(engine.instanceId, org, user);
+    let verdict: boolean | undefined;
+    let evaluationFailed = false;
+    let result: CheckResult;
+    try {
+      result = await engine.check(org, user, factor, async () => {
+        try {
+          verdict = (await evaluate(subject)) === true;
+        } catch (error) {
+          evaluationFailed = true;
+          throw error;
+        }
+        return verdict;
+      });
+    } catch (error) {
+      if (!(error instanceof StoreUnavailableError)) throw error;
+      const context = { operation: 'check', factor, orgId: subject.org, userId: subject.user } as const;
+      if (!failOpen || evaluationFailed) {
+        // The verifier itself needs the store (codes, TOTP replay marks): nothing to fall back to.
+        report(error, { ...context, outcome: 'refused' });
+        throw error;
+      }
+      const ok = verdict ?? (await evaluate(subject)) === true;
+      report(error, { ...context, outcome: 'unguarded' });
+      return ok ? OK : { ok: false, failedAttempts: 0, locked: false };
+    }
+    switch (result.outcome) {
+      case 'success':
+        return OK;
+      case 'failure':
+        return { ok: false, failedAttempts: result.failedAttempts, locked: result.locked };
+      case 'locked':
+        throw new UserLockedError(result.lockedAt);
+      case 'busy':
+        throw new BusyError(result.retryAfterMs);
+    }
+  };
+
+  return {
+    async password(org, user, encodedHash, password) {
+      requireString(password, 'password');
+      if (encodedHash !== undefined && typeof encodedHash !== 'string') {
+        throw new InvalidArgumentError(
+          'Errors.Request.Invalid',
+          'encodedHash must be a string (or undefined for an unknown user)',
+          'encodedHash',
+        );
+      }
+      const verifier = ctx.passwordVerifier();
+      const hash = encodedHash === '' ? undefined : encodedHash;
+      return run(org, user, 'password', () => verifier.verify(hash, password));
+    },
+
+    async totp(org, user, secret, code) {
+      requireString(secret, 'secret');
+      requireString(code, 'code');
+      return run(org, user, 'totp', (subject) => ctx.totpVerifier.verify(subject, secret, code));
+    },
+
+    async issueCode(org, user, rawChannel) {
+      const channel = checkChannel(rawChannel);
+      const subject = makeSubject(engine.instanceId, org, user);
+      try {
+        // A locked user's codes would be refused anyway: do not send one (cost, SMS pumping).
+        const status = await engine.getUserStatus(subject.org, subject.user);
+        if (status.locked) throw new UserLockedError(status.lockedAt);
+        return await ctx.otpCodes.issue(subject, channel);
+      } catch (error) {
+        if (error instanceof StoreUnavailableError) {
+          report(error, {
+            operation: 'issue',
+            outcome: 'refused',
+            factor: FACTOR_OF_CHANNEL[channel],
+            orgId: subject.org,
+            userId: subject.user,
+          });
+        }
+        throw error;
+      }
+    },
+
+    async verifyCode(org, user, rawChannel, code) {
+      const channel = checkChannel(rawChannel);
+      requireString(code, 'code');
+      return run(org, user, FACTOR_OF_CHANNEL[channel], (subject) =>
+        ctx.otpCodes.verify(subject, channel, code),
+      );
+    },
+
+    async check(org, user, factor, verifier) {
+      validateFactor(factor);
+      if (typeof verifier !== 'function') {
+        throw new InvalidArgumentError(
+          'Errors.Options.Invalid',
+          `verifier must be a function () => Promise<boolean> that answers whether the credential is right, got ${describe(verifier)}`,
+          'verifier',
+        );
+      }
+      return run(org, user, factor, () => verifier());
+    },
+  };
+}

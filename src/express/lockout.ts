@@ -1,0 +1,269 @@
+import type { Request, RequestHandler, Router } from 'express';
+import { LockoutEngine } from '../core/engine';
+import type { LockoutStore } from '../core/store';
+import type { Factor } from '../core/subjects';
+import { createTokenAuthorizer, type Authorize, type TokenOptions } from '../http/auth';
+import { MemoryStore } from '../store/memory/memory-store';
+import { createOtpCodes } from '../verify/otp-codes';
+import { createPasswordVerifier, type PasswordVerifier } from '../verify/password';
+import { createTotpVerifier } from '../verify/totp';
+import { createChecks, type LockoutChecks } from './checks';
+import { createGuard, type GuardOptions } from './guard';
+import {
+  describe,
+  optionError,
+  resolveLockoutOptions,
+  withPrefix,
+  type LockoutConfig,
+  type LockoutErrorContext,
+  type LockoutOptions,
+} from './options';
+import {
+  createApiRouter,
+  createChecksRouter,
+  createSettingsRouter,
+  createUsersRouter,
+  type AuditEntry,
+  type RouterBaseOptions,
+} from './routers';
+
+/** Options of one mounted router; omitted ones come from createLockout's. */
+export interface LockoutRouterOptions {
+  /** Authorization of this router, instead of createLockout's `authorize` / `tokens`. */
+  readonly authorize?: Authorize;
+  /** Tokens of this router, instead of createLockout's `authorize` / `tokens`. */
+  readonly tokens?: readonly TokenOptions[];
+  readonly audit?: (entry: AuditEntry) => void;
+  readonly bodyLimit?: string | number;
+}
+
+/** The admin routers of API.md 2.1 and 2.2, to mount in the app (`app.use('/admin', lockout.routers.users())`). */
+export interface LockoutRouters {
+  /** Lockout settings: management (org), admin (instance) and v2 settings routes. */
+  settings(options?: LockoutRouterOptions): Router;
+  /** User status, locked users, admin lock/unlock, password changed. */
+  users(options?: LockoutRouterOptions): Router;
+  /** The sidecar's check, code and attempt routes. */
+  checks(options?: LockoutRouterOptions): Router;
+  /** All of them. */
+  all(options?: LockoutRouterOptions): Router;
+}
+
+/** Guard shorthands, one per factor: `lockout.guards.password({ user })`. */
+export interface LockoutGuards {
+  password(options: GuardOptions): RequestHandler;
+  totp(options: GuardOptions): RequestHandler;
+  otpSms(options: GuardOptions): RequestHandler;
+  otpEmail(options: GuardOptions): RequestHandler;
+  recoveryCode(options: GuardOptions): RequestHandler;
+}
+
+/** What createLockout returns. */
+export interface Lockout {
+  /** The underlying engine (settings, status, lock/unlock, reserve/settle). */
+  readonly engine: LockoutEngine;
+  /** The store in use. */
+  readonly store: LockoutStore;
+  /** The resolved options. */
+  readonly config: LockoutConfig;
+  /**
+   * A middleware that guards the route behind it for `factor`: it answers 400 (the subject
+   * cannot be read), 423 locked, 429 busy (Retry-After) or 503 store unavailable itself, and
+   * otherwise reserves an attempt, sets `req.lockout`, and settles it from `req.lockout.*()` or
+   * from the response status (2xx success, 401/403 failure, anything else release).
+   */
+  guard(factor: Factor, options: GuardOptions): RequestHandler;
+  readonly guards: LockoutGuards;
+  /** Checks that wrap the verifiers (password, TOTP, SMS/Email codes, any async function). */
+  readonly checks: LockoutChecks;
+  /** The admin routers, with createLockout's `tokens` or `authorize`. */
+  readonly routers: LockoutRouters;
+  /** Resolves when every settlement under way has finished. */
+  drain(): Promise<void>;
+  /**
+   * Waits for settlements under way, then stops the engine and closes the store (its own
+   * resources: a RedisStore's subscriber; the ioredis client you gave it stays open). Idempotent.
+   */
+  close(): Promise<void>;
+}
+
+function defaultReport(error: unknown, context: LockoutErrorContext): void {
+  const who = [context.orgId, context.userId].filter((x) => x !== undefined).join('/');
+  const what = [context.operation, context.factor].filter(Boolean).join(' ');
+  const why = error instanceof Error ? error.message : String(error);
+  console.warn(`lockgate: ${what}${who ? ` of ${who}` : ''} failed (${context.outcome}): ${why}`);
+}
+
+/**
+ * Creates lockout for an Express login app: guards, checks and admin routers on one engine.
+ *
+ * ```ts
+ * const lockout = createLockout({ store: new RedisStore({ client }), instance: { maxPasswordAttempts: 5, maxOtpAttempts: 5 } });
+ * app.post('/login', express.json(), lockout.guard('password', { user: (req) => req.body.userId }), loginHandler);
+ * ```
+ *
+ * Every option is validated now; a bad one throws an InvalidArgumentError naming it.
+ */
+export function createLockout(options: LockoutOptions = {}): Lockout {
+  const config = resolveLockoutOptions(options);
+  const store: LockoutStore = options.store ?? new MemoryStore();
+  const onError = options.onError;
+  const report = (error: unknown, context: LockoutErrorContext): void => {
+    try {
+      (onError ?? defaultReport)(error, context);
+    } catch {
+      // a failing logger must not change the answer
+    }
+  };
+
+  const engine = withPrefix(
+    'createLockout',
+    () =>
+      new LockoutEngine({
+        store,
+        instanceId: config.instanceId,
+        defaults: config.defaults,
+        ...(config.leaseMs !== undefined ? { leaseMs: config.leaseMs } : {}),
+        ...(config.settingsCacheTtlMs !== undefined ? { settingsCacheTtlMs: config.settingsCacheTtlMs } : {}),
+        ...(options.onEvent ? { onEvent: options.onEvent } : {}),
+      }),
+  );
+  const totpVerifier = withPrefix(
+    'createLockout',
+    () => createTotpVerifier({ ...options.totp, store }),
+    'totp',
+  );
+  const otpCodes = withPrefix('createLockout', () => createOtpCodes({ ...options.codes, store }), 'codes');
+  const defaultAuthorize: Authorize | undefined =
+    options.authorize ??
+    (options.tokens !== undefined
+      ? withPrefix('createLockout', () => createTokenAuthorizer({ tokens: options.tokens! }))
+      : undefined);
+
+  // The password verifier hashes its dummy (64 MiB by default) when it is made. With `password`
+  // options it is made now (so they are validated now); with the defaults, when first needed.
+  const makePasswordVerifier = (): PasswordVerifier =>
+    withPrefix('createLockout', () => createPasswordVerifier(options.password ?? {}), 'password');
+  let passwordVerifier: PasswordVerifier | undefined =
+    options.password !== undefined ? makePasswordVerifier() : undefined;
+  const getPasswordVerifier = (): PasswordVerifier => (passwordVerifier ??= makePasswordVerifier());
+
+  // Settlements under way (their observed promises, which never reject), for drain() and close().
+  const pending = new Set<Promise<unknown>>();
+  const track = (settling: Promise<unknown>): void => {
+    pending.add(settling);
+    void settling.then(() => pending.delete(settling));
+  };
+
+  const guard = (factor: Factor, guardOptions: GuardOptions): RequestHandler =>
+    createGuard(
+      {
+        engine,
+        defaultOrg: config.defaultOrg,
+        failOpen: config.failOpen,
+        responses: {
+          locked: config.lockedResponse,
+          busy: config.busyResponse,
+          unavailable: config.unavailableResponse,
+        },
+        report,
+        track,
+      },
+      factor,
+      guardOptions,
+    );
+
+  const checks = createChecks({
+    engine,
+    failOpen: config.failOpen,
+    passwordVerifier: getPasswordVerifier,
+    totpVerifier,
+    otpCodes,
+    report,
+  });
+
+  const routerBase = (where: string, o: LockoutRouterOptions = {}): RouterBaseOptions => {
+    if (typeof o !== 'object' || o === null) {
+      throw optionError(
+        where,
+        'options',
+        `must be an object such as { authorize } or omitted, got ${describe(o)}`,
+      );
+    }
+    if (o.authorize !== undefined && o.tokens !== undefined) {
+      throw optionError(
+        where,
+        'tokens',
+        'and authorize cannot both be given: authorize replaces the token model',
+      );
+    }
+    const authorize =
+      o.authorize ??
+      (o.tokens !== undefined
+        ? withPrefix(where, () => createTokenAuthorizer({ tokens: o.tokens! }))
+        : undefined) ??
+      defaultAuthorize;
+    if (authorize === undefined) {
+      throw optionError(
+        where,
+        'authorize',
+        'is needed: pass createLockout({ tokens: [{ name, token, org, permissions }] }) or createLockout({ authorize: (req, permission, target) => ... }) (or give them to this router)',
+      );
+    }
+    const audit = o.audit ?? options.audit;
+    const bodyLimit = o.bodyLimit ?? options.bodyLimit;
+    return {
+      engine,
+      authorize,
+      ...(audit ? { audit } : {}),
+      ...(bodyLimit !== undefined ? { bodyLimit } : {}),
+      onError: (error: unknown, req: Request) =>
+        report(error, { operation: 'router', outcome: 'refused', req }),
+    };
+  };
+  const checksOptions = (where: string, o?: LockoutRouterOptions) => ({
+    ...routerBase(where, o),
+    passwordVerifier: getPasswordVerifier(),
+    totpVerifier,
+    otpCodes,
+    failOpen: config.failOpen,
+  });
+
+  const routers: LockoutRouters = {
+    settings: (o) =>
+      withPrefix('routers.settings', () => createSettingsRouter(routerBase('routers.settings', o))),
+    users: (o) => withPrefix('routers.users', () => createUsersRouter(routerBase('routers.users', o))),
+    checks: (o) => withPrefix('routers.checks', () => createChecksRouter(checksOptions('routers.checks', o))),
+    all: (o) => withPrefix('routers.all', () => createApiRouter(checksOptions('routers.all', o))),
+  };
+
+  const drain = async (): Promise<void> => {
+    while (pending.size > 0) await Promise.allSettled([...pending]);
+  };
+
+  let closing: Promise<void> | undefined;
+  return {
+    engine,
+    store,
+    config,
+    guard,
+    guards: {
+      password: (o) => guard('password', o),
+      totp: (o) => guard('totp', o),
+      otpSms: (o) => guard('otp_sms', o),
+      otpEmail: (o) => guard('otp_email', o),
+      recoveryCode: (o) => guard('recovery_code', o),
+    },
+    checks,
+    routers,
+    drain,
+    close() {
+      closing ??= (async () => {
+        await drain();
+        engine.close();
+        await store.close();
+      })();
+      return closing;
+    },
+  };
+}
