@@ -1,4 +1,4 @@
-import { decodeAttemptId, encodeAttemptId, newNonce } from './attempt-id';
+import { decodeAttemptId, encodeAttemptId, newNonce, type AttemptRef } from './attempt-id';
 import { InvalidArgumentError, NotChangedError, NotFoundError, AlreadyExistsError } from './errors';
 import { parseSettingsValues, SHIPPED_DEFAULT, type Details, type EffectiveSettings } from './settings';
 import { SettingsCache } from './settings-cache';
@@ -249,13 +249,7 @@ export class LockoutEngine {
     if (r.status === 'admitted') {
       return {
         status: 'admitted',
-        reservation: {
-          attemptId: encodeAttemptId({ org: subject.org, user: subject.user, factor, nonce }),
-          orgId: subject.org,
-          userId: subject.user,
-          factor,
-          expiresAt: r.expiresAt,
-        },
+        reservation: new AdmittedReservation(subject, factor, nonce, r.expiresAt),
       };
     }
     this.onEvent({ type: 'check', org: subject.org, user: subject.user, factor, outcome: r.status });
@@ -275,7 +269,11 @@ export class LockoutEngine {
         'outcome',
       );
     }
-    const ref = decodeAttemptId(typeof attempt === 'string' ? attempt : attempt.attemptId);
+    // A reservation this engine made carries its parts; an id (or a copied object) is decoded.
+    const ref =
+      attempt instanceof AdmittedReservation
+        ? attempt.ref
+        : decodeAttemptId(typeof attempt === 'string' ? attempt : attempt.attemptId);
     const subject = this.subject(ref.org, ref.user);
     const limits = await this.limits(subject.org);
     const r = await this.store.settle(subject, ref.factor, ref.nonce, outcome, limits);
@@ -393,6 +391,43 @@ export class LockoutEngine {
 
   private subject(orgId: string, userId: string): Subject {
     return makeSubject(this.instanceId, orgId, userId);
+  }
+}
+
+/** A reservation made by reserve(); its attempt id is encoded only when someone asks for it. */
+class AdmittedReservation implements Reservation {
+  readonly ref: AttemptRef;
+  private id?: string;
+
+  constructor(
+    subject: Subject,
+    readonly factor: Factor,
+    nonce: string,
+    readonly expiresAt: number,
+  ) {
+    this.ref = { org: subject.org, user: subject.user, factor, nonce };
+  }
+
+  get orgId(): string {
+    return this.ref.org;
+  }
+
+  get userId(): string {
+    return this.ref.user;
+  }
+
+  get attemptId(): string {
+    return (this.id ??= encodeAttemptId(this.ref));
+  }
+
+  toJSON(): Reservation {
+    return {
+      attemptId: this.attemptId,
+      orgId: this.orgId,
+      userId: this.userId,
+      factor: this.factor,
+      expiresAt: this.expiresAt,
+    };
   }
 }
 

@@ -141,7 +141,10 @@ class GuardedAttempt implements LockoutAttempt {
   readonly factor: Factor;
   readonly orgId: string;
   readonly userId: string;
-  readonly attemptId: string;
+  /** The attempt's id (encoded on first use). */
+  get attemptId(): string {
+    return this.reservation.attemptId;
+  }
   readonly expiresAt: number;
   outcome: SettleOutcome | undefined;
   /** The settlement, once started. */
@@ -159,7 +162,6 @@ class GuardedAttempt implements LockoutAttempt {
     this.factor = reservation.factor;
     this.orgId = reservation.orgId;
     this.userId = reservation.userId;
-    this.attemptId = reservation.attemptId;
     this.expiresAt = reservation.expiresAt;
   }
 
