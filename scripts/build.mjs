@@ -14,7 +14,9 @@ execFileSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '
   stdio: 'inherit',
 });
 const require = createRequire(import.meta.url);
-const names = Object.keys(require(join(root, 'dist/cjs/index.js'))).filter((n) => n !== 'default' && n !== '__esModule');
+const names = Object.keys(require(join(root, 'dist/cjs/index.js'))).filter(
+  (n) => n !== 'default' && n !== '__esModule',
+);
 const esm = join(root, 'dist/esm');
 mkdirSync(esm, { recursive: true });
 writeFileSync(join(esm, 'package.json'), '{ "type": "module" }\n');

@@ -1,0 +1,135 @@
+/**
+ * Prometheus metrics of one sidecar, on a registry of its own (never prom-client's global one, so
+ * several sidecars in one process — tests, embedding — do not collide).
+ */
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { LockoutEvent } from '../core/engine';
+
+export interface SidecarMetrics {
+  readonly registry: Registry;
+  /** Engine events: checks by factor and outcome, locks, unlocks, busy answers, settings changes. */
+  onEvent(event: LockoutEvent): void;
+  /** One check or attempt request answered: its latency, by factor and outcome. */
+  observeCheckLatency(factor: string, outcome: string, seconds: number): void;
+  /** A store operation failed (StoreUnavailableError). */
+  storeError(operation: string): void;
+  /** A check answered without lockout because the store was down (onStoreError: fail-open). */
+  failOpen(factor: string): void;
+  /** Readiness of the store as last seen by /readyz (1 up, 0 down). */
+  setStoreUp(up: boolean): void;
+  /** Reverse-proxy mode: one login request answered. */
+  proxyLogin(factor: string, outcome: string, seconds: number): void;
+}
+
+export interface MetricsOptions {
+  /** Also collect Node's process metrics (CPU, memory, event loop), prefixed `lockgate_`. Default true. */
+  readonly processMetrics?: boolean;
+}
+
+export function createMetrics(options: MetricsOptions = {}): SidecarMetrics {
+  const registry = new Registry();
+  const checks = new Counter({
+    name: 'lockgate_checks_total',
+    help: 'Credential checks settled or refused, by factor and outcome (success, failure, locked, busy).',
+    labelNames: ['factor', 'outcome'] as const,
+    registers: [registry],
+  });
+  const locks = new Counter({
+    name: 'lockgate_locks_total',
+    help: 'Users locked, by reason (failures: the limit was reached; admin: the lock route).',
+    labelNames: ['reason'] as const,
+    registers: [registry],
+  });
+  const unlocks = new Counter({
+    name: 'lockgate_unlocks_total',
+    help: 'Users unlocked by an admin.',
+    registers: [registry],
+  });
+  const busy = new Counter({
+    name: 'lockgate_busy_total',
+    help: 'Checks answered busy (429): more checks of the user in flight than attempts remain.',
+    labelNames: ['factor'] as const,
+    registers: [registry],
+  });
+  const settings = new Counter({
+    name: 'lockgate_settings_changes_total',
+    help: 'Lockout settings changes, by resource owner type and operation.',
+    labelNames: ['owner', 'op'] as const,
+    registers: [registry],
+  });
+  const storeErrors = new Counter({
+    name: 'lockgate_store_errors_total',
+    help: 'Store operations that failed because the store was unreachable or timed out, by operation.',
+    labelNames: ['operation'] as const,
+    registers: [registry],
+  });
+  const failOpen = new Counter({
+    name: 'lockgate_fail_open_total',
+    help: 'Checks answered without lockout enforcement because the store was unreachable (fail-open).',
+    labelNames: ['factor'] as const,
+    registers: [registry],
+  });
+  const storeUp = new Gauge({
+    name: 'lockgate_store_up',
+    help: 'Whether the store answered the last readiness probe (1) or not (0).',
+    registers: [registry],
+  });
+  const latency = new Histogram({
+    name: 'lockgate_check_duration_seconds',
+    help: 'Latency of check and attempt requests, credential evaluation included, by factor and outcome.',
+    labelNames: ['factor', 'outcome'] as const,
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [registry],
+  });
+  const proxyLogins = new Counter({
+    name: 'lockgate_proxy_logins_total',
+    help: 'Reverse-proxy mode: login requests, by factor and outcome (success, failure, release, locked, busy, store_unavailable, fail_open, …).',
+    labelNames: ['factor', 'outcome'] as const,
+    registers: [registry],
+  });
+  const proxyLatency = new Histogram({
+    name: 'lockgate_proxy_login_duration_seconds',
+    help: 'Reverse-proxy mode: latency of login requests, the upstream included, by factor and outcome.',
+    labelNames: ['factor', 'outcome'] as const,
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [registry],
+  });
+  if (options.processMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'lockgate_' });
+
+  return {
+    registry,
+    onEvent(event) {
+      switch (event.type) {
+        case 'check':
+          checks.inc({ factor: event.factor, outcome: event.outcome });
+          if (event.outcome === 'busy') busy.inc({ factor: event.factor });
+          break;
+        case 'lock':
+          locks.inc({ reason: event.reason });
+          break;
+        case 'unlock':
+          unlocks.inc();
+          break;
+        case 'settings':
+          settings.inc({ owner: event.owner.type, op: event.op });
+          break;
+      }
+    },
+    observeCheckLatency(factor, outcome, seconds) {
+      latency.observe({ factor, outcome }, seconds);
+    },
+    storeError(operation) {
+      storeErrors.inc({ operation });
+    },
+    failOpen(factor) {
+      failOpen.inc({ factor });
+    },
+    setStoreUp(up) {
+      storeUp.set(up ? 1 : 0);
+    },
+    proxyLogin(factor, outcome, seconds) {
+      proxyLogins.inc({ factor, outcome });
+      proxyLatency.observe({ factor, outcome }, seconds);
+    },
+  };
+}

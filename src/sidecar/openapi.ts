@@ -1,0 +1,580 @@
+/**
+ * The OpenAPI 3.1 document of the sidecar's HTTP API (served at /openapi.json). Every route the
+ * sidecar's Express app serves is listed in ROUTES; a test walks the app's router stack and
+ * checks that the two agree, so a route cannot be added without documenting it.
+ */
+
+type Json = Record<string, unknown>;
+
+export type HttpMethod = 'get' | 'post' | 'put' | 'delete';
+
+export interface RouteDoc {
+  readonly method: HttpMethod;
+  /** OpenAPI path (`/v1/users/{userId}/lockout`). */
+  readonly path: string;
+  readonly operationId: string;
+  readonly summary: string;
+  readonly tag: 'settings' | 'users' | 'checks' | 'attempts' | 'otp' | 'service';
+  /** The permission the token needs; undefined: no authentication. */
+  readonly permission?: string;
+  readonly body?: string;
+  readonly query?: ReadonlyArray<{ name: string; description: string; schema: Json }>;
+  /** Success status and the schema of its body (a component name), or a literal media type. */
+  readonly success: { status: string; schema?: string; description: string; contentType?: string };
+  /** Error statuses this route can answer besides 400/401/403/503 of every authenticated route. */
+  readonly errors?: readonly string[];
+}
+
+const ref = (name: string): Json => ({ $ref: `#/components/schemas/${name}` });
+
+const CHECK_ERRORS = ['401', '423', '429'];
+
+/** Every route of the sidecar. */
+export const ROUTES: readonly RouteDoc[] = [
+  // ---- ZITADEL-compatible settings ----
+  {
+    method: 'get',
+    path: '/management/v1/policies/lockout',
+    operationId: 'GetLockoutPolicy',
+    summary: "The org's effective lockout settings (its own, else the instance's)",
+    tag: 'settings',
+    permission: 'policy.read',
+    success: { status: '200', schema: 'GetPolicyResponse', description: 'The effective settings' },
+  },
+  {
+    method: 'get',
+    path: '/management/v1/policies/default/lockout',
+    operationId: 'GetDefaultLockoutPolicy',
+    summary: 'The instance lockout settings',
+    tag: 'settings',
+    permission: 'policy.read',
+    success: { status: '200', schema: 'PolicyResponse', description: 'The instance settings' },
+  },
+  {
+    method: 'post',
+    path: '/management/v1/policies/lockout',
+    operationId: 'AddCustomLockoutPolicy',
+    summary: 'Gives the org custom lockout settings',
+    tag: 'settings',
+    permission: 'policy.write',
+    body: 'SettingsRequest',
+    success: { status: '200', schema: 'DetailsResponse', description: 'Added' },
+    errors: ['409'],
+  },
+  {
+    method: 'put',
+    path: '/management/v1/policies/lockout',
+    operationId: 'UpdateCustomLockoutPolicy',
+    summary: "Changes the org's custom lockout settings",
+    tag: 'settings',
+    permission: 'policy.write',
+    body: 'SettingsRequest',
+    success: { status: '200', schema: 'DetailsResponse', description: 'Changed' },
+    errors: ['404'],
+  },
+  {
+    method: 'delete',
+    path: '/management/v1/policies/lockout',
+    operationId: 'ResetLockoutPolicyToDefault',
+    summary: "Removes the org's custom settings: it falls back to the instance's",
+    tag: 'settings',
+    permission: 'policy.delete',
+    success: { status: '200', schema: 'DetailsResponse', description: 'Removed' },
+    errors: ['404'],
+  },
+  {
+    method: 'get',
+    path: '/admin/v1/policies/lockout',
+    operationId: 'GetInstanceLockoutPolicy',
+    summary: 'The instance lockout settings',
+    tag: 'settings',
+    permission: 'iam.policy.read',
+    success: { status: '200', schema: 'PolicyResponse', description: 'The instance settings' },
+  },
+  ...(['/admin/v1/policies/password/lockout', '/admin/v1/policies/lockout'] as const).map(
+    (path, i): RouteDoc => ({
+      method: 'put',
+      path,
+      operationId: i === 0 ? 'UpdateInstanceLockoutPolicy' : 'UpdateInstanceLockoutPolicyV1Alias',
+      summary:
+        i === 0
+          ? 'Changes the instance lockout settings'
+          : "Changes the instance lockout settings (ZITADEL's current admin path for the same call)",
+      tag: 'settings',
+      permission: 'iam.policy.write',
+      body: 'SettingsRequest',
+      success: { status: '200', schema: 'DetailsResponse', description: 'Changed' },
+    }),
+  ),
+  {
+    method: 'get',
+    path: '/v2/settings/lockout',
+    operationId: 'GetLockoutSettings',
+    summary:
+      "Lockout settings of an org (ctx.orgId), of the instance (ctx.instance=true), else of the request's org",
+    tag: 'settings',
+    permission: 'policy.read',
+    query: [
+      {
+        name: 'ctx.orgId',
+        description: 'The org whose effective settings to read',
+        schema: { type: 'string' },
+      },
+      { name: 'ctx.instance', description: 'true: the instance settings', schema: { type: 'boolean' } },
+    ],
+    success: { status: '200', schema: 'SettingsV2Response', description: 'The settings' },
+  },
+  // ---- users ----
+  ...(['/management/v1/users/{userId}/_lock', '/v2/users/{userId}/lock'] as const).map(
+    (path, i): RouteDoc => ({
+      method: 'post',
+      path,
+      operationId: i === 0 ? 'LockUser' : 'LockUserV2',
+      summary: 'Locks the user (admin lock)',
+      tag: 'users',
+      permission: 'user.write',
+      success: { status: '200', schema: 'DetailsResponse', description: 'Locked' },
+    }),
+  ),
+  ...(['/management/v1/users/{userId}/_unlock', '/v2/users/{userId}/unlock'] as const).map(
+    (path, i): RouteDoc => ({
+      method: 'post',
+      path,
+      operationId: i === 0 ? 'UnlockUser' : 'UnlockUserV2',
+      summary: 'Unlocks the user and resets all its failure counters',
+      tag: 'users',
+      permission: 'user.write',
+      success: { status: '200', schema: 'DetailsResponse', description: 'Unlocked' },
+    }),
+  ),
+  {
+    method: 'get',
+    path: '/v1/users/{userId}/lockout',
+    operationId: 'GetUserLockout',
+    summary: "The user's lock state, failure counters and effective settings",
+    tag: 'users',
+    permission: 'user.read',
+    success: { status: '200', schema: 'UserLockout', description: 'The user state' },
+  },
+  {
+    method: 'get',
+    path: '/v1/lockouts',
+    operationId: 'ListLockedUsers',
+    summary: 'Locked users of the org, by user id',
+    tag: 'users',
+    permission: 'user.read',
+    query: [
+      {
+        name: 'limit',
+        description: 'Page size (1–1000, default 100)',
+        schema: { type: 'integer', minimum: 1, maximum: 1000 },
+      },
+      { name: 'cursor', description: 'nextCursor of the previous page', schema: { type: 'string' } },
+    ],
+    success: { status: '200', schema: 'LockedUsers', description: 'A page of locked users' },
+  },
+  {
+    method: 'post',
+    path: '/v1/users/{userId}/password_changed',
+    operationId: 'PasswordChanged',
+    summary: "The user's password was changed or reset: resets its password counter (does not unlock)",
+    tag: 'users',
+    permission: 'user.write',
+    success: { status: '200', schema: 'DetailsResponse', description: 'Reset' },
+  },
+  // ---- checks ----
+  {
+    method: 'post',
+    path: '/v1/checks/password',
+    operationId: 'CheckPassword',
+    summary: 'Verifies a password against an argon2 PHC hash, under lockout',
+    tag: 'checks',
+    permission: 'lockout.check',
+    body: 'PasswordCheckRequest',
+    success: { status: '200', schema: 'CheckSuccess', description: 'The password is correct' },
+    errors: CHECK_ERRORS,
+  },
+  {
+    method: 'post',
+    path: '/v1/checks/totp',
+    operationId: 'CheckTotp',
+    summary: 'Verifies an RFC 6238 TOTP code (30 s step, ±1 step, each code once), under lockout',
+    tag: 'checks',
+    permission: 'lockout.check',
+    body: 'TotpCheckRequest',
+    success: { status: '200', schema: 'CheckSuccess', description: 'The code is correct' },
+    errors: CHECK_ERRORS,
+  },
+  ...(['sms', 'email'] as const).flatMap((channel): RouteDoc[] => [
+    {
+      method: 'post',
+      path: `/v1/otp/${channel}`,
+      operationId: channel === 'sms' ? 'IssueSmsCode' : 'IssueEmailCode',
+      summary: `Issues a 6-digit ${channel === 'sms' ? 'SMS' : 'email'} code (the caller delivers it)`,
+      tag: 'otp',
+      permission: 'lockout.check',
+      body: 'UserRequest',
+      success: { status: '201', schema: 'IssuedCode', description: 'The code and its expiry' },
+      errors: ['429'],
+    },
+    {
+      method: 'post',
+      path: `/v1/checks/otp_${channel}`,
+      operationId: channel === 'sms' ? 'CheckSmsCode' : 'CheckEmailCode',
+      summary: `Verifies the issued ${channel === 'sms' ? 'SMS' : 'email'} code, under lockout`,
+      tag: 'checks',
+      permission: 'lockout.check',
+      body: 'CodeCheckRequest',
+      success: { status: '200', schema: 'CheckSuccess', description: 'The code is correct' },
+      errors: CHECK_ERRORS,
+    },
+  ]),
+  // ---- attempts ----
+  {
+    method: 'post',
+    path: '/v1/attempts',
+    operationId: 'ReserveAttempt',
+    summary: 'Reserves an attempt for a credential verified elsewhere; settle it with success or failure',
+    tag: 'attempts',
+    permission: 'lockout.check',
+    body: 'AttemptRequest',
+    success: { status: '201', schema: 'Attempt', description: 'Reserved' },
+    errors: ['423', '429'],
+  },
+  ...(['success', 'failure'] as const).map((outcome): RouteDoc => ({
+    method: 'post',
+    path: `/v1/attempts/{attemptId}/${outcome}`,
+    operationId: outcome === 'success' ? 'SettleAttemptSuccess' : 'SettleAttemptFailure',
+    summary: `Settles a reserved attempt as ${outcome === 'success' ? 'a correct' : 'a wrong'} credential`,
+    tag: 'attempts',
+    permission: 'lockout.check',
+    success: { status: '200', schema: 'Settlement', description: 'Settled' },
+    errors: ['404'],
+  })),
+  // ---- the service ----
+  {
+    method: 'get',
+    path: '/healthz',
+    operationId: 'Healthz',
+    summary: 'Liveness: 200 while the process runs',
+    tag: 'service',
+    success: { status: '200', schema: 'Health', description: 'Alive' },
+  },
+  {
+    method: 'get',
+    path: '/readyz',
+    operationId: 'Readyz',
+    summary: 'Readiness: 200 when the store answers, else 503 code 14',
+    tag: 'service',
+    success: { status: '200', schema: 'Health', description: 'Ready' },
+    errors: ['503'],
+  },
+  {
+    method: 'get',
+    path: '/metrics',
+    operationId: 'Metrics',
+    summary: 'Prometheus metrics (text format)',
+    tag: 'service',
+    success: { status: '200', description: 'Prometheus text exposition format', contentType: 'text/plain' },
+  },
+  {
+    method: 'get',
+    path: '/openapi.json',
+    operationId: 'OpenApi',
+    summary: 'This document',
+    tag: 'service',
+    success: { status: '200', description: 'OpenAPI 3.1 document', contentType: 'application/json' },
+  },
+];
+
+const uint = { type: 'string', pattern: '^[0-9]+$', description: 'uint64 as a decimal string' };
+const uintIn = {
+  oneOf: [
+    { type: 'integer', minimum: 0, maximum: 4294967295 },
+    { type: 'string', pattern: '^[0-9]{1,10}$' },
+  ],
+  description: 'An unsigned integer up to 2^32−1, as a number or a numeric string; 0 = never lock',
+};
+const id = {
+  type: 'string',
+  minLength: 1,
+  maxLength: 256,
+  description: 'An opaque id, no control characters',
+};
+const time = { type: 'string', format: 'date-time' };
+
+const SCHEMAS: Json = {
+  ErrorDetail: {
+    type: 'object',
+    required: ['@type', 'id', 'message'],
+    properties: {
+      '@type': {
+        type: 'string',
+        enum: [
+          'type.googleapis.com/zitadel.v1.ErrorDetail',
+          'type.googleapis.com/zitadel.v1.CredentialsCheckError',
+        ],
+      },
+      id: { type: 'string', description: 'Stable error id, e.g. Errors.User.Locked' },
+      message: { type: 'string' },
+      failedAttempts: { ...uint, description: 'CredentialsCheckError only: failed attempts of the factor' },
+    },
+  },
+  Error: {
+    type: 'object',
+    required: ['code', 'message', 'details'],
+    properties: {
+      code: { type: 'integer', description: 'gRPC status code (3, 5, 6, 7, 8, 9, 13, 14, 16)' },
+      message: { type: 'string' },
+      details: { type: 'array', items: ref('ErrorDetail') },
+    },
+  },
+  Details: {
+    type: 'object',
+    required: ['sequence', 'resourceOwner'],
+    properties: { sequence: uint, creationDate: time, changeDate: time, resourceOwner: { type: 'string' } },
+  },
+  DetailsResponse: { type: 'object', required: ['details'], properties: { details: ref('Details') } },
+  Policy: {
+    type: 'object',
+    required: ['details', 'maxPasswordAttempts', 'maxOtpAttempts', 'isDefault'],
+    properties: {
+      details: ref('Details'),
+      maxPasswordAttempts: uint,
+      maxOtpAttempts: uint,
+      isDefault: { type: 'boolean' },
+    },
+  },
+  PolicyResponse: { type: 'object', required: ['policy'], properties: { policy: ref('Policy') } },
+  GetPolicyResponse: {
+    type: 'object',
+    required: ['policy', 'isDefault'],
+    properties: { policy: ref('Policy'), isDefault: { type: 'boolean' } },
+  },
+  ResourceOwnerType: { type: 'string', enum: ['RESOURCE_OWNER_TYPE_INSTANCE', 'RESOURCE_OWNER_TYPE_ORG'] },
+  SettingsV2Response: {
+    type: 'object',
+    required: ['details', 'settings'],
+    properties: {
+      details: ref('Details'),
+      settings: {
+        type: 'object',
+        required: ['maxPasswordAttempts', 'maxOtpAttempts', 'resourceOwnerType'],
+        properties: {
+          maxPasswordAttempts: uint,
+          maxOtpAttempts: uint,
+          resourceOwnerType: ref('ResourceOwnerType'),
+        },
+      },
+    },
+  },
+  SettingsRequest: {
+    type: 'object',
+    properties: { maxPasswordAttempts: uintIn, maxOtpAttempts: uintIn },
+  },
+  UserLockout: {
+    type: 'object',
+    required: ['userId', 'orgId', 'state', 'failedAttempts', 'settings'],
+    properties: {
+      userId: id,
+      orgId: id,
+      state: { type: 'string', enum: ['USER_STATE_ACTIVE', 'USER_STATE_LOCKED'] },
+      lockedAt: time,
+      failedAttempts: {
+        type: 'object',
+        required: ['password', 'totp', 'otpSms', 'otpEmail', 'recoveryCode'],
+        properties: { password: uint, totp: uint, otpSms: uint, otpEmail: uint, recoveryCode: uint },
+      },
+      settings: {
+        allOf: [
+          ref('Policy'),
+          { type: 'object', properties: { resourceOwnerType: ref('ResourceOwnerType') } },
+        ],
+      },
+    },
+  },
+  LockedUsers: {
+    type: 'object',
+    required: ['users'],
+    properties: {
+      users: {
+        type: 'array',
+        items: {
+          type: 'object',
+          required: ['userId', 'lockedAt'],
+          properties: { userId: id, lockedAt: time },
+        },
+      },
+      nextCursor: { type: 'string' },
+    },
+  },
+  Factor: { type: 'string', enum: ['password', 'totp', 'otp_sms', 'otp_email', 'recovery_code'] },
+  UserRequest: { type: 'object', required: ['userId'], properties: { userId: id } },
+  PasswordCheckRequest: {
+    type: 'object',
+    required: ['userId', 'password'],
+    properties: {
+      userId: id,
+      password: { type: 'string', maxLength: 1024 },
+      encodedHash: {
+        type: 'string',
+        description:
+          'argon2i/argon2id PHC string; omit for an unknown user (a dummy verification, then a failure)',
+      },
+    },
+  },
+  TotpCheckRequest: {
+    type: 'object',
+    required: ['userId', 'code', 'secret'],
+    properties: {
+      userId: id,
+      code: { type: 'string', pattern: '^[0-9]{6}$' },
+      secret: { type: 'string', description: 'Base32 TOTP secret' },
+    },
+  },
+  CodeCheckRequest: {
+    type: 'object',
+    required: ['userId', 'code'],
+    properties: { userId: id, code: { type: 'string', pattern: '^[0-9]{6}$' } },
+  },
+  IssuedCode: {
+    type: 'object',
+    required: ['code', 'expiresAt'],
+    properties: { code: { type: 'string', pattern: '^[0-9]{6}$' }, expiresAt: time },
+  },
+  CheckSuccess: {
+    type: 'object',
+    required: ['userId', 'factor', 'failedAttempts', 'locked'],
+    properties: { userId: id, factor: ref('Factor'), failedAttempts: uint, locked: { type: 'boolean' } },
+  },
+  AttemptRequest: {
+    type: 'object',
+    required: ['userId', 'factor'],
+    properties: { userId: id, factor: ref('Factor') },
+  },
+  Attempt: {
+    type: 'object',
+    required: ['attemptId', 'expiresAt'],
+    properties: { attemptId: { type: 'string' }, expiresAt: time },
+  },
+  Settlement: {
+    type: 'object',
+    required: ['failedAttempts', 'locked'],
+    properties: { failedAttempts: uint, locked: { type: 'boolean' } },
+  },
+  Health: { type: 'object', required: ['status'], properties: { status: { type: 'string' } } },
+};
+
+const ERROR_RESPONSES: Record<string, string> = {
+  '400': 'Invalid argument (code 3) or failed precondition (code 9)',
+  '401':
+    'Missing or unknown token (code 16), or a wrong credential (code 3 with a CredentialsCheckError detail)',
+  '403': 'The token may not act on the org or lacks the permission (code 7)',
+  '404': 'Not found (code 5)',
+  '409': 'Already exists (code 6)',
+  '413': 'Body too large',
+  '423': 'The user is locked (code 9, Errors.User.Locked): the credential was not evaluated',
+  '429': 'Busy or rate limited (code 8), retry after Retry-After seconds',
+  '503': 'The lockout store is unavailable (code 14)',
+};
+
+function operation(route: RouteDoc): Json {
+  const parameters: Json[] = [];
+  for (const match of route.path.matchAll(/\{([A-Za-z]+)\}/g)) {
+    parameters.push({ name: match[1], in: 'path', required: true, schema: { type: 'string' } });
+  }
+  if (route.permission) {
+    parameters.push({
+      name: 'x-zitadel-orgid',
+      in: 'header',
+      required: false,
+      description: "The org the request acts on (default: the token's home org)",
+      schema: id,
+    });
+  }
+  for (const q of route.query ?? []) {
+    parameters.push({
+      name: q.name,
+      in: 'query',
+      required: false,
+      description: q.description,
+      schema: q.schema,
+    });
+  }
+  const responses: Json = {
+    [route.success.status]: {
+      description: route.success.description,
+      content: {
+        [route.success.contentType ?? 'application/json']: {
+          schema: route.success.schema
+            ? ref(route.success.schema)
+            : { type: route.success.contentType === 'text/plain' ? 'string' : 'object' },
+        },
+      },
+    },
+  };
+  const errorStatuses = new Set<string>(route.errors ?? []);
+  if (route.permission) {
+    for (const s of ['400', '401', '403', '503']) errorStatuses.add(s);
+    if (route.body) errorStatuses.add('413');
+  }
+  for (const status of [...errorStatuses].sort()) {
+    const headers =
+      status === '429'
+        ? { 'Retry-After': { description: 'Seconds to wait', schema: { type: 'integer' } } }
+        : undefined;
+    responses[status] = {
+      description: ERROR_RESPONSES[status] ?? 'Error',
+      ...(headers ? { headers } : {}),
+      content: { 'application/json': { schema: ref('Error') } },
+    };
+  }
+  return {
+    operationId: route.operationId,
+    summary: route.summary,
+    tags: [route.tag],
+    ...(route.permission
+      ? { security: [{ bearer: [] }], description: `Needs the permission \`${route.permission}\`.` }
+      : { security: [] }),
+    ...(parameters.length > 0 ? { parameters } : {}),
+    ...(route.body
+      ? { requestBody: { required: true, content: { 'application/json': { schema: ref(route.body) } } } }
+      : {}),
+    responses,
+  };
+}
+
+/** Builds the OpenAPI 3.1 document. */
+export function buildOpenApiDocument(options: { version?: string; serverUrl?: string } = {}): Json {
+  const paths: Record<string, Json> = {};
+  for (const route of ROUTES) {
+    paths[route.path] = { ...(paths[route.path] ?? {}), [route.method]: operation(route) };
+  }
+  return {
+    openapi: '3.1.0',
+    info: {
+      title: 'lockgate sidecar',
+      version: options.version ?? '0.0.0',
+      description:
+        'Account lockout decisions for login flows: ZITADEL-compatible lockout settings and user lock routes, ' +
+        'credential checks under lockout, attempt reservations, health and metrics.',
+      license: { name: 'Apache-2.0', identifier: 'Apache-2.0' },
+    },
+    ...(options.serverUrl ? { servers: [{ url: options.serverUrl }] } : {}),
+    tags: [
+      { name: 'settings', description: 'Lockout settings (ZITADEL management, admin and v2 API)' },
+      { name: 'users', description: 'Lock, unlock and lockout state of users' },
+      { name: 'checks', description: 'Credential checks under lockout' },
+      { name: 'otp', description: 'One-time codes by SMS and email' },
+      { name: 'attempts', description: 'Attempts for credentials verified elsewhere' },
+      { name: 'service', description: 'Health, readiness, metrics and this document' },
+    ],
+    paths,
+    components: {
+      securitySchemes: {
+        bearer: { type: 'http', scheme: 'bearer', description: 'A token from the configuration' },
+      },
+      schemas: SCHEMAS,
+    },
+  };
+}

@@ -1,0 +1,342 @@
+/**
+ * The sidecar decision service: composes the store, the engine, the verifiers and the API router
+ * into an Express app, adds /healthz, /readyz, /metrics and /openapi.json, and listens.
+ *
+ * `startSidecar(config)` resolves once the server listens and answers its real address (port 0
+ * picks a free port); `close()` stops accepting, drains in-flight requests (up to
+ * `shutdownTimeoutMs`), then closes the store and its Redis client.
+ */
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { readFileSync } from 'node:fs';
+import type { Server } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import path from 'node:path';
+import express, { type Express, type RequestHandler } from 'express';
+import { LockoutEngine, type LockoutEvent } from '../core/engine';
+import { StoreUnavailableError } from '../core/errors';
+import type { LockoutStore } from '../core/store';
+import { createApiRouter, type AuditEntry } from '../express/routers';
+import { createTokenAuthorizer, type Authorize } from '../http/auth';
+import { createErrorHandler, createNotFoundHandler, sendError } from '../http/errors';
+import { createIssueLimiter } from '../verify/issue-limiter';
+import { createOtpCodes } from '../verify/otp-codes';
+import { createPasswordVerifier } from '../verify/password';
+import { createTotpVerifier } from '../verify/totp';
+import type { SidecarConfig } from './config';
+import { FailOpenEngine, type FailOpenNotice } from './fail-open';
+import { createLogger, type Logger } from './logger';
+import { createMetrics, type SidecarMetrics } from './metrics';
+import { buildOpenApiDocument } from './openapi';
+import { createProxy, type LockgateProxy } from './proxy/proxy';
+import { createSidecarStore, waitForRedis, type SidecarStore } from './store';
+
+export interface StartSidecarOptions {
+  /** Where logs go. Default: a pino logger on stdout at `config.log.level`. */
+  readonly logger?: Logger;
+  /**
+   * How long to wait at start for Redis to accept connections (default 5000 ms). The sidecar
+   * starts anyway after that: /readyz answers 503 and checks answer 503 (or fail open) until
+   * Redis is reachable, and it connects by itself when Redis comes up.
+   */
+  readonly redisConnectTimeoutMs?: number;
+}
+
+export interface SidecarHandle {
+  /** `http://host:port` of the listening server. */
+  readonly url: string;
+  readonly port: number;
+  /** The Express app (tests walk its router stack). */
+  readonly app: Express;
+  readonly engine: LockoutEngine;
+  readonly store: LockoutStore;
+  readonly metrics: SidecarMetrics;
+  /** Stops accepting, drains in-flight requests, closes the store. Idempotent. */
+  close(): Promise<void>;
+}
+
+interface RequestScope {
+  principal?: string;
+}
+
+/** Starts the sidecar on `config.server.host:port`. */
+export async function startSidecar(
+  config: SidecarConfig,
+  options: StartSidecarOptions = {},
+): Promise<SidecarHandle> {
+  const logger = options.logger ?? createLogger(config.log.level);
+  const metrics = createMetrics();
+  const scope = new AsyncLocalStorage<RequestScope>();
+
+  const sidecarStore: SidecarStore = createSidecarStore(config, (operation) => metrics.storeError(operation));
+  const { store } = sidecarStore;
+  if (sidecarStore.client) {
+    const ready = await waitForRedis(sidecarStore.client, options.redisConnectTimeoutMs ?? 5000);
+    if (!ready) logger.warn({ store: 'redis' }, 'Redis is not reachable yet; answering 503 until it is');
+  }
+
+  const onEvent = (event: LockoutEvent): void => {
+    metrics.onEvent(event);
+    // Admin locks, unlocks and settings changes are audited by the router, with the token's name.
+    // A lock by failures is audited here, with the name of the token whose check locked the user.
+    if (event.type === 'lock' && event.reason === 'failures') {
+      logger.info(
+        {
+          audit: true,
+          action: 'user.lock',
+          reason: 'failures',
+          factor: event.factor,
+          principal: scope.getStore()?.principal,
+          orgId: event.org,
+          userId: event.user,
+          outcome: 'ok',
+        },
+        'audit: user locked after failed checks',
+      );
+    }
+  };
+  const onFailOpen = (notice: FailOpenNotice): void => {
+    metrics.failOpen(notice.factor ?? 'unknown');
+    logger.warn(
+      {
+        failOpen: true,
+        operation: notice.operation,
+        orgId: notice.org,
+        userId: notice.user,
+        factor: notice.factor,
+      },
+      'store unavailable: answered without lockout (onStoreError: fail-open)',
+    );
+  };
+  const engineOptions = {
+    store,
+    instanceId: config.instance.id,
+    defaults: {
+      maxPasswordAttempts: config.instance.maxPasswordAttempts,
+      maxOtpAttempts: config.instance.maxOtpAttempts,
+    },
+    leaseMs: config.leaseMs,
+    onEvent,
+  };
+  const engine =
+    config.onStoreError === 'fail-open'
+      ? new FailOpenEngine({ ...engineOptions, onFailOpen })
+      : new LockoutEngine(engineOptions);
+
+  const passwordVerifier = createPasswordVerifier(config.password.argon2);
+  const totpVerifier = createTotpVerifier({ store });
+  const otpCodes = createOtpCodes({
+    store,
+    ttlMs: { sms: config.otp.smsTtlSeconds * 1000, email: config.otp.emailTtlSeconds * 1000 },
+    ...(config.otp.pepper !== undefined ? { pepper: config.otp.pepper } : {}),
+    limiter: createIssueLimiter({
+      ...(sidecarStore.client
+        ? { redis: sidecarStore.client, keyPrefix: `${config.store.redis.prefix}:otp-issue` }
+        : {}),
+      points: config.otp.issueLimit.points,
+      durationSec: config.otp.issueLimit.durationSeconds,
+    }),
+  });
+  if (config.otp.pepper === undefined && config.store.type === 'redis') {
+    logger.warn(
+      'otp.pepper is not set: SMS/Email codes issued by this process can be checked only by this process',
+    );
+  }
+
+  const tokenAuthorizer = createTokenAuthorizer({ tokens: config.auth.tokens });
+  // Remembers who made the request, for the audit line of a lock by failures.
+  const authorize: Authorize = async (req, permission, target) => {
+    const ctx = await tokenAuthorizer(req, permission, target);
+    const s = scope.getStore();
+    if (s) s.principal = ctx.principal;
+    return ctx;
+  };
+  const audit = (entry: AuditEntry): void => {
+    logger.info({ audit: true, ...entry }, `audit: ${entry.action}`);
+  };
+
+  const version = packageVersion();
+  const openApi = JSON.stringify(buildOpenApiDocument({ version }));
+  let storeUp = true;
+  let closing = false;
+
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('trust proxy', config.server.trustProxy);
+  app.set('etag', false);
+  const requestScope: RequestHandler = (req, res, next) => {
+    if (closing) res.setHeader('Connection', 'close');
+    const started = process.hrtime.bigint();
+    res.once('finish', () => {
+      logger.debug(
+        {
+          method: req.method,
+          path: req.path,
+          status: res.statusCode,
+          ms: Number(process.hrtime.bigint() - started) / 1e6,
+        },
+        'request',
+      );
+    });
+    scope.run({}, next);
+  };
+  app.use(requestScope);
+
+  app.get('/healthz', (_req, res) => {
+    res.setHeader('Cache-Control', 'no-store');
+    res.json({ status: 'ok' });
+  });
+  app.get('/readyz', async (_req, res) => {
+    res.setHeader('Cache-Control', 'no-store');
+    try {
+      await store.ping();
+      metrics.setStoreUp(true);
+      if (!storeUp) logger.info({ store: store.kind }, 'store reachable again');
+      storeUp = true;
+      res.json({ status: 'ok', store: store.kind });
+    } catch (error) {
+      metrics.setStoreUp(false);
+      if (storeUp) logger.warn({ store: store.kind, err: errorSummary(error) }, 'store unreachable');
+      storeUp = false;
+      sendError(res, error instanceof StoreUnavailableError ? error : new StoreUnavailableError());
+    }
+  });
+  app.get('/metrics', async (_req, res) => {
+    res.setHeader('Cache-Control', 'no-store');
+    res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+  });
+  app.get('/openapi.json', (_req, res) => {
+    res.type('application/json').send(openApi);
+  });
+
+  app.use(
+    createApiRouter({
+      engine,
+      authorize,
+      passwordVerifier,
+      totpVerifier,
+      otpCodes,
+      bodyLimit: config.server.bodyLimit,
+      audit,
+      observeCheck: (factor, outcome, seconds) => metrics.observeCheckLatency(factor, outcome, seconds),
+      onError: (error, req) =>
+        logger.error({ err: error, method: req.method, path: req.path }, 'request failed'),
+    }),
+  );
+  // Reverse-proxy mode: everything that is not lockgate's own goes to the auth service.
+  const proxy: LockgateProxy | undefined = config.proxy
+    ? createProxy({
+        engine,
+        config: config.proxy,
+        logger,
+        onStoreError: config.onStoreError,
+        onLogin: (event) => metrics.proxyLogin(event.factor, event.outcome, event.seconds),
+      })
+    : undefined;
+  if (proxy) app.use(proxy.handle);
+  else app.use(createNotFoundHandler());
+  app.use(
+    createErrorHandler({
+      onError: (error, req) =>
+        logger.error({ err: error, method: req.method, path: req.path }, 'request failed'),
+    }),
+  );
+
+  const server = await listen(app, config.server.host, config.server.port).catch(async (error: unknown) => {
+    await proxy?.close();
+    engine.close();
+    await sidecarStore.close();
+    throw error;
+  });
+  server.keepAliveTimeout = 5000;
+  const sockets = new Set<Socket>();
+  server.on('connection', (socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  });
+
+  const address = server.address() as AddressInfo;
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  const url = `http://${host}:${address.port}`;
+
+  let closed: Promise<void> | undefined;
+  const close = (): Promise<void> =>
+    (closed ??= (async () => {
+      closing = true;
+      logger.info({ timeoutMs: config.shutdownTimeoutMs }, 'shutting down: draining in-flight requests');
+      const drained = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      // The proxy refuses new requests and settles the logins in flight (it closes its upstream pool).
+      const proxyClosed = proxy
+        ?.close()
+        .catch((error: unknown) => logger.warn({ err: error }, 'proxy close failed'));
+      // Connections that finish their request become idle: close them as they do.
+      const sweep = setInterval(() => server.closeIdleConnections(), 50);
+      let timer: NodeJS.Timeout | undefined;
+      const timedOut = await Promise.race([
+        drained.then(() => false),
+        new Promise<boolean>((resolve) => {
+          timer = setTimeout(() => resolve(true), config.shutdownTimeoutMs);
+        }),
+      ]);
+      clearInterval(sweep);
+      clearTimeout(timer);
+      if (timedOut) {
+        logger.warn({ open: sockets.size }, 'shutdown timeout: closing the remaining connections');
+        server.closeAllConnections();
+        await drained;
+      }
+      await proxyClosed;
+      engine.close();
+      await sidecarStore.close();
+      logger.info('stopped');
+    })());
+
+  return { url, port: address.port, app, engine, store, metrics, close };
+}
+
+function listen(app: Express, host: string, port: number): Promise<Server> {
+  return new Promise((resolve, reject) => {
+    const server = app.listen(port, host);
+    const onError = (error: Error) => {
+      server.off('listening', onListening);
+      reject(error);
+    };
+    const onListening = () => {
+      server.off('error', onError);
+      resolve(server);
+    };
+    server.once('error', onError);
+    server.once('listening', onListening);
+  });
+}
+
+/** A log-safe summary of an error: its class and stable code, never driver text with data. */
+function errorSummary(error: unknown): { type: string; code?: string; cause?: string } {
+  if (error instanceof Error) {
+    const { cause, code } = error as { cause?: unknown; code?: unknown };
+    return {
+      type: error.name,
+      ...(typeof code === 'string' ? { code } : {}),
+      ...(cause instanceof Error ? { cause: cause.message } : {}),
+    };
+  }
+  return { type: typeof error };
+}
+
+/** The version in the package's package.json (from src/sidecar or dist/cjs/sidecar). */
+function packageVersion(): string {
+  let dir = __dirname;
+  for (let i = 0; i < 5; i += 1) {
+    try {
+      const pkg = JSON.parse(readFileSync(path.join(dir, 'package.json'), 'utf8')) as {
+        name?: string;
+        version?: string;
+      };
+      if (pkg.name === 'lockgate' && typeof pkg.version === 'string') return pkg.version;
+    } catch {
+      // not here
+    }
+    dir = path.dirname(dir);
+  }
+  return '0.0.0';
+}
