@@ -58,7 +58,11 @@ async function main(): Promise<void> {
       onStoreError: config.onStoreError,
       tokens: config.auth.tokens.map((t) => t.name),
       ...(config.proxy
-        ? { proxyUpstream: config.proxy.upstream, proxyRoutes: config.proxy.routes.length }
+        ? {
+            proxyUpstream: config.proxy.upstream,
+            proxyRoutes: config.proxy.routes.length,
+            ...(sidecar.proxyUrl ? { proxyUrl: sidecar.proxyUrl } : {}),
+          }
         : {}),
     },
     `lockgate listening on ${sidecar.url}`,

@@ -44,6 +44,8 @@ export interface StartSidecarOptions {
 export interface SidecarHandle {
   /** `http://host:port` of the listening server. */
   readonly url: string;
+  /** Base URL of the reverse proxy when it has its own listener (proxy.listen). */
+  readonly proxyUrl?: string;
   readonly port: number;
   /** The Express app (tests walk its router stack). */
   readonly app: Express;
@@ -232,7 +234,10 @@ export async function startSidecar(
         onLogin: (event) => metrics.proxyLogin(event.factor, event.outcome, event.seconds),
       })
     : undefined;
-  if (proxy) app.use(proxy.handle);
+  // On its own listener (proxy.listen) the proxy answers every request there; else it takes
+  // every request lockgate's own routes did not.
+  const proxyApart = proxy !== undefined && config.proxy?.listen !== undefined;
+  if (proxy && !proxyApart) app.use(proxy.handle);
   else app.use(createNotFoundHandler());
   app.use(
     createErrorHandler({
@@ -247,30 +252,59 @@ export async function startSidecar(
     await sidecarStore.close();
     throw error;
   });
-  server.keepAliveTimeout = 5000;
+  const proxyServer =
+    proxy && proxyApart && config.proxy?.listen
+      ? await listen(
+          (() => {
+            const papp = express();
+            papp.disable('x-powered-by');
+            papp.set('trust proxy', config.server.trustProxy);
+            papp.use(requestScope, proxy.handle);
+            return papp;
+          })(),
+          config.proxy.listen.host,
+          config.proxy.listen.port,
+        ).catch(async (error: unknown) => {
+          server.close();
+          await proxy.close();
+          engine.close();
+          await sidecarStore.close();
+          throw error;
+        })
+      : undefined;
+  const servers = proxyServer ? [server, proxyServer] : [server];
   const sockets = new Set<Socket>();
-  server.on('connection', (socket) => {
-    sockets.add(socket);
-    socket.once('close', () => sockets.delete(socket));
-  });
+  for (const s of servers) {
+    s.keepAliveTimeout = 5000;
+    s.on('connection', (socket) => {
+      sockets.add(socket);
+      socket.once('close', () => sockets.delete(socket));
+    });
+  }
 
   const address = server.address() as AddressInfo;
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   const url = `http://${host}:${address.port}`;
+  const proxyAddress = proxyServer?.address() as AddressInfo | undefined;
+  const proxyUrl = proxyAddress
+    ? `http://${proxyAddress.family === 'IPv6' ? `[${proxyAddress.address}]` : proxyAddress.address}:${proxyAddress.port}`
+    : undefined;
 
   let closed: Promise<void> | undefined;
   const close = (): Promise<void> =>
     (closed ??= (async () => {
       closing = true;
       logger.info({ timeoutMs: config.shutdownTimeoutMs }, 'shutting down: draining in-flight requests');
-      const drained = new Promise<void>((resolve) => server.close(() => resolve()));
-      server.closeIdleConnections();
+      const drained = Promise.all(
+        servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))),
+      );
+      for (const s of servers) s.closeIdleConnections();
       // The proxy refuses new requests and settles the logins in flight (it closes its upstream pool).
       const proxyClosed = proxy
         ?.close()
         .catch((error: unknown) => logger.warn({ err: error }, 'proxy close failed'));
       // Connections that finish their request become idle: close them as they do.
-      const sweep = setInterval(() => server.closeIdleConnections(), 50);
+      const sweep = setInterval(() => servers.forEach((s) => s.closeIdleConnections()), 50);
       let timer: NodeJS.Timeout | undefined;
       const timedOut = await Promise.race([
         drained.then(() => false),
@@ -282,7 +316,7 @@ export async function startSidecar(
       clearTimeout(timer);
       if (timedOut) {
         logger.warn({ open: sockets.size }, 'shutdown timeout: closing the remaining connections');
-        server.closeAllConnections();
+        for (const s of servers) s.closeAllConnections();
         await drained;
       }
       await proxyClosed;
@@ -291,7 +325,7 @@ export async function startSidecar(
       logger.info('stopped');
     })());
 
-  return { url, port: address.port, app, engine, store, metrics, close };
+  return { url, port: address.port, ...(proxyUrl ? { proxyUrl } : {}), app, engine, store, metrics, close };
 }
 
 function listen(app: Express, host: string, port: number): Promise<Server> {

@@ -300,6 +300,17 @@ export const proxyConfigSchema = z.strictObject({
   /** The auth service: scheme://host[:port]. Every request keeps its path and query. */
   upstream,
   /**
+   * Serve the proxy on its own address instead of beside lockgate's API on server.port. Use it
+   * when the upstream has routes of the same path as lockgate's (ZITADEL's /management/v1/…,
+   * /v2/users/…): on one port lockgate's own routes would answer them.
+   */
+  listen: z
+    .strictObject({
+      host: z.string({ error: 'expected a host name or address' }).min(1).default('127.0.0.1'),
+      port: intIn(0, 65535),
+    })
+    .optional(),
+  /**
    * How long the upstream may take to answer (time to response headers, and the longest pause
    * while a body streams), in ms; slower: 504. Keep it below the engine's lease (leaseMs).
    */
