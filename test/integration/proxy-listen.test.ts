@@ -3,7 +3,9 @@
  * share a path with lockgate's own (ZITADEL's /management/v1/…) reach the upstream there, while
  * the admin API on server.port keeps answering and governs the proxied logins.
  */
-import { parseConfig } from '../../src/sidecar/config';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { loadConfig, parseConfig } from '../../src/sidecar/config';
 import { startSidecar, type SidecarHandle } from '../../src/sidecar/server';
 import { loginHandler, postJson, rawRequest, startUpstream, type Upstream } from './proxy-harness';
 
@@ -68,4 +70,14 @@ it('counts logins on the proxy port; the admin API on the other port sees and un
   const unlock = await rawRequest(sidecar.url, '/v2/users/pat/unlock', { method: 'POST', headers: admin });
   expect(unlock.status).toBe(200);
   expect((await postJson(proxyUrl, '/login', { user: 'pat', password: 'right' })).status).toBe(200);
+});
+
+it("README's proxy walkthrough config (examples/auth-upstream/proxy.yaml) loads as written", () => {
+  const config = loadConfig(
+    { LOCKGATE_CONFIG: join(__dirname, '../../examples/auth-upstream/proxy.yaml') },
+    (p) => readFileSync(p, 'utf8'),
+  );
+  expect(config.proxy?.listen).toEqual({ host: '127.0.0.1', port: 8081 });
+  expect(config.proxy?.routes[0]?.path).toBe('/login');
+  expect(config.instance.maxPasswordAttempts).toBe(5);
 });
