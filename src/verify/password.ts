@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { intOption } from './options';
 import * as argon2 from 'argon2';
 import { InvalidArgumentError } from '../core/errors';
 import { VerifyErrorCodes } from './errors';
@@ -60,27 +61,9 @@ const PHC =
 const DECIMAL = /^(0|[1-9][0-9]{0,9})$/;
 const ALLOWED_PARAMS = new Set(['m', 't', 'p', 'data', 'keyid']);
 
-function option(
-  value: number | undefined,
-  fallback: number,
-  field: string,
-  min: number,
-  max: number,
-): number {
-  if (value === undefined) return fallback;
-  if (!Number.isInteger(value) || value < min || value > max) {
-    throw new InvalidArgumentError(
-      VerifyErrorCodes.OptionInvalid,
-      `${field} must be an integer from ${min} to ${max}, got ${String(value)}`,
-      field,
-    );
-  }
-  return value;
-}
-
 function resolveConfig(options: PasswordVerifierOptions): PasswordConfig {
   const U32 = 2 ** 32 - 1;
-  const parallelism = option(
+  const parallelism = intOption(
     options.parallelism,
     DEFAULT_ARGON2_COST.parallelism,
     'parallelism',
@@ -88,34 +71,40 @@ function resolveConfig(options: PasswordVerifierOptions): PasswordConfig {
     2 ** 24 - 1,
   );
   const cost = {
-    memoryCost: option(
+    memoryCost: intOption(
       options.memoryCost,
       DEFAULT_ARGON2_COST.memoryCost,
       'memoryCost',
       8 * parallelism,
       U32,
     ),
-    timeCost: option(options.timeCost, DEFAULT_ARGON2_COST.timeCost, 'timeCost', 1, U32),
+    timeCost: intOption(options.timeCost, DEFAULT_ARGON2_COST.timeCost, 'timeCost', 1, U32),
     parallelism,
   };
   return {
     cost,
-    maxPasswordLength: option(
+    maxPasswordLength: intOption(
       options.maxPasswordLength,
       MAX_PASSWORD_LENGTH,
       'maxPasswordLength',
       1,
       1 << 20,
     ),
-    maxMemoryCost: option(
+    maxMemoryCost: intOption(
       options.maxMemoryCost,
       Math.max(262144, cost.memoryCost),
       'maxMemoryCost',
       cost.memoryCost,
       U32,
     ),
-    maxTimeCost: option(options.maxTimeCost, Math.max(32, cost.timeCost), 'maxTimeCost', cost.timeCost, U32),
-    maxParallelism: option(
+    maxTimeCost: intOption(
+      options.maxTimeCost,
+      Math.max(32, cost.timeCost),
+      'maxTimeCost',
+      cost.timeCost,
+      U32,
+    ),
+    maxParallelism: intOption(
       options.maxParallelism,
       Math.max(64, cost.parallelism),
       'maxParallelism',

@@ -1,4 +1,5 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { intOption } from './options';
 // otplib v13's own packages, without the `otplib` umbrella: its entry point loads the noble/scure
 // plugins, which are ESM-only and so cannot be require()d by Jest or by Node < 20.19 (our CJS build).
 // Here HMAC and randomness come from node:crypto and the Base32 codec is below.
@@ -94,24 +95,6 @@ export interface TotpVerifier {
    * (Errors.Totp.SecretInvalid, field `secret`) for a missing or malformed secret.
    */
   verify(subject: Subject, secret: string, code: string): Promise<boolean>;
-}
-
-function intOption(
-  value: number | undefined,
-  fallback: number,
-  field: string,
-  min: number,
-  max: number,
-): number {
-  if (value === undefined) return fallback;
-  if (!Number.isInteger(value) || value < min || value > max) {
-    throw new InvalidArgumentError(
-      VerifyErrorCodes.OptionInvalid,
-      `${field} must be an integer from ${min} to ${max}, got ${String(value)}`,
-      field,
-    );
-  }
-  return value;
 }
 
 /** Decodes a Base32 secret, tolerating lower case, white space and `=` padding. */
