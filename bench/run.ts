@@ -19,7 +19,22 @@ const BENCHMARKS: Benchmark[] = [
     description: 'lockgate engine (MemoryStore, RedisStore) vs the rate-limiter-flexible login recipe',
     run: () => require('./engine').benchEngine(),
   },
-  // Further benchmarks (sidecar, middleware, proxy) are added here, in the order they run.
+  {
+    name: 'sidecar',
+    description:
+      'sidecar on Redis: locked check and reserve+settle vs a bare Express route; argon2 checks per UV_THREADPOOL_SIZE',
+    run: () => require('./sidecar').benchSidecar(),
+  },
+  {
+    name: 'middleware',
+    description: 'Express login route guarded by lockgate vs unguarded (memory store, Redis)',
+    run: () => require('./middleware').benchMiddleware(),
+  },
+  {
+    name: 'proxy',
+    description: "lockgate's reverse proxy vs calling the upstream directly",
+    run: () => require('./proxy').benchProxy(),
+  },
 ];
 
 async function main(): Promise<void> {
