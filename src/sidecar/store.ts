@@ -33,6 +33,9 @@ export function createRedisClient(redis: RedisConnectionConfig, connectionName =
     const options: ClusterOptions = {
       ...FAIL_FAST,
       clusterRetryStrategy: (times) => reconnectDelay(times),
+      // ioredis 6 does not reconnect a cluster node's connection by itself (its default waits for
+      // a topology refresh); reconnect it as the standalone client does.
+      clusterNodeRetryStrategy: (times) => reconnectDelay(times),
       redisOptions: { ...auth, connectionName, maxRetriesPerRequest: 1 },
     };
     return new Cluster(

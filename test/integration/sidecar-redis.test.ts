@@ -16,6 +16,7 @@ import {
   findRedisBinaries,
   getFreePort,
   redisCommand,
+  startCluster,
   startStandalone,
   type RedisServerHandle,
 } from '../helpers/redis-servers';
@@ -353,6 +354,40 @@ describe('sidecar on the shared Redis', () => {
       await sidecar.close();
     }
   });
+});
+
+describe('sidecar on a Redis Cluster whose master goes away', () => {
+  it("answers 503 while the master of the user's slot is down, and recovers when it returns", async () => {
+    const cluster = await startCluster(3);
+    const sidecar = await startSidecar(
+      redisConfig({ cluster: { nodes: cluster.nodes.map((n) => `${n.host}:${n.port}`) } }),
+      { logger: createLogger('silent') },
+    );
+    try {
+      const check = () =>
+        call(sidecar, 'POST', '/v1/checks/password', { userId: 'cn1', password: 'x', encodedHash: hash });
+      expect((await check()).status).toBe(401);
+      // the master that holds the user's keys: any key with the user's hash tag maps to it
+      // the master that holds the user's keys (all of a user's keys share one hash tag)
+      const key = `lg:{${encodeURIComponent(sidecar.engine.instanceId)}:org-a:cn1}:s`;
+      const first = cluster.nodes[0]!.port;
+      const slot = Number(await redisCommand(first, ['CLUSTER', 'KEYSLOT', key]));
+      const ranges = (await redisCommand(first, ['CLUSTER', 'SLOTS'])) as unknown as Array<
+        [number, number, [string, number]]
+      >;
+      const range = ranges.find(([from, to]) => slot >= from && slot <= to)!;
+      const owner = cluster.servers.find((srv) => srv.port === Number(range[2][1]))!;
+      await owner.halt();
+      const down = await check();
+      expect(down.status).toBe(503);
+      expect(down.body.code).toBe(14);
+      await owner.restart(); // same port, same nodes.conf: it takes its slots back (its data is gone)
+      await until('the sidecar answering again', async () => (await check()).status === 401, 30_000);
+    } finally {
+      await sidecar.close();
+      await cluster.stop();
+    }
+  }, 60_000);
 });
 
 describe('sidecar through Redis Sentinel', () => {
