@@ -229,8 +229,16 @@ export class LockoutEngine {
     return this.cache.get(owner, () => this.store.getSettings(this.instanceId, owner));
   }
 
+  /**
+   * The limits of getEffectiveSettings(org) — the org's custom settings, else the instance's —
+   * read the same way (org validated by the caller), without building the settings' details.
+   */
   private async limits(org: string): Promise<Limits> {
-    return this.getEffectiveSettings(org);
+    const values =
+      (await this.record({ type: 'org', org })) ??
+      (await this.record({ type: 'instance' })) ??
+      this.config.defaults;
+    return { maxPasswordAttempts: values.maxPasswordAttempts, maxOtpAttempts: values.maxOtpAttempts };
   }
 
   // ---- the reservation protocol ---------------------------------------------------------

@@ -59,6 +59,12 @@ export class SettingsCache {
   }
 }
 
+/**
+ * The instance's key: an org's key is its id, and an id never holds a control character, so no
+ * org's key equals this one. (No per-lookup string is built for an org.)
+ */
+const INSTANCE_KEY = '\u0000instance';
+
 function keyOf(owner: Owner): string {
-  return owner.type === 'instance' ? 'i' : `o:${owner.org}`;
+  return owner.type === 'instance' ? INSTANCE_KEY : owner.org;
 }

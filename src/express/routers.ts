@@ -17,6 +17,7 @@ import {
   PermissionDeniedError,
   RequestError,
   createErrorHandler,
+  sendLocked,
 } from '../http/errors';
 import {
   renderCheckSuccess,
@@ -551,7 +552,9 @@ export function createChecksRouter(options: ChecksRouterOptions): Router {
           case 'failure':
             throw new InvalidCredentialsError(factor, result.failedAttempts);
           case 'locked':
-            throw new UserLockedError(result.lockedAt);
+            // The answer of a UserLockedError, without making one (the hot path of a locked user).
+            sendLocked(res);
+            return;
           case 'busy':
             throw new BusyError(result.retryAfterMs);
         }
@@ -661,8 +664,30 @@ export function createChecksRouter(options: ChecksRouterOptions): Router {
 export function createApiRouter(options: ApiRouterOptions): Router {
   validateChecks(options);
   const router = Router();
-  router.use(createSettingsRouter(options));
-  router.use(createUsersRouter(options));
+  router.use(onlyFor(SETTINGS_PATHS, createSettingsRouter(options)));
+  router.use(onlyFor(USERS_PATHS, createUsersRouter(options)));
   router.use(createChecksRouter(options));
   return router;
+}
+
+/**
+ * Paths the settings and users routers can match (a superset: their routes' literal prefixes,
+ * case-insensitive as Express's routing). Checks pass neither.
+ */
+const SETTINGS_PATHS = /^\/(?:management\/v1\/policies\/|admin\/v1\/policies\/|v2\/settings\/)/i;
+const USERS_PATHS = /^\/(?:v1\/users\/|v1\/lockouts|management\/v1\/users\/|v2\/users\/)/i;
+
+/**
+ * Hands a request to `router` only when its path can match one of the router's routes. A router
+ * that matches nothing still tries each of its routes and lets the request go on a macrotask
+ * later (setImmediate); this skips that. The router's `stack` stays visible to tools that list
+ * an app's routes by walking the layers.
+ */
+function onlyFor(paths: RegExp, router: Router): RequestHandler & { stack: Router['stack'] } {
+  const handler: RequestHandler = (req, res, next) => {
+    const path: unknown = req.path;
+    if (typeof path !== 'string' || paths.test(path)) router(req, res, next);
+    else next();
+  };
+  return Object.assign(handler, { stack: router.stack });
 }

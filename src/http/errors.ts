@@ -260,8 +260,29 @@ export function sendError(res: Response, error: unknown): void {
 
 function writeHttpError(res: Response, answer: HttpError): void {
   res.status(answer.status);
-  for (const [name, value] of Object.entries(answer.headers)) res.setHeader(name, value);
+  for (const name in answer.headers) res.setHeader(name, answer.headers[name]!);
   res.json(answer.body);
+}
+
+/** The answer to a locked user (423): the same for every request, so serialized once. */
+const LOCKED_BODY = body(GrpcCode.FailedPrecondition, 'Errors.User.Locked', 'User is locked');
+const LOCKED_JSON = JSON.stringify(LOCKED_BODY);
+
+/**
+ * Sends the answer of a UserLockedError (423, as `sendError(res, new UserLockedError(...))`)
+ * without making an Error: the body does not depend on the lock, so it is serialized once.
+ */
+export function sendLocked(res: Response): void {
+  res.status(423);
+  const { app } = res;
+  // An app that changes how res.json serializes gets its own serialization.
+  if (app.get('json replacer') || app.get('json spaces') || app.get('json escape')) {
+    res.json(LOCKED_BODY);
+    return;
+  }
+  // As res.json: application/json unless a Content-Type is set already; send adds the charset.
+  if (!res.get('Content-Type')) res.set('Content-Type', 'application/json');
+  res.send(LOCKED_JSON);
 }
 
 export interface ErrorHandlerOptions {

@@ -11,7 +11,7 @@ import { readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import path from 'node:path';
-import express, { type Express, type RequestHandler } from 'express';
+import express, { type Express, type Request, type RequestHandler, type Response } from 'express';
 import { LockoutEngine, type LockoutEvent } from '../core/engine';
 import { StoreUnavailableError } from '../core/errors';
 import type { LockoutStore } from '../core/store';
@@ -167,6 +167,11 @@ export async function startSidecar(
   app.set('etag', false);
   const requestScope: RequestHandler = (req, res, next) => {
     if (closing) res.setHeader('Connection', 'close');
+    // The request line is a debug line: no timer, listener or closure per request below that level.
+    if (logger.isLevelEnabled('debug')) logRequest(req, res);
+    scope.run({}, next);
+  };
+  const logRequest = (req: Request, res: Response): void => {
     const started = process.hrtime.bigint();
     res.once('finish', () => {
       logger.debug(
@@ -179,7 +184,6 @@ export async function startSidecar(
         'request',
       );
     });
-    scope.run({}, next);
   };
   app.use(requestScope);
 
