@@ -22,8 +22,9 @@ async function main(): Promise<void> {
     client.once('ready', resolve);
     client.once('error', reject);
   });
+  const store = new RedisStore({ client });
   const engine = new LockoutEngine({
-    store: new RedisStore({ client }),
+    store,
     instanceId: job.instanceId,
     defaults: { maxPasswordAttempts: job.max, maxOtpAttempts: job.max },
   });
@@ -43,6 +44,7 @@ async function main(): Promise<void> {
   for (const r of results) outcomes[r.outcome] = (outcomes[r.outcome] ?? 0) + 1;
   process.send?.({ evaluated, outcomes });
   engine.close();
+  await store.close();
   client.disconnect();
 }
 

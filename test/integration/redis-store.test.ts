@@ -38,8 +38,9 @@ describe('RedisStore on real Redis', () => {
       const evaluated = reports.reduce((n, r) => n + (r.evaluated as number), 0);
       expect(evaluated).toBe(5);
       const client = await createTestRedis();
+      const store = new RedisStore({ client });
       const engine = new LockoutEngine({
-        store: new RedisStore({ client }),
+        store,
         instanceId,
         defaults: { maxPasswordAttempts: 5 },
       });
@@ -47,6 +48,7 @@ describe('RedisStore on real Redis', () => {
       expect(status.locked).toBe(true);
       expect(status.failedAttempts.password).toBe(5);
       engine.close();
+      await store.close();
       client.disconnect();
     } finally {
       workers.forEach((w) => w.kill());
