@@ -1,6 +1,6 @@
 import express from 'express';
 import request from 'supertest';
-import { LockoutEngine } from '../../src/core/engine';
+import { auth, makeApiApp } from '../helpers/api-app';
 import {
   AlreadyExistsError,
   BusyError,
@@ -10,27 +10,19 @@ import {
   StoreUnavailableError,
   UserLockedError,
 } from '../../src/core/errors';
-import { createApiRouter, type ApiRouterOptions } from '../../src/express/routers';
+import { type ApiRouterOptions } from '../../src/express/routers';
 import {
   InvalidCredentialsError,
   PermissionDeniedError,
   UnauthenticatedError,
   createErrorHandler,
-  createNotFoundHandler,
-  createTokenAuthorizer,
   hashToken,
   resolveTokens,
   retryAfterSeconds,
   toHttpError,
   type TokenOptions,
 } from '../../src/http';
-import { MemoryStore } from '../../src/store';
-import {
-  RateLimitedError,
-  createOtpCodes,
-  createPasswordVerifier,
-  createTotpVerifier,
-} from '../../src/verify';
+import { RateLimitedError, createOtpCodes } from '../../src/verify';
 
 const INSTANCE = 'inst-1';
 const ORG_A = 'org-a';
@@ -48,25 +40,12 @@ const TOKENS: TokenOptions[] = [
 ];
 const ERROR_DETAIL = 'type.googleapis.com/zitadel.v1.ErrorDetail';
 
-function makeApp(extra: Partial<ApiRouterOptions> = {}) {
-  const store = new MemoryStore();
-  const engine = new LockoutEngine({ store, instanceId: INSTANCE });
-  const app = express();
-  app.use(
-    createApiRouter({
-      engine,
-      authorize: createTokenAuthorizer({ tokens: TOKENS }),
-      passwordVerifier: createPasswordVerifier({ memoryCost: 4096, timeCost: 2, parallelism: 1 }),
-      totpVerifier: createTotpVerifier({ store }),
-      otpCodes: createOtpCodes({ store }),
-      ...extra,
-    }),
-  );
-  app.use(createNotFoundHandler());
-  return { app, store, engine };
-}
-
-const auth = (token: string) => ({ Authorization: `Bearer ${token}` });
+const makeApp = (extra: Partial<ApiRouterOptions> = {}) =>
+  makeApiApp(INSTANCE, TOKENS, (store) => ({
+    otpCodes: createOtpCodes({ store }),
+    audit: undefined,
+    ...extra,
+  }));
 
 describe('HTTP errors, authentication and org context', () => {
   let ctx: ReturnType<typeof makeApp>;

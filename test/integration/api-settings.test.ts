@@ -1,15 +1,8 @@
 import express from 'express';
 import request from 'supertest';
-import { LockoutEngine } from '../../src/core/engine';
-import { createApiRouter, createSettingsRouter, type AuditEntry } from '../../src/express/routers';
-import { createNotFoundHandler, createTokenAuthorizer, type TokenOptions } from '../../src/http';
-import { MemoryStore } from '../../src/store';
-import {
-  createIssueLimiter,
-  createOtpCodes,
-  createPasswordVerifier,
-  createTotpVerifier,
-} from '../../src/verify';
+import { RFC3339_MS, auth, makeApiApp } from '../helpers/api-app';
+import { createSettingsRouter } from '../../src/express/routers';
+import { createTokenAuthorizer, type TokenOptions } from '../../src/http';
 
 const INSTANCE = 'inst-1';
 const ORG_A = '69629023906488334';
@@ -30,28 +23,8 @@ const TOKENS: TokenOptions[] = [
   { name: 'org-a-reader', token: 'a-reader', org: ORG_A, permissions: ['policy.read', 'user.read'] },
   { name: 'org-b-admin', token: 'b-admin', org: ORG_B, permissions: ALL },
 ];
-const RFC3339_MS = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 
-function makeApp() {
-  const store = new MemoryStore();
-  const engine = new LockoutEngine({ store, instanceId: INSTANCE });
-  const audit: AuditEntry[] = [];
-  const app = express();
-  app.use(
-    createApiRouter({
-      engine,
-      authorize: createTokenAuthorizer({ tokens: TOKENS }),
-      passwordVerifier: createPasswordVerifier({ memoryCost: 4096, timeCost: 2, parallelism: 1 }),
-      totpVerifier: createTotpVerifier({ store }),
-      otpCodes: createOtpCodes({ store, limiter: createIssueLimiter({ points: 100 }) }),
-      audit: (e) => audit.push(e),
-    }),
-  );
-  app.use(createNotFoundHandler());
-  return { app, store, engine, audit };
-}
-
-const auth = (token: string) => ({ Authorization: `Bearer ${token}` });
+const makeApp = () => makeApiApp(INSTANCE, TOKENS);
 
 describe('settings routes (API.md 2.1)', () => {
   let ctx: ReturnType<typeof makeApp>;
