@@ -28,6 +28,9 @@ export const ENV = {
   logLevel: 'LOCKGATE_LOG_LEVEL',
   onStoreError: 'LOCKGATE_ON_STORE_ERROR',
   otpPepper: 'LOCKGATE_OTP_PEPPER',
+  proxyUpstream: 'LOCKGATE_PROXY_UPSTREAM',
+  proxyRoutes: 'LOCKGATE_PROXY_ROUTES',
+  proxyPort: 'LOCKGATE_PROXY_PORT',
 } as const;
 
 /** The name of the token made from LOCKGATE_ADMIN_TOKEN (or generated at start). */
@@ -540,6 +543,33 @@ function applyEnv(
   if (onStoreError !== undefined) set(['onStoreError'], onStoreError, ENV.onStoreError);
   const pepper = nonEmpty(env[ENV.otpPepper]);
   if (pepper !== undefined) set(['otp', 'pepper'], pepper, ENV.otpPepper);
+  // Reverse-proxy mode from the environment: the upstream, the login routes (JSON or YAML, the
+  // same list as proxy.routes in the file) and the proxy's own port (proxy.listen.port).
+  const upstream = nonEmpty(env[ENV.proxyUpstream]);
+  if (upstream !== undefined) set(['proxy', 'upstream'], upstream, ENV.proxyUpstream);
+  const routes = nonEmpty(env[ENV.proxyRoutes]);
+  if (routes !== undefined) {
+    let parsed: unknown;
+    try {
+      const doc = parseDocument(routes, { prettyErrors: false, uniqueKeys: true });
+      if (doc.errors.length > 0) throw doc.errors[0];
+      parsed = doc.toJS();
+    } catch {
+      throw new ConfigError(
+        `proxy.routes (from ${ENV.proxyRoutes}): expected a JSON or YAML list of routes`,
+        'proxy.routes',
+      );
+    }
+    set(['proxy', 'routes'], parsed, ENV.proxyRoutes);
+  }
+  const proxyPort = nonEmpty(env[ENV.proxyPort]);
+  if (proxyPort !== undefined) {
+    set(
+      ['proxy', 'listen', 'port'],
+      /^[0-9]{1,6}$/.test(proxyPort) ? Number(proxyPort) : proxyPort,
+      ENV.proxyPort,
+    );
+  }
   const redisUrl = nonEmpty(env[ENV.redisUrl]);
   if (redisUrl !== undefined) {
     // A URL from the environment replaces whatever connection the file chose.

@@ -96,6 +96,35 @@ describe('sidecar configuration', () => {
     expect(c.onStoreError).toBe('fail-closed');
   });
 
+  it('reads the reverse proxy from the environment, over the file', () => {
+    const routes = JSON.stringify([
+      { path: '/login', user: { from: 'json', name: 'username' }, org: { fixed: 'org-a' } },
+    ]);
+    const c = load({
+      LOCKGATE_PROXY_UPSTREAM: 'http://127.0.0.1:3000',
+      LOCKGATE_PROXY_ROUTES: routes,
+      LOCKGATE_PROXY_PORT: '8081',
+    });
+    expect(c.proxy?.upstream).toBe('http://127.0.0.1:3000');
+    expect(c.proxy?.routes[0]).toMatchObject({ path: '/login', factor: 'password', method: 'POST' });
+    expect(c.proxy?.listen).toEqual({ host: '127.0.0.1', port: 8081 });
+    // YAML works too, and the environment's upstream wins over the file's
+    const f = load(
+      { LOCKGATE_CONFIG: '/p.yaml', LOCKGATE_PROXY_UPSTREAM: 'http://auth:9000' },
+      {
+        '/p.yaml':
+          'proxy:\n  upstream: http://old:1\n  routes:\n    - { path: /in, user: { from: form, name: u } }\n',
+      },
+    );
+    expect(f.proxy?.upstream).toBe('http://auth:9000');
+    expect(f.proxy?.routes[0]?.path).toBe('/in');
+    expect(configError(() => load({ LOCKGATE_PROXY_ROUTES: '[{' })).message).toBe(
+      'lockgate: invalid configuration: proxy.routes (from LOCKGATE_PROXY_ROUTES): expected a JSON or YAML list of routes',
+    );
+    // an upstream without routes names what is missing
+    expect(configError(() => load({ LOCKGATE_PROXY_UPSTREAM: 'http://a:1' })).field).toBe('proxy.routes');
+  });
+
   it('reads cluster and sentinel connections from the file', () => {
     const c = load(
       { LOCKGATE_CONFIG: '/c.yaml' },
