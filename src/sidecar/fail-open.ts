@@ -13,7 +13,6 @@ import { decodeAttemptId, encodeAttemptId, newNonce } from '../core/attempt-id';
 import { NotFoundError, StoreUnavailableError } from '../core/errors';
 import {
   LockoutEngine,
-  type CheckResult,
   type LockoutEngineOptions,
   type Reservation,
   type ReserveOutcome,
@@ -23,7 +22,7 @@ import type { LockoutStore, SettleOutcome } from '../core/store';
 import { makeSubject, validateFactor, type Factor } from '../core/subjects';
 
 export interface FailOpenNotice {
-  readonly operation: 'check' | 'reserve' | 'settle' | 'useOnce';
+  readonly operation: 'reserve' | 'settle' | 'useOnce';
   readonly org: string;
   readonly user: string;
   readonly factor?: Factor;
@@ -38,8 +37,10 @@ export interface FailOpenEngineOptions extends LockoutEngineOptions {
 const MAX_OPEN_ATTEMPTS = 100_000;
 
 /**
- * A LockoutEngine whose check, reserve and settle fail open on StoreUnavailableError. Everything
- * else (status, lock, unlock, settings) behaves as the plain engine, 503 included.
+ * A LockoutEngine whose reserve and settle fail open on StoreUnavailableError (and so its check,
+ * which is the plain engine's reserve → evaluate → settle on them). Everything else (status,
+ * lock, unlock, settings) behaves as the plain engine, 503 included. Each attempt is told once:
+ * when it is reserved without the store, or when a real reservation cannot be settled.
  */
 export class FailOpenEngine extends LockoutEngine {
   private readonly notify: (notice: FailOpenNotice) => void;
@@ -52,56 +53,6 @@ export class FailOpenEngine extends LockoutEngine {
   constructor(options: FailOpenEngineOptions) {
     super(options);
     this.notify = options.onFailOpen;
-  }
-
-  /**
-   * A whole check, as LockoutEngine.check (reserve, evaluate, settle), on the plain engine's
-   * reserve and settle, so that one request warns once. The credential is evaluated at most once.
-   */
-  override async check(
-    orgId: string,
-    userId: string,
-    factor: Factor,
-    evaluate: () => Promise<boolean> | boolean,
-  ): Promise<CheckResult> {
-    const open = async (ok: boolean): Promise<CheckResult> => {
-      this.tell({ operation: 'check', org: orgId, user: userId, factor });
-      return ok
-        ? { outcome: 'success', failedAttempts: 0, locked: false }
-        : { outcome: 'failure', failedAttempts: 0, locked: false };
-    };
-    let r: ReserveOutcome;
-    try {
-      r = await super.reserve(orgId, userId, factor);
-    } catch (error) {
-      if (!(error instanceof StoreUnavailableError)) throw error;
-      // Rejects again (503) when the evaluation itself needs the store (SMS/Email codes).
-      return open((await evaluate()) === true);
-    }
-    if (r.status === 'locked') return { outcome: 'locked', lockedAt: r.lockedAt };
-    if (r.status === 'busy') return { outcome: 'busy', retryAfterMs: r.retryAfterMs };
-    let ok: boolean;
-    try {
-      ok = (await evaluate()) === true;
-    } catch (error) {
-      await super.settle(r.reservation, 'release').catch(() => undefined);
-      throw error;
-    }
-    let s: Settlement;
-    try {
-      s = await super.settle(r.reservation, ok ? 'success' : 'failure');
-    } catch (error) {
-      if (!(error instanceof StoreUnavailableError)) throw error;
-      return open(ok);
-    }
-    if (ok) {
-      if (s.locked) {
-        const status = await this.getUserStatus(orgId, userId).catch(() => undefined);
-        return { outcome: 'locked', lockedAt: status?.lockedAt ?? 0 };
-      }
-      return { outcome: 'success', failedAttempts: 0, locked: false };
-    }
-    return { outcome: 'failure', failedAttempts: s.failedAttempts, locked: s.locked };
   }
 
   override async reserve(orgId: string, userId: string, factor: Factor): Promise<ReserveOutcome> {
@@ -136,10 +87,8 @@ export class FailOpenEngine extends LockoutEngine {
       if (entry.settled || entry.expiresAt < Date.now()) {
         throw new NotFoundError('Errors.Attempt.NotFound', 'Attempt not found, expired or already settled');
       }
+      // Told once already, when it was reserved without the store: one notice per attempt.
       entry.settled = true;
-      const ref = decodeAttemptId(attemptId);
-      if (outcome !== 'release')
-        this.tell({ operation: 'settle', org: ref.org, user: ref.user, factor: ref.factor });
       return { failedAttempts: 0, locked: false };
     }
     try {

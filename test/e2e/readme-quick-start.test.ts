@@ -18,7 +18,6 @@ it('README shows examples/quick-start/app.ts as it is', () => {
 
 it('locks after 5 wrong passwords, refuses the right one, and unlocks through the mounted router', async () => {
   process.env.ADMIN_TOKEN = 'quick-start-admin';
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
   const { app, lockout } =
     require('../../examples/quick-start/app') as typeof import('../../examples/quick-start/app');
   const login = (password: string) => request(app).post('/login').send({ username: 'alice', password });

@@ -2,21 +2,12 @@ import express from 'express';
 import request from 'supertest';
 import { RFC3339_MS, auth, makeApiApp } from '../helpers/api-app';
 import { createSettingsRouter } from '../../src/express/routers';
-import { createTokenAuthorizer, type TokenOptions } from '../../src/http';
+import { PERMISSIONS, createTokenAuthorizer, type TokenOptions } from '../../src/http';
 
 const INSTANCE = 'inst-1';
 const ORG_A = '69629023906488334';
 const ORG_B = 'org-b';
-const ALL = [
-  'policy.read',
-  'policy.write',
-  'policy.delete',
-  'iam.policy.read',
-  'iam.policy.write',
-  'user.read',
-  'user.write',
-  'lockout.check',
-];
+const ALL = [...PERMISSIONS];
 const TOKENS: TokenOptions[] = [
   { name: 'admin', token: 'admin-token', org: INSTANCE, orgs: ['*'], permissions: ALL },
   { name: 'org-a-admin', token: 'a-admin', org: ORG_A, orgs: [ORG_A], permissions: ALL },

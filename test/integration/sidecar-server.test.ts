@@ -8,6 +8,7 @@ import { createLogger } from '../../src/sidecar/logger';
 import { ROUTES, buildOpenApiDocument } from '../../src/sidecar/openapi';
 import { startSidecar, type SidecarHandle } from '../../src/sidecar/server';
 import { hashPassword, totpCode, generateTotpSecret } from '../../src/verify';
+import { PERMISSIONS } from '../../src/http/auth';
 
 /** A parsed JSON answer, read freely by the assertions. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -28,16 +29,7 @@ function memoryConfig(extra: Record<string, unknown> = {}) {
           name: 'root',
           token: ADMIN,
           orgs: ['*'],
-          permissions: [
-            'policy.read',
-            'policy.write',
-            'policy.delete',
-            'iam.policy.read',
-            'iam.policy.write',
-            'user.read',
-            'user.write',
-            'lockout.check',
-          ],
+          permissions: [...PERMISSIONS],
         },
         { name: 'login-service', token: CHECKER, org: 'org-a', permissions: ['lockout.check'] },
       ],
