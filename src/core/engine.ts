@@ -1,5 +1,11 @@
 import { decodeAttemptId, encodeAttemptId, newNonce, type AttemptRef } from './attempt-id';
-import { InvalidArgumentError, NotChangedError, NotFoundError, AlreadyExistsError } from './errors';
+import {
+  AlreadyExistsError,
+  InvalidArgumentError,
+  NotChangedError,
+  NotFoundError,
+  StoreUnavailableError,
+} from './errors';
 import { parseSettingsValues, SHIPPED_DEFAULT, type Details, type EffectiveSettings } from './settings';
 import { SettingsCache } from './settings-cache';
 import type {
@@ -254,6 +260,10 @@ export class LockoutEngine {
     const limits = await this.limits(subject.org);
     const nonce = newNonce();
     const r = await this.store.reserve(subject, factor, limits, this.config.leaseMs, nonce);
+    if (r.status === 'gone') {
+      // A fresh nonce cannot have a tombstone; a store answering so is not to be trusted.
+      throw new StoreUnavailableError('The store answered a new attempt as already settled');
+    }
     if (r.status === 'admitted') {
       return {
         status: 'admitted',
@@ -284,7 +294,7 @@ export class LockoutEngine {
         : decodeAttemptId(typeof attempt === 'string' ? attempt : attempt.attemptId);
     const subject = this.subject(ref.org, ref.user);
     const limits = await this.limits(subject.org);
-    const r = await this.store.settle(subject, ref.factor, ref.nonce, outcome, limits);
+    const r = await this.store.settle(subject, ref.factor, ref.nonce, outcome, limits, this.config.leaseMs);
     if (r.status === 'unknown') {
       throw new NotFoundError('Errors.Attempt.NotFound', 'Attempt not found, expired or already settled');
     }
@@ -358,7 +368,7 @@ export class LockoutEngine {
   /** Admin lock. NotChangedError when the user is locked already. */
   async lockUser(orgId: string, userId: string): Promise<{ lockedAt: number }> {
     const subject = this.subject(orgId, userId);
-    const r = await this.store.lock(subject);
+    const r = await this.store.lock(subject, await this.limits(subject.org));
     if (!r.changed) throw new NotChangedError('Errors.User.AlreadyLocked', 'User is already locked');
     this.onEvent({ type: 'lock', org: subject.org, user: subject.user, reason: 'admin' });
     return { lockedAt: r.lockedAt };
@@ -367,14 +377,15 @@ export class LockoutEngine {
   /** Admin unlock: clears the lock and resets all counters. NotChangedError when not locked. */
   async unlockUser(orgId: string, userId: string): Promise<void> {
     const subject = this.subject(orgId, userId);
-    const r = await this.store.unlock(subject);
+    const r = await this.store.unlock(subject, await this.limits(subject.org), this.config.leaseMs);
     if (!r.changed) throw new NotChangedError('Errors.User.NotLocked', 'User is not locked');
     this.onEvent({ type: 'unlock', org: subject.org, user: subject.user });
   }
 
   /** The user's password was changed or reset: its password counter restarts; a lock stays. */
   async passwordChanged(orgId: string, userId: string): Promise<void> {
-    await this.store.resetFactor(this.subject(orgId, userId), 'password');
+    const subject = this.subject(orgId, userId);
+    await this.store.resetFactor(subject, 'password', await this.limits(subject.org), this.config.leaseMs);
   }
 
   /** Locked users of an org, by user id. */
@@ -389,7 +400,7 @@ export class LockoutEngine {
       );
     }
     if (options.cursor !== undefined) validateId(options.cursor, 'cursor');
-    return this.store.listLocked(this.instanceId, org, limit, options.cursor);
+    return this.store.listLocked(this.instanceId, org, await this.limits(org), limit, options.cursor);
   }
 
   /** Stops listening for settings changes. Does not close the store. */

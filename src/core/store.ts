@@ -13,8 +13,25 @@ import type { Factor, Limits, Subject } from './subjects';
  * Times are milliseconds since the epoch, taken from the store's own clock (Redis TIME), so that
  * processes with skewed clocks agree on lease expiry.
  *
- * Every method rejects with StoreUnavailableError when the store cannot be reached.
- * State of a user with no failures, no lock, no reservation and no codes takes no space.
+ * Idempotence (G5). A command may run twice (a client resends it after a reconnect) or run
+ * although its caller saw a timeout. So every reserve, settle and release is keyed by its id
+ * (the nonce): reserve twice = once, settle twice = once, and an id that was settled or released
+ * leaves a *tombstone* until its lease would have ended (`leaseMs` after the settle), so that a
+ * reserve of that id arriving late is refused (`gone`) instead of creating a reservation nobody
+ * will settle. A settle or release of an id the store does not know also leaves a tombstone: this
+ * is how the engine compensates a reserve whose outcome it could not learn.
+ *
+ * An operation that committed never fails afterwards: secondary writes (the locked-users index)
+ * are made so that they converge (a locked user is listed, an unlocked one is not) without
+ * failing the operation that caused them.
+ *
+ * Bounded state. State of a user that is not locked expires `idleTtlMs` after the user's last
+ * write (a store option; 0 = never, ZITADEL's strict semantics); in-flight reservations and
+ * tombstones keep the user's state at least until their lease ends. Locked users keep their lock.
+ *
+ * Every method rejects with StoreUnavailableError when the store cannot be reached; the outcome
+ * of a write that rejected is unknown (it may have been applied).
+ * State of a user with no failures, no lock, no reservation, no tombstone and no codes takes no space.
  */
 export interface LockoutStore {
   /** A short name for logs and metrics ("memory", "redis"). */
@@ -23,6 +40,11 @@ export interface LockoutStore {
   /**
    * Reserves one attempt of `factor` for `subject` under id `id` (unique, made by the engine).
    * Admitted only when the user is not locked and (limit = 0 or failures + in-flight < limit).
+   * Idempotent: a reserve of an id that is already reserved answers `admitted` with the same
+   * expiry and counts nothing more; a reserve of an id that was settled or released (tombstone)
+   * answers `gone` and changes nothing.
+   * Busy: `retryAfterMs` is the time until the earliest lease of the SAME factor ends, clamped to
+   * [1, 1000] ms (both stores alike).
    */
   reserve(
     subject: Subject,
@@ -33,9 +55,11 @@ export interface LockoutStore {
   ): Promise<ReserveResult>;
 
   /**
-   * Settles reservation `id` of `factor`. A reservation that does not exist (never made, already
-   * settled, or expired and so already counted as a failure) answers `{ status: 'unknown' }` and
-   * changes nothing.
+   * Settles reservation `id` of `factor` and leaves a tombstone for `id` that lasts `leaseMs`.
+   * A reservation that does not exist (never made, already settled, cleared by unlock or a
+   * password change, or expired and so already counted as a failure) answers
+   * `{ status: 'unknown' }`, changes no counter, and also leaves the tombstone (so a late reserve
+   * of that id is refused). Settling twice is settling once: the second answers `unknown`.
    */
   settle(
     subject: Subject,
@@ -43,22 +67,46 @@ export interface LockoutStore {
     id: string,
     outcome: SettleOutcome,
     limits: Limits,
+    leaseMs: number,
   ): Promise<SettleResult>;
 
   /** The user's state (after applying expired leases). */
   getUser(subject: Subject, limits: Limits): Promise<UserState>;
 
-  /** Locks the user (admin lock). `changed: false` when it was locked already. */
-  lock(subject: Subject): Promise<{ changed: boolean; lockedAt: number }>;
+  /**
+   * Locks the user (admin lock), after applying expired leases. `changed: false` when it was
+   * locked already (by an expired lease too).
+   */
+  lock(subject: Subject, limits: Limits): Promise<{ changed: boolean; lockedAt: number }>;
 
-  /** Unlocks the user and resets all its counters. `changed: false` when it was not locked. */
-  unlock(subject: Subject): Promise<{ changed: boolean }>;
+  /**
+   * Unlocks the user, after applying expired leases: clears the lock, every counter and every
+   * in-flight reservation (their ids are tombstoned for `leaseMs`: a later settle answers
+   * `unknown`). Afterwards the user is active with nothing counted or in flight.
+   * `changed: false` when it was not locked (nothing is cleared then).
+   */
+  unlock(subject: Subject, limits: Limits, leaseMs: number): Promise<{ changed: boolean }>;
 
-  /** Resets one factor's counter without touching the lock (password changed). */
-  resetFactor(subject: Subject, factor: Factor): Promise<void>;
+  /**
+   * Resets one factor's counter without touching the lock (password changed), after applying
+   * expired leases; in-flight reservations of that factor are dropped uncounted (tombstoned for
+   * `leaseMs`), so no stale failure of the old credential follows the reset.
+   */
+  resetFactor(subject: Subject, factor: Factor, limits: Limits, leaseMs: number): Promise<void>;
 
-  /** Locked users of an org, ordered by user id, `limit` at a time from after `cursor`. */
-  listLocked(instance: string, org: string, limit: number, cursor?: string): Promise<LockedPage>;
+  /**
+   * Locked users of an org, `limit` at a time from after `cursor`, ordered by user id compared as
+   * UTF-8 bytes (Redis's lexicographic order; memory sorts the same way). Lists every user locked
+   * at the time of the listing, including users whose expired leases lock them but whom nobody
+   * has read since (`limits` are the org's effective limits, used to apply those leases).
+   */
+  listLocked(
+    instance: string,
+    org: string,
+    limits: Limits,
+    limit: number,
+    cursor?: string,
+  ): Promise<LockedPage>;
 
   /** Stored settings of an owner, or null when it has none (an org without custom settings). */
   getSettings(instance: string, owner: Owner): Promise<SettingsRecord | null>;
@@ -79,10 +127,11 @@ export interface LockoutStore {
   onSettingsChanged(listener: (instance: string, owner: Owner) => void): () => void;
 
   /**
-   * Records `key` for the user for `ttlMs` and answers true if it was not recorded already
-   * (used to refuse a TOTP code the second time).
+   * Records that time step `step` of counter `key` was used by the user, and answers true only when
+   * `step` is greater than every step recorded for that key before (RFC 6238 §5.2: once a step
+   * was accepted, that step and every earlier one are refused). The record lasts `ttlMs`.
    */
-  useOnce(subject: Subject, key: string, ttlMs: number): Promise<boolean>;
+  useStep(subject: Subject, key: string, step: number, ttlMs: number): Promise<boolean>;
 
   /** Stores an issued one-time code's hash for `channel`, replacing any earlier one. */
   putCode(subject: Subject, channel: CodeChannel, codeHash: string, ttlMs: number): Promise<void>;
@@ -109,6 +158,8 @@ export type CodeChannel = 'sms' | 'email';
 
 export type ReserveResult =
   | { readonly status: 'admitted'; readonly expiresAt: number }
+  /** The id was settled or released already (tombstone): nothing was reserved. */
+  | { readonly status: 'gone' }
   | { readonly status: 'locked'; readonly lockedAt: number }
   | { readonly status: 'busy'; readonly retryAfterMs: number };
 

@@ -22,7 +22,7 @@ import type { LockoutStore, SettleOutcome } from '../core/store';
 import { makeSubject, validateFactor, type Factor } from '../core/subjects';
 
 export interface FailOpenNotice {
-  readonly operation: 'reserve' | 'settle' | 'useOnce';
+  readonly operation: 'reserve' | 'settle' | 'useStep';
   readonly org: string;
   readonly user: string;
   readonly factor?: Factor;
@@ -103,17 +103,17 @@ export class FailOpenEngine extends LockoutEngine {
   }
 
   /**
-   * The store view for the TOTP verifier: `useOnce` answers true (the code is accepted) when the
+   * The store view for the TOTP verifier: `useStep` answers true (the code is accepted) when the
    * store cannot be reached, so that a correct TOTP code still passes (replay protection off).
    */
-  totpStore(store: Pick<LockoutStore, 'useOnce'>): Pick<LockoutStore, 'useOnce'> {
+  totpStore(store: Pick<LockoutStore, 'useStep'>): Pick<LockoutStore, 'useStep'> {
     return {
-      useOnce: async (subject, key, ttlMs) => {
+      useStep: async (subject, key, step, ttlMs) => {
         try {
-          return await store.useOnce(subject, key, ttlMs);
+          return await store.useStep(subject, key, step, ttlMs);
         } catch (error) {
           if (!(error instanceof StoreUnavailableError)) throw error;
-          this.tell({ operation: 'useOnce', org: subject.org, user: subject.user, factor: 'totp' });
+          this.tell({ operation: 'useStep', org: subject.org, user: subject.user, factor: 'totp' });
           return true;
         }
       },

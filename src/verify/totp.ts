@@ -72,7 +72,7 @@ function base32Decode(text: string): Uint8Array | undefined {
 
 export interface TotpVerifierOptions {
   /** Where used time steps are recorded (a code is accepted once per user). */
-  readonly store: Pick<LockoutStore, 'useOnce'>;
+  readonly store: Pick<LockoutStore, 'useStep'>;
   /** Steps accepted either side of the current one. Default 1 (±30 s), at most 10. */
   readonly window?: number;
   /** Time step in seconds. Default 30 (RFC 6238 and every authenticator app). */
@@ -90,7 +90,8 @@ export interface TotpVerifier {
   /**
    * Verifies a 6-digit RFC 6238 code (HMAC-SHA1) against a Base32 `secret` (case, spaces and `=`
    * padding are ignored). Accepts the current step ± `window`. A code accepted once for the
-   * subject is refused the second time (the matched step is recorded with `store.useOnce`).
+   * subject is refused the second time, and so is any code of that step or an earlier one
+   * (RFC 6238 §5.2; the matched step is recorded with `store.useStep`).
    * A code that is not 6 digits answers false (a wrong credential). Throws InvalidArgumentError
    * (Errors.Totp.SecretInvalid, field `secret`) for a missing or malformed secret.
    */
@@ -115,10 +116,10 @@ function decodeSecret(secret: unknown, minBytes: number): Uint8Array {
 
 export function createTotpVerifier(options: TotpVerifierOptions): TotpVerifier {
   const store = options?.store;
-  if (!store || typeof store.useOnce !== 'function') {
+  if (!store || typeof store.useStep !== 'function') {
     throw new InvalidArgumentError(
       VerifyErrorCodes.OptionInvalid,
-      'store must be a LockoutStore (useOnce)',
+      'store must be a LockoutStore (useStep)',
       'store',
     );
   }
@@ -162,7 +163,7 @@ export function createTotpVerifier(options: TotpVerifierOptions): TotpVerifier {
         ...(guardrails ? { guardrails } : {}),
       });
       if (!result.valid) return false;
-      return store.useOnce(subject, `totp:${result.timeStep}`, usedTtlMs);
+      return store.useStep(subject, 'totp', result.timeStep, usedTtlMs);
     },
   };
 }

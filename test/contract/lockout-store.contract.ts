@@ -495,14 +495,18 @@ export function describeLockoutStore(name: string, makeContext: () => Promise<St
     });
 
     describe('one-time material', () => {
-      it('useOnce answers true once per key until it expires', async () => {
+      it('useStep accepts only a step later than every used one, per user and key, until it expires', async () => {
         const store = await ctx.makeStore();
         const subject = { instance: instanceId, org: 'o', user: 'pia' };
-        expect(await store.useOnce(subject, 'totp:123', 300)).toBe(true);
-        expect(await store.useOnce(subject, 'totp:123', 300)).toBe(false);
-        expect(await store.useOnce({ ...subject, user: 'quinn' }, 'totp:123', 300)).toBe(true);
+        expect(await store.useStep(subject, 'totp', 123, 300)).toBe(true);
+        expect(await store.useStep(subject, 'totp', 123, 300)).toBe(false);
+        expect(await store.useStep(subject, 'totp', 122, 300)).toBe(false);
+        expect(await store.useStep({ ...subject, user: 'quinn' }, 'totp', 123, 300)).toBe(true);
+        expect(await store.useStep(subject, 'other', 1, 300)).toBe(true);
+        expect(await store.useStep(subject, 'totp', 124, 300)).toBe(true);
+        expect(await store.useStep(subject, 'totp', 123, 300)).toBe(false);
         await sleep(400);
-        expect(await store.useOnce(subject, 'totp:123', 300)).toBe(true);
+        expect(await store.useStep(subject, 'totp', 123, 300)).toBe(true);
       });
 
       it('codes are single use, replaced by a new one, and expire', async () => {

@@ -50,15 +50,15 @@ describe('TOTP verifier', () => {
     await expect(verifier.verify(alice, secret, totpCode(secret, now + 2 * STEP_MS))).resolves.toBe(false);
   });
 
-  it('records the matched time step with useOnce, per user', async () => {
+  it('records the matched time step with useStep, per user', async () => {
     const verifier = makeVerifier();
     const secret = generateTotpSecret();
-    const spy = jest.spyOn(store, 'useOnce');
+    const spy = jest.spyOn(store, 'useStep');
     const code = totpCode(secret, now - STEP_MS);
     await expect(verifier.verify(alice, secret, code)).resolves.toBe(true);
     const step = Math.floor((now - STEP_MS) / STEP_MS);
-    expect(spy).toHaveBeenCalledWith(alice, `totp:${step}`, expect.any(Number));
-    expect(spy.mock.calls[0]![2]).toBeGreaterThanOrEqual(3 * STEP_MS);
+    expect(spy).toHaveBeenCalledWith(alice, 'totp', step, expect.any(Number));
+    expect(spy.mock.calls[0]![3]).toBeGreaterThanOrEqual(3 * STEP_MS);
     // Another user with the same secret is not affected by alice's use.
     await expect(verifier.verify(bob, secret, code)).resolves.toBe(true);
   });

@@ -26,7 +26,8 @@ interface UserRecord {
   lockedAt?: number;
   /** nonce → reservation */
   reservations: Map<string, { factor: Factor; expiresAt: number }>;
-  once: Map<string, number>;
+  /** counter key → the last step used and until when it is kept */
+  once: Map<string, { step: number; until: number }>;
   codes: Map<CodeChannel, { hash: Buffer; expiresAt: number }>;
 }
 
@@ -110,6 +111,7 @@ export class MemoryStore implements LockoutStore {
     id: string,
     outcome: SettleOutcome,
     limits: Limits,
+    _leaseMs: number,
   ): Promise<SettleResult> {
     const now = this.now();
     const key = userKey(subject);
@@ -147,7 +149,7 @@ export class MemoryStore implements LockoutStore {
       : { locked: true, lockedAt: rec.lockedAt, failed };
   }
 
-  async lock(subject: Subject): Promise<{ changed: boolean; lockedAt: number }> {
+  async lock(subject: Subject, _limits: Limits): Promise<{ changed: boolean; lockedAt: number }> {
     const key = userKey(subject);
     const rec = this.users.get(key) ?? newRecord();
     if (rec.lockedAt !== undefined) return { changed: false, lockedAt: rec.lockedAt };
@@ -156,7 +158,7 @@ export class MemoryStore implements LockoutStore {
     return { changed: true, lockedAt: rec.lockedAt ?? 0 };
   }
 
-  async unlock(subject: Subject): Promise<{ changed: boolean }> {
+  async unlock(subject: Subject, _limits: Limits, _leaseMs: number): Promise<{ changed: boolean }> {
     const key = userKey(subject);
     const rec = this.users.get(key);
     if (!rec || rec.lockedAt === undefined) return { changed: false };
@@ -167,7 +169,7 @@ export class MemoryStore implements LockoutStore {
     return { changed: true };
   }
 
-  async resetFactor(subject: Subject, factor: Factor): Promise<void> {
+  async resetFactor(subject: Subject, factor: Factor, _limits: Limits, _leaseMs: number): Promise<void> {
     const key = userKey(subject);
     const rec = this.users.get(key);
     if (!rec) return;
@@ -175,7 +177,13 @@ export class MemoryStore implements LockoutStore {
     this.keep(key, rec);
   }
 
-  async listLocked(instance: string, org: string, limit: number, cursor?: string): Promise<LockedPage> {
+  async listLocked(
+    instance: string,
+    org: string,
+    _limits: Limits,
+    limit: number,
+    cursor?: string,
+  ): Promise<LockedPage> {
     const ids = [...(this.lockedIndex.get(orgKey(instance, org)) ?? [])]
       .filter((u) => cursor === undefined || u > cursor)
       .sort();
@@ -228,13 +236,13 @@ export class MemoryStore implements LockoutStore {
     return () => this.listeners.delete(listener);
   }
 
-  async useOnce(subject: Subject, key: string, ttlMs: number): Promise<boolean> {
+  async useStep(subject: Subject, key: string, step: number, ttlMs: number): Promise<boolean> {
     const now = this.now();
     const ukey = userKey(subject);
     const rec = this.users.get(ukey) ?? newRecord();
-    const until = rec.once.get(key);
-    const fresh = until === undefined || until <= now;
-    if (fresh) rec.once.set(key, now + ttlMs);
+    const used = rec.once.get(key);
+    const fresh = used === undefined || used.until <= now || step > used.step;
+    if (fresh) rec.once.set(key, { step, until: now + ttlMs });
     this.keep(ukey, rec);
     return fresh;
   }
@@ -318,7 +326,7 @@ export class MemoryStore implements LockoutStore {
   private purge(): void {
     const now = this.now();
     for (const [key, rec] of this.users) {
-      for (const [k, until] of rec.once) if (until <= now) rec.once.delete(k);
+      for (const [k, used] of rec.once) if (used.until <= now) rec.once.delete(k);
       for (const [c, code] of rec.codes) if (code.expiresAt <= now) rec.codes.delete(c);
       this.keep(key, rec);
     }

@@ -14,7 +14,7 @@ import type {
   WriteSettingsResult,
 } from '../../core/store';
 import { FACTORS, zeroCounters, type Factor, type Limits, type Subject } from '../../core/subjects';
-import { GET_USER, LOCK, RESERVE, SETTLE, TAKE_CODE, UNLOCK, WRITE_SETTINGS } from './scripts';
+import { GET_USER, LOCK, RESERVE, SETTLE, TAKE_CODE, UNLOCK, USE_STEP, WRITE_SETTINGS } from './scripts';
 
 /** An ioredis client: standalone, Sentinel-backed (`new Redis({ sentinels, name })`) or `Redis.Cluster`. */
 export type RedisClient = Redis | Cluster;
@@ -43,6 +43,7 @@ interface Scripts {
   lgUnlock(s: string): Promise<number>;
   lgWriteSettings(k: string, ...argv: Array<string | number>): Promise<Reply>;
   lgTakeCode(k: string, hash: string): Promise<'match' | 'mismatch' | 'missing'>;
+  lgUseStep(k: string, step: number, ttlMs: number): Promise<number>;
 }
 
 /**
@@ -92,6 +93,7 @@ export class RedisStore implements LockoutStore {
     define('lgUnlock', UNLOCK, 1);
     define('lgWriteSettings', WRITE_SETTINGS, 1);
     define('lgTakeCode', TAKE_CODE, 1);
+    define('lgUseStep', USE_STEP, 1);
     this.redis = c as RedisClient & Scripts;
   }
 
@@ -124,6 +126,7 @@ export class RedisStore implements LockoutStore {
     id: string,
     outcome: SettleOutcome,
     limits: Limits,
+    _leaseMs: number,
   ): Promise<SettleResult> {
     const [s, r] = this.userKeys(subject);
     const reply = await this.run(() =>
@@ -158,20 +161,20 @@ export class RedisStore implements LockoutStore {
     return lockedAt === undefined ? { locked: false, failed } : { locked: true, lockedAt, failed };
   }
 
-  async lock(subject: Subject): Promise<{ changed: boolean; lockedAt: number }> {
+  async lock(subject: Subject, _limits: Limits): Promise<{ changed: boolean; lockedAt: number }> {
     const [changed, lockedAt] = await this.run(() => this.redis.lgLock(this.userKeys(subject)[0]));
     if (changed === 1) await this.indexLocked(subject);
     return { changed: changed === 1, lockedAt: Number(lockedAt) };
   }
 
-  async unlock(subject: Subject): Promise<{ changed: boolean }> {
+  async unlock(subject: Subject, _limits: Limits, _leaseMs: number): Promise<{ changed: boolean }> {
     const changed = await this.run(() => this.redis.lgUnlock(this.userKeys(subject)[0]));
     if (changed === 1)
       await this.run(() => this.redis.zrem(this.lockedKey(subject.instance, subject.org), subject.user));
     return { changed: changed === 1 };
   }
 
-  async resetFactor(subject: Subject, factor: Factor): Promise<void> {
+  async resetFactor(subject: Subject, factor: Factor, _limits: Limits, _leaseMs: number): Promise<void> {
     await this.run(() => this.redis.hdel(this.userKeys(subject)[0], `f:${factor}`));
   }
 
@@ -179,7 +182,13 @@ export class RedisStore implements LockoutStore {
    * Locked users from the org's index (a sorted set of user ids, kept beside each lock and
    * unlock). Each entry is checked against the user's own state, and stale ones are dropped.
    */
-  async listLocked(instance: string, org: string, limit: number, cursor?: string): Promise<LockedPage> {
+  async listLocked(
+    instance: string,
+    org: string,
+    _limits: Limits,
+    limit: number,
+    cursor?: string,
+  ): Promise<LockedPage> {
     const key = this.lockedKey(instance, org);
     const ids = await this.run(() =>
       this.redis.zrangebylex(key, cursor === undefined ? '-' : `(${cursor}`, '+', 'LIMIT', 0, limit + 1),
@@ -246,10 +255,9 @@ export class RedisStore implements LockoutStore {
     return () => this.listeners.delete(listener);
   }
 
-  async useOnce(subject: Subject, key: string, ttlMs: number): Promise<boolean> {
+  async useStep(subject: Subject, key: string, step: number, ttlMs: number): Promise<boolean> {
     const k = `${this.userTag(subject)}:u:${encodeURIComponent(key)}`;
-    const r = await this.run(() => this.redis.set(k, '1', 'PX', ttlMs, 'NX'));
-    return r === 'OK';
+    return (await this.run(() => this.redis.lgUseStep(k, step, ttlMs))) === 1;
   }
 
   async putCode(subject: Subject, channel: CodeChannel, codeHash: string, ttlMs: number): Promise<void> {

@@ -169,3 +169,11 @@ if v ~= ARGV[1] then return 'mismatch' end
 redis.call('DEL', KEYS[1])
 return 'match'
 `;
+
+/** KEYS: step key. ARGV: step, ttlMs. Returns 1 (and records the step) when step > the recorded one, else 0. */
+export const USE_STEP = `
+local cur = redis.call('GET', KEYS[1])
+if cur and tonumber(cur) >= tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+`;
