@@ -1,4 +1,5 @@
 import { timingSafeEqual } from 'node:crypto';
+import { InvalidArgumentError, StoreUnavailableError } from '../../core/errors';
 import type {
   CodeChannel,
   LockedPage,
@@ -17,18 +18,65 @@ import { limitOf, zeroCounters, type Factor, type Limits, type Subject } from '.
 export interface MemoryStoreOptions {
   /** Clock in ms since the epoch (tests). Default Date.now. */
   now?: () => number;
-  /** How often expired one-time codes and TOTP replay marks are purged (default 60 000 ms; 0 = never). */
+  /**
+   * How often expired state is purged: idle users, tombstones, one-time codes, TOTP replay marks,
+   * and leases that ended (default 60 000 ms; 0 = never, state then only expires when it is read).
+   */
   purgeIntervalMs?: number;
+  /**
+   * State of a user that is not locked and has nothing in flight disappears this long after the
+   * user's last write (default 86 400 000 = 24 h; 0 = never, ZITADEL's strict semantics).
+   */
+  idleTtlMs?: number;
+  /**
+   * At most this many users are tracked (default 100 000). Past it, the least recently used users
+   * that are neither locked nor have a check in flight are forgotten; when none can be, an
+   * operation that would track one more user rejects with StoreUnavailableError (fail-closed).
+   */
+  maxUsers?: number;
+  /** Told when users are evicted or refused for lack of room (at most once a minute). Must not throw. */
+  onWarning?: (message: string) => void;
 }
 
-interface UserRecord {
-  failed: Partial<Record<Factor, number>>;
-  lockedAt?: number;
-  /** nonce → reservation */
-  reservations: Map<string, { factor: Factor; expiresAt: number }>;
+export interface MemoryStoreStats {
+  /** Users that have state now. */
+  readonly users: number;
+  /** The bound (option maxUsers). */
+  readonly maxUsers: number;
+  /** Users forgotten since the start because the bound was reached. */
+  readonly evictions: number;
+}
+
+interface Reservation {
+  readonly factor: Factor;
+  readonly expiresAt: number;
+  /** The lease's length, for the tombstone left when it is applied. */
+  readonly leaseMs: number;
+  /** The factor's limit when reserved: used only by the purge timer, which has no limits of its own. */
+  readonly max: number;
+}
+
+/**
+ * One user's state. Kept small (a spray of unknown names creates one each): a class with every
+ * field set in the constructor keeps one hidden class (a `delete` would turn the object into a
+ * slow dictionary of ~400 bytes), and the maps exist only while they hold something.
+ */
+class UserRecord {
+  /** failure counters, undefined while all are 0 */
+  failed: Record<Factor, number> | undefined = undefined;
+  lockedAt: number | undefined = undefined;
+  /** Locked or with a reservation in flight: never evicted, never idle-expired. */
+  pinned = false;
+  /** nonce → reservation in flight */
+  res: Map<string, Reservation> | undefined = undefined;
+  /** nonce → until when a settled, released or applied id is refused (see Tombs) */
+  tomb: Tombs | undefined = undefined;
   /** counter key → the last step used and until when it is kept */
-  once: Map<string, { step: number; until: number }>;
-  codes: Map<CodeChannel, { hash: Buffer; expiresAt: number }>;
+  once: Map<string, { step: number; until: number }> | undefined = undefined;
+  codes: Map<CodeChannel, { hash: Buffer; expiresAt: number }> | undefined = undefined;
+
+  /** `lastWrite`: when the state was last written (idle expiry). */
+  constructor(public lastWrite: number) {}
 }
 
 interface SettingsSlot {
@@ -36,24 +84,43 @@ interface SettingsSlot {
   sequence: number;
 }
 
+const WARNING_INTERVAL_MS = 60_000;
+
 /**
  * The in-process store: the default, for one process (tests, a single login app, the
  * quick start). Every operation is synchronous inside, so it is atomic in Node's event loop.
- * A user with no failures, no lock, no reservation, no code takes no space.
+ * A user with no failures, no lock, no reservation, no tombstone and no code takes no space;
+ * unlocked idle users expire (`idleTtlMs`) and at most `maxUsers` users are tracked.
  */
 export class MemoryStore implements LockoutStore {
   readonly kind = 'memory';
+  /** user key → state, in least-recently-used-first order (a touched user is moved to the end). */
   private readonly users = new Map<string, UserRecord>();
   /** instance+org → locked user ids */
   private readonly lockedIndex = new Map<string, Set<string>>();
+  /** instance+org → ids of users with reservations in flight (their leases may lock them) */
+  private readonly pendingIndex = new Map<string, Set<string>>();
   private readonly settings = new Map<string, SettingsSlot>();
   private readonly listeners = new Set<(instance: string, owner: Owner) => void>();
   private readonly now: () => number;
   private readonly timer?: NodeJS.Timeout;
+  private readonly idleTtlMs: number;
+  private readonly maxUsers: number;
+  private readonly onWarning?: (message: string) => void;
+  /** How many records are pinned (locked or in flight). */
+  private pinnedCount = 0;
+  private evictions = 0;
+  private lastWarningAt = -Infinity;
 
   constructor(options: MemoryStoreOptions = {}) {
     this.now = options.now ?? Date.now;
-    const every = options.purgeIntervalMs ?? 60_000;
+    this.idleTtlMs = nonNegativeInteger(options.idleTtlMs, 86_400_000, 'idleTtlMs');
+    this.maxUsers = nonNegativeInteger(options.maxUsers, 100_000, 'maxUsers');
+    if (this.maxUsers < 1) {
+      throw new InvalidArgumentError('Errors.Option.Invalid', 'maxUsers must be at least 1', 'maxUsers');
+    }
+    this.onWarning = options.onWarning;
+    const every = nonNegativeInteger(options.purgeIntervalMs, 60_000, 'purgeIntervalMs');
     if (every > 0) {
       this.timer = setInterval(() => this.purge(), every);
       this.timer.unref();
@@ -65,9 +132,18 @@ export class MemoryStore implements LockoutStore {
     return this.users.size;
   }
 
-  /** Whether the user takes any space. */
+  /** Users tracked, the bound, and how many were evicted. */
+  stats(): MemoryStoreStats {
+    return { users: this.users.size, maxUsers: this.maxUsers, evictions: this.evictions };
+  }
+
+  /** Whether the user takes any space (after dropping what has expired). */
   hasState(subject: Subject): boolean {
-    return this.users.has(userKey(subject));
+    const key = userKey(subject);
+    const rec = this.load(key, this.now());
+    if (!rec) return false;
+    this.commit(subject, key, rec, false, false);
+    return this.users.has(key);
   }
 
   async reserve(
@@ -79,30 +155,20 @@ export class MemoryStore implements LockoutStore {
   ): Promise<ReserveResult> {
     const now = this.now();
     const key = userKey(subject);
-    const rec = this.users.get(key) ?? newRecord();
-    this.sweep(subject, rec, limits, now);
-    try {
-      if (rec.lockedAt !== undefined) return { status: 'locked', lockedAt: rec.lockedAt };
-      const max = limitOf(factor, limits);
-      if (max > 0) {
-        let inflight = 0;
-        let earliest = Infinity;
-        for (const r of rec.reservations.values()) {
-          if (r.factor !== factor) continue;
-          inflight++;
-          earliest = Math.min(earliest, r.expiresAt);
-        }
-        // failures + in-flight < limit; one at a time once a lowered limit is already reached
-        if (inflight >= Math.max(1, max - (rec.failed[factor] ?? 0))) {
-          return { status: 'busy', retryAfterMs: retryAfter(earliest, now) };
-        }
+    let rec = this.load(key, now);
+    const applied = rec ? this.sweep(subject, rec, limits, now) : false;
+    if (rec) {
+      const result = this.refuse(rec, factor, limits, id, now);
+      if (result) {
+        this.commit(subject, key, rec, applied);
+        return result;
       }
-      const expiresAt = now + leaseMs;
-      rec.reservations.set(id, { factor, expiresAt });
-      return { status: 'admitted', expiresAt };
-    } finally {
-      this.keep(key, rec);
     }
+    rec ??= this.create(key, now);
+    const expiresAt = now + leaseMs;
+    (rec.res ??= new Map()).set(id, { factor, expiresAt, leaseMs, max: limitOf(factor, limits) });
+    this.commit(subject, key, rec, true);
+    return { status: 'admitted', expiresAt };
   }
 
   async settle(
@@ -111,82 +177,118 @@ export class MemoryStore implements LockoutStore {
     id: string,
     outcome: SettleOutcome,
     limits: Limits,
-    _leaseMs: number,
+    leaseMs: number,
   ): Promise<SettleResult> {
     const now = this.now();
     const key = userKey(subject);
-    const rec = this.users.get(key);
-    if (!rec) return { status: 'unknown' };
-    this.sweep(subject, rec, limits, now);
-    try {
-      const r = rec.reservations.get(id);
-      if (!r || r.factor !== factor) return { status: 'unknown' };
-      rec.reservations.delete(id);
-      let lockedNow = false;
-      if (outcome === 'failure') lockedNow = this.fail(subject, rec, factor, limits, now);
-      else if (outcome === 'success' && rec.lockedAt === undefined) delete rec.failed[factor];
-      return {
-        status: 'settled',
-        failedAttempts: rec.failed[factor] ?? 0,
-        locked: rec.lockedAt !== undefined,
-        lockedNow,
-      };
-    } finally {
-      this.keep(key, rec);
+    let rec = this.load(key, now);
+    const applied = rec ? this.sweep(subject, rec, limits, now) : false;
+    const r = rec?.res?.get(id);
+    if (rec && r && r.factor !== factor) {
+      // In flight under another factor: a forged attempt id; leave the real one alone.
+      this.commit(subject, key, rec, applied);
+      return { status: 'unknown' };
     }
+    rec ??= this.create(key, now);
+    addTomb(rec, id, now + leaseMs);
+    if (!r) {
+      this.commit(subject, key, rec, true);
+      return { status: 'unknown' };
+    }
+    this.dropReservation(rec, id);
+    let lockedNow = false;
+    if (outcome === 'failure') lockedNow = this.fail(subject, rec, factor, limitOf(factor, limits), now);
+    else if (outcome === 'success' && rec.lockedAt === undefined) this.clearCounter(rec, factor);
+    this.commit(subject, key, rec, true);
+    return {
+      status: 'settled',
+      failedAttempts: rec.failed?.[factor] ?? 0,
+      locked: rec.lockedAt !== undefined,
+      lockedNow,
+    };
   }
 
   async getUser(subject: Subject, limits: Limits): Promise<UserState> {
+    const now = this.now();
     const key = userKey(subject);
-    const rec = this.users.get(key);
-    const failed = zeroCounters();
-    if (!rec) return { locked: false, failed };
-    this.sweep(subject, rec, limits, this.now());
-    this.keep(key, rec);
-    for (const [f, n] of Object.entries(rec.failed)) failed[f as Factor] = n;
+    const rec = this.load(key, now);
+    if (!rec) return { locked: false, failed: zeroCounters() };
+    this.commit(subject, key, rec, this.sweep(subject, rec, limits, now));
+    const failed = { ...(rec.failed ?? zeroCounters()) };
     return rec.lockedAt === undefined
       ? { locked: false, failed }
       : { locked: true, lockedAt: rec.lockedAt, failed };
   }
 
-  async lock(subject: Subject, _limits: Limits): Promise<{ changed: boolean; lockedAt: number }> {
+  async lock(subject: Subject, limits: Limits): Promise<{ changed: boolean; lockedAt: number }> {
+    const now = this.now();
     const key = userKey(subject);
-    const rec = this.users.get(key) ?? newRecord();
-    if (rec.lockedAt !== undefined) return { changed: false, lockedAt: rec.lockedAt };
-    this.setLocked(subject, rec, this.now());
-    this.keep(key, rec);
-    return { changed: true, lockedAt: rec.lockedAt ?? 0 };
+    let rec = this.load(key, now);
+    const applied = rec ? this.sweep(subject, rec, limits, now) : false;
+    if (rec?.lockedAt !== undefined) {
+      this.commit(subject, key, rec, applied);
+      return { changed: false, lockedAt: rec.lockedAt };
+    }
+    rec ??= this.create(key, now);
+    this.setLocked(subject, rec, now);
+    this.commit(subject, key, rec, true);
+    return { changed: true, lockedAt: now };
   }
 
-  async unlock(subject: Subject, _limits: Limits, _leaseMs: number): Promise<{ changed: boolean }> {
+  async unlock(subject: Subject, limits: Limits, leaseMs: number): Promise<{ changed: boolean }> {
+    const now = this.now();
     const key = userKey(subject);
-    const rec = this.users.get(key);
-    if (!rec || rec.lockedAt === undefined) return { changed: false };
-    delete rec.lockedAt;
-    rec.failed = {};
-    this.lockedIndex.get(orgKey(subject.instance, subject.org))?.delete(subject.user);
-    this.keep(key, rec);
+    const rec = this.load(key, now);
+    if (!rec) return { changed: false };
+    const applied = this.sweep(subject, rec, limits, now);
+    if (rec.lockedAt === undefined) {
+      this.commit(subject, key, rec, applied);
+      return { changed: false };
+    }
+    rec.lockedAt = undefined;
+    rec.failed = undefined;
+    removeFrom(this.lockedIndex, orgKey(subject.instance, subject.org), subject.user);
+    for (const id of [...(rec.res?.keys() ?? [])]) this.dropReservation(rec, id, now + leaseMs);
+    this.commit(subject, key, rec, true);
     return { changed: true };
   }
 
-  async resetFactor(subject: Subject, factor: Factor, _limits: Limits, _leaseMs: number): Promise<void> {
+  async resetFactor(subject: Subject, factor: Factor, limits: Limits, leaseMs: number): Promise<void> {
+    const now = this.now();
     const key = userKey(subject);
-    const rec = this.users.get(key);
+    const rec = this.load(key, now);
     if (!rec) return;
-    delete rec.failed[factor];
-    this.keep(key, rec);
+    this.sweep(subject, rec, limits, now);
+    this.clearCounter(rec, factor);
+    for (const [id, r] of [...(rec.res ?? [])]) {
+      if (r.factor === factor) this.dropReservation(rec, id, now + leaseMs);
+    }
+    this.commit(subject, key, rec, true);
   }
 
   async listLocked(
     instance: string,
     org: string,
-    _limits: Limits,
+    limits: Limits,
     limit: number,
     cursor?: string,
   ): Promise<LockedPage> {
-    const ids = [...(this.lockedIndex.get(orgKey(instance, org)) ?? [])]
-      .filter((u) => cursor === undefined || u > cursor)
-      .sort();
+    const now = this.now();
+    const ok = orgKey(instance, org);
+    // Users whose expired leases may lock them although nobody read them since.
+    for (const user of [...(this.pendingIndex.get(ok) ?? [])]) {
+      const subject = { instance, org, user };
+      const key = userKey(subject);
+      const rec = this.load(key, now);
+      if (rec) this.commit(subject, key, rec, this.sweep(subject, rec, limits, now), false);
+      else removeFrom(this.pendingIndex, ok, user);
+    }
+    const after = cursor === undefined ? undefined : Buffer.from(cursor, 'utf8');
+    const ids = [...(this.lockedIndex.get(ok) ?? [])]
+      .map((u) => ({ u, b: Buffer.from(u, 'utf8') }))
+      .filter((x) => after === undefined || Buffer.compare(x.b, after) > 0)
+      .sort((x, y) => Buffer.compare(x.b, y.b))
+      .map((x) => x.u);
     const page = ids.slice(0, limit);
     const users = page.map((userId) => ({
       userId,
@@ -239,19 +341,24 @@ export class MemoryStore implements LockoutStore {
   async useStep(subject: Subject, key: string, step: number, ttlMs: number): Promise<boolean> {
     const now = this.now();
     const ukey = userKey(subject);
-    const rec = this.users.get(ukey) ?? newRecord();
-    const used = rec.once.get(key);
-    const fresh = used === undefined || used.until <= now || step > used.step;
-    if (fresh) rec.once.set(key, { step, until: now + ttlMs });
-    this.keep(ukey, rec);
-    return fresh;
+    let rec = this.load(ukey, now);
+    const used = rec?.once?.get(key);
+    if (rec && used !== undefined && step <= used.step) {
+      this.commit(subject, ukey, rec, false);
+      return false;
+    }
+    rec ??= this.create(ukey, now);
+    (rec.once ??= new Map()).set(key, { step, until: now + ttlMs });
+    this.commit(subject, ukey, rec, true);
+    return true;
   }
 
   async putCode(subject: Subject, channel: CodeChannel, codeHash: string, ttlMs: number): Promise<void> {
+    const now = this.now();
     const ukey = userKey(subject);
-    const rec = this.users.get(ukey) ?? newRecord();
-    rec.codes.set(channel, { hash: Buffer.from(codeHash), expiresAt: this.now() + ttlMs });
-    this.keep(ukey, rec);
+    const rec = this.load(ukey, now) ?? this.create(ukey, now);
+    (rec.codes ??= new Map()).set(channel, { hash: Buffer.from(codeHash), expiresAt: now + ttlMs });
+    this.commit(subject, ukey, rec, true);
   }
 
   async takeCode(
@@ -260,18 +367,20 @@ export class MemoryStore implements LockoutStore {
     codeHash: string,
   ): Promise<'match' | 'mismatch' | 'missing'> {
     const ukey = userKey(subject);
-    const rec = this.users.get(ukey);
-    const stored = rec?.codes.get(channel);
-    if (!rec || !stored) return 'missing';
-    if (stored.expiresAt <= this.now()) {
-      rec.codes.delete(channel);
-      this.keep(ukey, rec);
+    const rec = this.load(ukey, this.now());
+    if (!rec) return 'missing';
+    const stored = rec.codes?.get(channel);
+    if (!stored) {
+      this.commit(subject, ukey, rec, false);
       return 'missing';
     }
     const given = Buffer.from(codeHash);
-    if (given.length !== stored.hash.length || !timingSafeEqual(given, stored.hash)) return 'mismatch';
-    rec.codes.delete(channel);
-    this.keep(ukey, rec);
+    if (given.length !== stored.hash.length || !timingSafeEqual(given, stored.hash)) {
+      this.commit(subject, ukey, rec, false);
+      return 'mismatch';
+    }
+    rec.codes?.delete(channel);
+    this.commit(subject, ukey, rec, true);
     return 'match';
   }
 
@@ -282,20 +391,64 @@ export class MemoryStore implements LockoutStore {
     this.listeners.clear();
   }
 
-  /** Applies expired leases: each counts as a failure of its factor. */
-  private sweep(subject: Subject, rec: UserRecord, limits: Limits, now: number): void {
-    for (const [id, r] of rec.reservations) {
-      if (r.expiresAt > now) continue;
-      rec.reservations.delete(id);
-      this.fail(subject, rec, r.factor, limits, now);
+  // ---- reservations and counters -------------------------------------------------------
+
+  /** Why `id` is not admitted (tombstone, already in flight, locked, busy), or undefined to admit. */
+  private refuse(
+    rec: UserRecord,
+    factor: Factor,
+    limits: Limits,
+    id: string,
+    now: number,
+  ): ReserveResult | undefined {
+    if (tombEnd(rec.tomb, id) > now) return { status: 'gone' };
+    const existing = rec.res?.get(id);
+    if (existing) return { status: 'admitted', expiresAt: existing.expiresAt };
+    if (rec.lockedAt !== undefined) return { status: 'locked', lockedAt: rec.lockedAt };
+    const max = limitOf(factor, limits);
+    if (max <= 0) return undefined;
+    let inflight = 0;
+    let earliest = Infinity;
+    for (const r of rec.res?.values() ?? []) {
+      if (r.factor !== factor) continue;
+      inflight++;
+      earliest = Math.min(earliest, r.expiresAt);
     }
+    // failures + in-flight < limit; one at a time once a lowered limit is already reached
+    if (inflight >= Math.max(1, max - (rec.failed?.[factor] ?? 0))) {
+      return { status: 'busy', retryAfterMs: retryAfter(earliest, now) };
+    }
+    return undefined;
+  }
+
+  /**
+   * Applies expired leases: each counts one failure of its factor (and may lock), and its id is
+   * tombstoned for the lease's length. `limits` undefined: the limit recorded at reserve time
+   * (the purge timer). Answers whether anything was applied.
+   */
+  private sweep(subject: Subject, rec: UserRecord, limits: Limits | undefined, now: number): boolean {
+    if (!rec.res) return false;
+    let applied = false;
+    for (const [id, r] of [...rec.res]) {
+      if (r.expiresAt > now) continue;
+      this.dropReservation(rec, id, now + r.leaseMs);
+      this.fail(subject, rec, r.factor, limits ? limitOf(r.factor, limits) : r.max, now);
+      applied = true;
+    }
+    return applied;
+  }
+
+  /** Removes a reservation, tombstoning its id until `tombUntil` when given. */
+  private dropReservation(rec: UserRecord, id: string, tombUntil?: number): void {
+    rec.res?.delete(id);
+    if (rec.res?.size === 0) rec.res = undefined;
+    if (tombUntil !== undefined) addTomb(rec, id, tombUntil);
   }
 
   /** Counts one failure; locks when the limit is reached. Answers whether it locked the user now. */
-  private fail(subject: Subject, rec: UserRecord, factor: Factor, limits: Limits, now: number): boolean {
-    const count = (rec.failed[factor] ?? 0) + 1;
-    rec.failed[factor] = count;
-    const max = limitOf(factor, limits);
+  private fail(subject: Subject, rec: UserRecord, factor: Factor, max: number, now: number): boolean {
+    const count = (rec.failed?.[factor] ?? 0) + 1;
+    (rec.failed ??= zeroCounters())[factor] = count;
     if (max > 0 && count >= max && rec.lockedAt === undefined) {
       this.setLocked(subject, rec, now);
       return true;
@@ -303,42 +456,233 @@ export class MemoryStore implements LockoutStore {
     return false;
   }
 
+  private clearCounter(rec: UserRecord, factor: Factor): void {
+    if (!rec.failed) return;
+    rec.failed[factor] = 0;
+    if (Object.values(rec.failed).every((n) => n === 0)) rec.failed = undefined;
+  }
+
   private setLocked(subject: Subject, rec: UserRecord, now: number): void {
     rec.lockedAt = now;
-    const k = orgKey(subject.instance, subject.org);
-    let set = this.lockedIndex.get(k);
-    if (!set) this.lockedIndex.set(k, (set = new Set()));
-    set.add(subject.user);
+    addTo(this.lockedIndex, orgKey(subject.instance, subject.org), subject.user);
   }
 
-  /** Stores the record, or drops it when it holds nothing. */
-  private keep(key: string, rec: UserRecord): void {
-    const empty =
+  // ---- records: expiry, bound, eviction ------------------------------------------------
+
+  /** The user's record with what has expired dropped (not yet stored back), or undefined. */
+  private load(key: string, now: number): UserRecord | undefined {
+    const rec = this.users.get(key);
+    if (rec) this.expire(rec, now);
+    return rec;
+  }
+
+  /**
+   * Drops ended tombstones, codes and replay marks, and the counters of an idle user (not locked,
+   * nothing in flight, last written at least idleTtlMs ago). Leases are applied by sweep().
+   */
+  private expire(rec: UserRecord, now: number): void {
+    if (rec.tomb) {
+      rec.tomb = pruneTombs(rec.tomb, now);
+    }
+    if (rec.once) {
+      for (const [k, used] of rec.once) if (used.until <= now) rec.once.delete(k);
+      if (rec.once.size === 0) rec.once = undefined;
+    }
+    if (rec.codes) {
+      for (const [c, code] of rec.codes) if (code.expiresAt <= now) rec.codes.delete(c);
+      if (rec.codes.size === 0) rec.codes = undefined;
+    }
+    if (
+      this.idleTtlMs > 0 &&
+      rec.failed &&
       rec.lockedAt === undefined &&
-      Object.keys(rec.failed).length === 0 &&
-      rec.reservations.size === 0 &&
-      rec.once.size === 0 &&
-      rec.codes.size === 0;
-    if (empty) this.users.delete(key);
-    else this.users.set(key, rec);
+      !rec.res &&
+      now - rec.lastWrite >= this.idleTtlMs
+    ) {
+      rec.failed = undefined;
+    }
   }
 
+  /** A new record for a user not tracked yet, after making room for it (or rejecting). */
+  private create(key: string, now: number): UserRecord {
+    if (this.users.size >= this.maxUsers) this.evictOne(key);
+    return new UserRecord(now);
+  }
+
+  /**
+   * Forgets the least recently used user that is neither locked nor in flight. Rejects with
+   * StoreUnavailableError (nothing changed) when every tracked user is.
+   */
+  private evictOne(forKey: string): void {
+    if (this.pinnedCount >= this.users.size) {
+      this.warn(
+        `MemoryStore: ${this.users.size} users tracked (maxUsers ${this.maxUsers}), all locked or with a check in flight; refusing new users (503)`,
+      );
+      throw new StoreUnavailableError('The memory store is full (maxUsers) of locked or busy users');
+    }
+    const skipped: Array<[string, UserRecord]> = [];
+    let victim: string | undefined;
+    for (const [k, r] of this.users) {
+      if (k !== forKey && !r.pinned) {
+        victim = k;
+        break;
+      }
+      skipped.push([k, r]);
+    }
+    // Pinned users met on the way go to the end, so that the next eviction does not scan them again.
+    for (const [k, r] of skipped) {
+      this.users.delete(k);
+      this.users.set(k, r);
+    }
+    if (victim === undefined) {
+      throw new StoreUnavailableError('The memory store is full (maxUsers) of locked or busy users');
+    }
+    this.users.delete(victim);
+    this.evictions++;
+    this.warn(
+      `MemoryStore: ${this.maxUsers} users tracked (maxUsers); forgetting the least recently used unlocked users (${this.evictions} so far)`,
+    );
+  }
+
+  private warn(message: string): void {
+    const now = this.now();
+    if (!this.onWarning || now - this.lastWarningAt < WARNING_INTERVAL_MS) return;
+    this.lastWarningAt = now;
+    try {
+      this.onWarning(message);
+    } catch {
+      // an observer must not fail a store operation
+    }
+  }
+
+  /**
+   * Stores the record back (as the most recently used unless `touch` is false), or drops it when it
+   * holds nothing; keeps the pinned count and the in-flight index in step.
+   */
+  private commit(subject: Subject, key: string, rec: UserRecord, wrote: boolean, touch = true): void {
+    if (wrote) rec.lastWrite = this.now();
+    const pinned = rec.lockedAt !== undefined || rec.res !== undefined;
+    if (pinned !== rec.pinned) {
+      rec.pinned = pinned;
+      this.pinnedCount += pinned ? 1 : -1;
+    }
+    const ok = orgKey(subject.instance, subject.org);
+    if (rec.res) addTo(this.pendingIndex, ok, subject.user);
+    else removeFrom(this.pendingIndex, ok, subject.user);
+    if (isEmpty(rec)) this.users.delete(key);
+    else if (touch || !this.users.has(key)) {
+      this.users.delete(key);
+      this.users.set(key, rec);
+    }
+  }
+
+  /** The purge timer: applies ended leases, drops expired state and empty records. */
   private purge(): void {
     const now = this.now();
-    for (const [key, rec] of this.users) {
-      for (const [k, used] of rec.once) if (used.until <= now) rec.once.delete(k);
-      for (const [c, code] of rec.codes) if (code.expiresAt <= now) rec.codes.delete(c);
-      this.keep(key, rec);
+    for (const [key, rec] of [...this.users]) {
+      if (rec.res) {
+        const subject = subjectOf(key);
+        const applied = this.sweep(subject, rec, undefined, now);
+        this.expire(rec, now);
+        this.commit(subject, key, rec, applied, false);
+      } else {
+        this.expire(rec, now);
+        if (isEmpty(rec)) this.users.delete(key);
+      }
     }
   }
 }
 
-function newRecord(): UserRecord {
-  return { failed: {}, reservations: new Map(), once: new Map(), codes: new Map() };
+/**
+ * Tombstones: a flat list [id, until, id, until, …] while there are few (a Map costs ~200 bytes
+ * and a sprayed user has exactly one), a Map once there are more than TOMB_LIST_MAX.
+ */
+type Tombs = Array<string | number> | Map<string, number>;
+const TOMB_LIST_MAX = 8;
+
+function tombEnd(tombs: Tombs | undefined, id: string): number {
+  if (tombs === undefined) return 0;
+  if (tombs instanceof Map) return tombs.get(id) ?? 0;
+  for (let i = 0; i < tombs.length; i += 2) if (tombs[i] === id) return tombs[i + 1] as number;
+  return 0;
+}
+
+function addTomb(rec: UserRecord, id: string, until: number): void {
+  const tombs = rec.tomb;
+  if (tombs === undefined) {
+    rec.tomb = [id, until];
+  } else if (tombs instanceof Map) {
+    tombs.set(id, until);
+  } else {
+    for (let i = 0; i < tombs.length; i += 2) {
+      if (tombs[i] === id) {
+        tombs[i + 1] = until;
+        return;
+      }
+    }
+    if (tombs.length < 2 * TOMB_LIST_MAX) {
+      tombs.push(id, until);
+      return;
+    }
+    const map = new Map<string, number>();
+    for (let i = 0; i < tombs.length; i += 2) map.set(tombs[i] as string, tombs[i + 1] as number);
+    map.set(id, until);
+    rec.tomb = map;
+  }
+}
+
+/** The tombstones still in force at `now`, or undefined when none are. */
+function pruneTombs(tombs: Tombs, now: number): Tombs | undefined {
+  if (tombs instanceof Map) {
+    for (const [id, until] of tombs) if (until <= now) tombs.delete(id);
+    return tombs.size === 0 ? undefined : tombs;
+  }
+  let kept = 0;
+  for (let i = 0; i < tombs.length; i += 2) {
+    if ((tombs[i + 1] as number) <= now) continue;
+    tombs[kept] = tombs[i] as string;
+    tombs[kept + 1] = tombs[i + 1] as number;
+    kept += 2;
+  }
+  tombs.length = kept;
+  return kept === 0 ? undefined : tombs;
+}
+
+function isEmpty(rec: UserRecord): boolean {
+  return rec.lockedAt === undefined && !rec.failed && !rec.res && !rec.tomb && !rec.once && !rec.codes;
+}
+
+function nonNegativeInteger(value: number | undefined, fallback: number, field: string): number {
+  if (value === undefined) return fallback;
+  if (!Number.isSafeInteger(value) || value < 0) {
+    throw new InvalidArgumentError(
+      'Errors.Option.Invalid',
+      `${field} must be a non-negative integer, got ${String(value)}`,
+      field,
+    );
+  }
+  return value;
+}
+
+function addTo(index: Map<string, Set<string>>, key: string, member: string): void {
+  let set = index.get(key);
+  if (!set) index.set(key, (set = new Set()));
+  set.add(member);
+}
+
+function removeFrom(index: Map<string, Set<string>>, key: string, member: string): void {
+  const set = index.get(key);
+  if (!set?.delete(member)) return;
+  if (set.size === 0) index.delete(key);
 }
 
 function userKey(s: Subject): string {
   return JSON.stringify([s.instance, s.org, s.user]);
+}
+
+function subjectOf(key: string): Subject {
+  const [instance, org, user] = JSON.parse(key) as [string, string, string];
+  return { instance, org, user };
 }
 
 function orgKey(instance: string, org: string): string {
