@@ -86,6 +86,23 @@ describe('MemoryStore idle expiry (idleTtlMs)', () => {
       await store.close();
     }
   });
+
+  test('a lease longer than idleTtlMs that the purge applies is counted, not forgotten as idle', async () => {
+    const { store, clock } = clockedStore({ idleTtlMs: 1000, purgeIntervalMs: 10 });
+    try {
+      await fail(store, 'c', 'n1', 3);
+      await store.reserve(user('c'), 'password', limits(3), 60_000, 'n2');
+      await fail(store, 'idle', 'n3');
+      clock.t += 60_000;
+      // the idle user going away shows that a whole purge pass ran at the new time
+      const deadline = Date.now() + 10_000;
+      while (store.stats().users > 1 && Date.now() < deadline) await sleep(10);
+      expect(store.stats().users).toBe(1);
+      expect((await store.getUser(user('c'), limits(3))).failed.password).toBe(2);
+    } finally {
+      await store.close();
+    }
+  });
 });
 
 describe('MemoryStore bound (maxUsers)', () => {

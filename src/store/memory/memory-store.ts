@@ -582,8 +582,8 @@ export class MemoryStore implements LockoutStore {
     for (const [key, rec] of [...this.users]) {
       if (rec.res) {
         const subject = subjectOf(key);
+        this.expire(rec, now); // before the sweep: a failure it counts now is a write, not idle
         const applied = this.sweep(subject, rec, undefined, now);
-        this.expire(rec, now);
         this.commit(subject, key, rec, applied, false);
       } else {
         this.expire(rec, now);
