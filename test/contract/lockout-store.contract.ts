@@ -16,12 +16,19 @@ import {
   type LockoutStore,
 } from '../../src';
 
+/** Options every store takes (API.md; shared semantics 8). */
+export interface StoreOptions {
+  /** State of an unlocked user expires this long after its last write (0 = never). */
+  idleTtlMs?: number;
+}
+
 export interface StoreContext {
   /**
    * A new store on the shared backend: for Redis a store with its own new connection, so that
-   * several stores from one context act as several processes would.
+   * several stores from one context act as several processes would. With `options`, a store
+   * configured so (on the same backend and clock).
    */
-  makeStore(): Promise<LockoutStore>;
+  makeStore(options?: StoreOptions): Promise<LockoutStore>;
   /** How many keys or records the user's state takes (0 when it takes no space). */
   stateOf(store: LockoutStore, instance: string, org: string, user: string): Promise<number>;
   /** Closes what makeStore opened. */
@@ -709,6 +716,25 @@ export function describeLockoutStore(name: string, makeContext: () => Promise<St
           lockedAt: locked.lockedAt,
           failed: { ...zero(), totp: 1 },
         });
+      });
+
+      it('idle expiry: an unlocked user goes idleTtlMs after its last write; locks and leases in flight stay', async () => {
+        const store = await ctx.makeStore({ idleTtlMs: 500 });
+        const idle = subjectOf('idle');
+        const locked = subjectOf('idle-locked');
+        const leased = subjectOf('idle-leased');
+        await store.reserve(idle, 'password', limits(5), 100, 'nonce-i');
+        await store.settle(idle, 'password', 'nonce-i', 'failure', limits(5), 100);
+        await store.lock(locked, limits(5));
+        await store.reserve(leased, 'password', limits(2), 1500, 'nonce-l'); // outlives the idle period
+        expect(await ctx.stateOf(store, instanceId, 'o', 'idle')).toBeGreaterThan(0);
+        await elapse(501, async () => (await ctx.stateOf(store, instanceId, 'o', 'idle')) === 0);
+        expect(await store.getUser(idle, limits(5))).toEqual({ locked: false, failed: zero() });
+        expect((await store.getUser(locked, limits(5))).locked).toBe(true);
+        // the reservation kept its user: when its lease ends, the failure is counted, not lost
+        await elapse(1000, async () => (await store.getUser(leased, limits(2))).failed.password === 1);
+        expect(await ctx.stateOf(store, instanceId, 'o', 'idle-leased')).toBeGreaterThan(0);
+        expect(await ctx.stateOf(store, instanceId, 'o', 'idle-locked')).toBeGreaterThan(0);
       });
 
       it('listLocked lists users locked by expired leases that nobody read', async () => {

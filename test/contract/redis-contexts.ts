@@ -1,7 +1,7 @@
 import type { Cluster, Redis } from 'ioredis';
 import { RedisStore, type LockoutStore } from '../../src';
 import { createTestCluster, createTestRedis } from '../helpers/redis-clients';
-import type { StoreContext } from './lockout-store.contract';
+import type { StoreContext, StoreOptions } from './lockout-store.contract';
 
 /** Contract context on a real Redis: every store gets its own new client, as another process would. */
 export function redisContext(connect: () => Promise<Redis | Cluster>): () => Promise<StoreContext> {
@@ -9,10 +9,10 @@ export function redisContext(connect: () => Promise<Redis | Cluster>): () => Pro
     const clients: Array<Redis | Cluster> = [];
     const stores: RedisStore[] = [];
     return {
-      async makeStore(): Promise<LockoutStore> {
+      async makeStore(options: StoreOptions = {}): Promise<LockoutStore> {
         const client = await connect();
         clients.push(client);
-        const store = new RedisStore({ client });
+        const store = new RedisStore({ client, ...options });
         stores.push(store);
         return store;
       },
