@@ -718,25 +718,6 @@ export function describeLockoutStore(name: string, makeContext: () => Promise<St
         });
       });
 
-      it('idle expiry: an unlocked user goes idleTtlMs after its last write; locks and leases in flight stay', async () => {
-        const store = await ctx.makeStore({ idleTtlMs: 500 });
-        const idle = subjectOf('idle');
-        const locked = subjectOf('idle-locked');
-        const leased = subjectOf('idle-leased');
-        await store.reserve(idle, 'password', limits(5), 100, 'nonce-i');
-        await store.settle(idle, 'password', 'nonce-i', 'failure', limits(5), 100);
-        await store.lock(locked, limits(5));
-        await store.reserve(leased, 'password', limits(2), 1500, 'nonce-l'); // outlives the idle period
-        expect(await ctx.stateOf(store, instanceId, 'o', 'idle')).toBeGreaterThan(0);
-        await elapse(501, async () => (await ctx.stateOf(store, instanceId, 'o', 'idle')) === 0);
-        expect(await store.getUser(idle, limits(5))).toEqual({ locked: false, failed: zero() });
-        expect((await store.getUser(locked, limits(5))).locked).toBe(true);
-        // the reservation kept its user: when its lease ends, the failure is counted, not lost
-        await elapse(1000, async () => (await store.getUser(leased, limits(2))).failed.password === 1);
-        expect(await ctx.stateOf(store, instanceId, 'o', 'idle-leased')).toBeGreaterThan(0);
-        expect(await ctx.stateOf(store, instanceId, 'o', 'idle-locked')).toBeGreaterThan(0);
-      });
-
       it('listLocked lists users locked by expired leases that nobody read', async () => {
         const store = await ctx.makeStore();
         await store.reserve(subjectOf('lease-x', 'org-x'), 'password', limits(1), 300, 'nonce-x');
@@ -791,6 +772,27 @@ export function describeLockoutStore(name: string, makeContext: () => Promise<St
         if (busy.status !== 'busy') throw new Error('unreachable');
         expect(busy.retryAfterMs).toBeGreaterThanOrEqual(1);
         expect(busy.retryAfterMs).toBeLessThanOrEqual(700);
+      });
+    });
+
+    describe('bounded state', () => {
+      it('idle expiry: an unlocked user goes idleTtlMs after its last write; locks and leases in flight stay', async () => {
+        const store = await ctx.makeStore({ idleTtlMs: 500 });
+        const idle = subjectOf('idle');
+        const locked = subjectOf('idle-locked');
+        const leased = subjectOf('idle-leased');
+        await store.reserve(idle, 'password', limits(5), 100, 'nonce-i');
+        await store.settle(idle, 'password', 'nonce-i', 'failure', limits(5), 100);
+        await store.lock(locked, limits(5));
+        await store.reserve(leased, 'password', limits(2), 1500, 'nonce-l'); // outlives the idle period
+        expect(await ctx.stateOf(store, instanceId, 'o', 'idle')).toBeGreaterThan(0);
+        await elapse(501, async () => (await ctx.stateOf(store, instanceId, 'o', 'idle')) === 0);
+        expect(await store.getUser(idle, limits(5))).toEqual({ locked: false, failed: zero() });
+        expect((await store.getUser(locked, limits(5))).locked).toBe(true);
+        // the reservation kept its user: when its lease ends, the failure is counted, not lost
+        await elapse(1000, async () => (await store.getUser(leased, limits(2))).failed.password === 1);
+        expect(await ctx.stateOf(store, instanceId, 'o', 'idle-leased')).toBeGreaterThan(0);
+        expect(await ctx.stateOf(store, instanceId, 'o', 'idle-locked')).toBeGreaterThan(0);
       });
     });
 
