@@ -4,6 +4,7 @@
  * client (the command ran / did not run yet) instead of timing the proxied call.
  */
 import { randomUUID } from 'node:crypto';
+import net from 'node:net';
 import { Cluster, Redis } from 'ioredis';
 import { FaultProxy, startClusterProxies, type ClusterProxies } from '../helpers/fault-proxy';
 import { createTestRedis, testClusterNodes, testRedisUrl } from '../helpers/redis-clients';
@@ -160,15 +161,19 @@ describe('FaultProxy (standalone redis-server)', () => {
 
   it('refuse: new connections are closed at once until heal', async () => {
     proxy.refuse(true);
-    const refused = new Redis(proxy.url, { lazyConnect: true, retryStrategy: () => null });
+    const refused = net.connect({ host: proxy.host, port: proxy.port });
     refused.on('error', () => undefined);
-    await expect(refused.connect()).rejects.toThrow();
+    let received = 0;
+    refused.on('data', (d: Buffer) => (received += d.length));
+    refused.write('PING\r\n');
+    await new Promise<void>((resolve) => refused.once('close', () => resolve()));
+    expect(received).toBe(0);
     expect(proxy.stats().resets).toBe(1);
+    expect(client.status).toBe('ready'); // open connections are left alone
     proxy.heal();
     const ok = await createTestRedis({ url: proxy.url });
     await expect(ok.ping()).resolves.toBe('PONG');
     ok.disconnect();
-    refused.disconnect();
   });
 
   it('split: every byte written separately still makes whole commands and replies', async () => {
