@@ -213,6 +213,13 @@ function summary(r: UserRecord): string {
   );
 }
 
+/** `a=2 b=1` */
+function countBy(values: readonly string[]): string {
+  const counts = new Map<string, number>();
+  for (const v of values) counts.set(v, (counts.get(v) ?? 0) + 1);
+  return [...counts].map(([k, n]) => `${k}=${n}`).join(' ');
+}
+
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /** Resolves to `value`, or to `hung` after `ms` (the operation keeps running). */
@@ -419,7 +426,7 @@ async function runScenario(topology: Topology, scenario: Scenario): Promise<void
         `faults (normalized): ${faults.map(describeFault).join('; ') || 'none'}`,
         'users:',
         ...records.map((r) => `  ${summary(r)}`),
-        `engine events: ${events.length}`,
+        `engine events: ${countBy(events.map((e) => e.type)) || 'none'}`,
       ];
       throw new Error(lines.join('\n'));
     }
