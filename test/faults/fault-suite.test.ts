@@ -533,11 +533,25 @@ async function inspect(
 
 // ---- the tests ---------------------------------------------------------------------------------
 
+/**
+ * No shrinking (each run takes seconds of real time); on failure, one error with the command that
+ * replays the failing schedule and what broke (fast-check's own report would print the whole
+ * scenario, which the error lists in a readable form already).
+ */
 const params: fc.Parameters<[Scenario]> = {
   seed: SEED,
   numRuns: RUNS,
   endOnFailure: true,
   ...(PATH !== undefined ? { path: PATH } : {}),
+  asyncReporter: async (run) => {
+    if (!run.failed) return;
+    const cause = run.errorInstance instanceof Error ? run.errorInstance.message : String(run.errorInstance);
+    throw new Error(
+      `fault schedule ${run.numRuns} of ${RUNS} failed (seed ${run.seed}, path "${run.counterexamplePath}"). ` +
+        `Replay: LOCKGATE_FAULT_SEED=${run.seed} LOCKGATE_FAULT_PATH=${run.counterexamplePath} ` +
+        `npx jest test/faults/fault-suite.test.ts\n${cause}`,
+    );
+  },
 };
 
 describe(`fault suite (fast-check seed ${SEED}, ${RUNS} schedules per topology)`, () => {
