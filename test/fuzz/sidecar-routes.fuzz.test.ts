@@ -352,7 +352,6 @@ describe.each(['memory', 'redis'] as const)('fuzz: every sidecar route on %s', (
       { seed: SEED, numRuns: RUNS_PER_STORE, endOnFailure: true },
     );
     const summary = [...statuses.entries()].sort(([a], [b]) => a - b).map(([s, n]) => `${s}×${n}`);
-    // eslint-disable-next-line no-console
     console.log(
       `fuzz on ${kind}: ${sent} requests (seed ${SEED}), ${withLoneSurrogate} with a lone surrogate in the body; statuses ${summary.join(' ')}; ${failures.length} × 500 or hang`,
     );
