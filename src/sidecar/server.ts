@@ -24,7 +24,7 @@ import { createPasswordVerifier } from '../verify/password';
 import { createTotpVerifier } from '../verify/totp';
 import type { SidecarConfig } from './config';
 import { FailOpenEngine, type FailOpenNotice } from './fail-open';
-import { createLogger, type Logger } from './logger';
+import { createLogger, redactPath, type Logger } from './logger';
 import { createMetrics, type SidecarMetrics } from './metrics';
 import { buildOpenApiDocument } from './openapi';
 import { createProxy, type LockgateProxy } from './proxy/proxy';
@@ -177,7 +177,7 @@ export async function startSidecar(
       logger.debug(
         {
           method: req.method,
-          path: req.path,
+          path: redactPath(req.path),
           status: res.statusCode,
           ms: Number(process.hrtime.bigint() - started) / 1e6,
         },
@@ -225,7 +225,7 @@ export async function startSidecar(
       audit,
       observeCheck: (factor, outcome, seconds) => metrics.observeCheckLatency(factor, outcome, seconds),
       onError: (error, req) =>
-        logger.error({ err: error, method: req.method, path: req.path }, 'request failed'),
+        logger.error({ err: error, method: req.method, path: redactPath(req.path) }, 'request failed'),
     }),
   );
   // Reverse-proxy mode: everything that is not lockgate's own goes to the auth service.
@@ -246,7 +246,7 @@ export async function startSidecar(
   app.use(
     createErrorHandler({
       onError: (error, req) =>
-        logger.error({ err: error, method: req.method, path: req.path }, 'request failed'),
+        logger.error({ err: error, method: req.method, path: redactPath(req.path) }, 'request failed'),
     }),
   );
 
