@@ -124,7 +124,10 @@ export async function startSidecar(
       ? new FailOpenEngine({ ...engineOptions, onFailOpen })
       : new LockoutEngine(engineOptions);
 
-  const passwordVerifier = createPasswordVerifier(config.password.argon2);
+  const passwordVerifier = createPasswordVerifier({
+    ...config.password.argon2,
+    onWarning: (message) => logger.warn({ setting: 'password.argon2' }, message),
+  });
   const totpVerifier = createTotpVerifier({ store });
   const otpCodes = createOtpCodes({
     store,
