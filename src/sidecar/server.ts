@@ -15,6 +15,7 @@ import express, { type Express, type Request, type RequestHandler, type Response
 import { LockoutEngine, type LockoutEvent } from '../core/engine';
 import { StoreUnavailableError } from '../core/errors';
 import type { LockoutStore } from '../core/store';
+import { persistenceWarning, readRedisPersistence, type RedisPersistence } from '../store/redis/persistence';
 import { createApiRouter, type AuditEntry } from '../express/routers';
 import { createTokenAuthorizer, type Authorize } from '../http/auth';
 import { createErrorHandler, createNotFoundHandler, sendError } from '../http/errors';
@@ -74,6 +75,24 @@ export async function startSidecar(
   if (sidecarStore.client) {
     const ready = await waitForRedis(sidecarStore.client, options.redisConnectTimeoutMs ?? 5000);
     if (!ready) logger.warn({ store: 'redis' }, 'Redis is not reachable yet; answering 503 until it is');
+  }
+  // Without AOF or RDB a Redis restart loses every lock: warned at start (and whenever the client
+  // connects again to a Redis without it), and shown in /readyz.
+  const redisClient = sidecarStore.client;
+  let persistence: RedisPersistence | undefined;
+  let persistenceReadAt = 0;
+  const readPersistence = async (): Promise<void> => {
+    if (!redisClient) return;
+    persistenceReadAt = Date.now();
+    const read = await readRedisPersistence(redisClient);
+    const warning = persistenceWarning(read);
+    if (warning && read.state !== persistence?.state)
+      logger.warn({ store: 'redis', persistence: read }, warning);
+    persistence = read;
+  };
+  if (redisClient) {
+    if (redisClient.status === 'ready') await readPersistence();
+    redisClient.on('ready', () => void readPersistence());
   }
 
   const onEvent = (event: LockoutEvent): void => {
@@ -201,7 +220,18 @@ export async function startSidecar(
       metrics.setStoreUp(true);
       if (!storeUp) logger.info({ store: store.kind }, 'store reachable again');
       storeUp = true;
-      res.json({ status: 'ok', store: store.kind });
+      if (!redisClient) {
+        res.json({ status: 'ok', store: store.kind });
+        return;
+      }
+      if (Date.now() - persistenceReadAt >= 10_000) await readPersistence();
+      const warning = persistence ? persistenceWarning(persistence) : undefined;
+      res.json({
+        status: 'ok',
+        store: store.kind,
+        persistence: persistence?.state ?? 'unknown',
+        ...(warning ? { warning } : {}),
+      });
     } catch (error) {
       metrics.setStoreUp(false);
       if (storeUp) logger.warn({ store: store.kind, err: errorSummary(error) }, 'store unreachable');
