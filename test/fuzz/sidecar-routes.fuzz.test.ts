@@ -99,6 +99,16 @@ const stringish = fc.oneof(
   { weight: 1, arbitrary: fc.integer({ min: 257, max: 300_000 }).map((n) => 'y'.repeat(n)) },
 );
 
+/** Well-formed attempt ids whose org or user is not a valid id (lone surrogate, control, empty, long). */
+const FORGED_ATTEMPT_IDS = [
+  ['\ud800', 'u', 'password'],
+  ['org-a', '\udc00', 'password'],
+  ['org-a', 'a\u0000', 'totp'],
+  ['', 'u', 'password'],
+  ['org-a', 'x'.repeat(300), 'password'],
+  ['org-a', 'u', 'nope'],
+].map((parts) => `${Buffer.from(JSON.stringify(parts)).toString('base64url')}.${'A'.repeat(22)}`);
+
 /** A JSON-escaped lone surrogate, as JSON.stringify writes one. */
 const LONE = /\\ud[89ab][0-9a-f]{2}(?!\\ud[c-f])|(?<!\\ud[89ab][0-9a-f]{2})\\ud[c-f][0-9a-f]{2}/;
 
@@ -225,7 +235,7 @@ function requestOf(pool: Pool): fc.Arbitrary<FuzzRequest> {
       route: fc.constantFrom(...ROUTES),
       param: fc.oneof(
         stringish.filter((s) => s.length < 2000),
-        fc.constantFrom(pool.attemptId, 'alice'),
+        fc.constantFrom(pool.attemptId, 'alice', ...FORGED_ATTEMPT_IDS),
       ),
       rawParam: fc.boolean(),
       query: fc.dictionary(
