@@ -37,4 +37,8 @@ app.post(
 );
 app.use('/admin', lockout.routers.users()); // status, lock, unlock: GET /admin/v1/users/u-1/lockout …
 
-if (require.main === module) app.listen(3000, () => console.log('listening on http://127.0.0.1:3000'));
+// Listen unless a test runner imports the app (Jest sets NODE_ENV=test); unlike
+// `require.main === module`, this works in CommonJS and in ES modules alike.
+if (process.env.NODE_ENV !== 'test') {
+  app.listen(3000, '127.0.0.1', () => console.log('listening on http://127.0.0.1:3000'));
+}

@@ -30,10 +30,15 @@ export const MAX_ID_LENGTH = 256;
 // C0 controls, DEL and C1 controls.
 // eslint-disable-next-line no-control-regex
 const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
+// A high surrogate not followed by a low one, or a low surrogate not preceded by a high one:
+// such a string is not well-formed Unicode (String.prototype.isWellFormed), cannot be encoded as
+// UTF-8 or by encodeURIComponent, and so cannot name a user in a key, a URL or a log line.
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 
 /**
- * Validates an org, user or instance id: a string of 1–256 characters (UTF-16 code units) with
- * no control characters. Throws InvalidArgumentError naming the field.
+ * Validates an org, user or instance id: a well-formed Unicode string (no lone UTF-16 surrogate)
+ * of 1–256 characters (UTF-16 code units) with no control characters. Throws
+ * InvalidArgumentError naming the field.
  */
 export function validateId(value: unknown, field: string): string {
   if (typeof value !== 'string' || value.length === 0) {
@@ -50,6 +55,13 @@ export function validateId(value: unknown, field: string): string {
     throw new InvalidArgumentError(
       'Errors.Id.Invalid',
       `${field} must not contain control characters`,
+      field,
+    );
+  }
+  if (LONE_SURROGATE.test(value)) {
+    throw new InvalidArgumentError(
+      'Errors.Id.Invalid',
+      `${field} must be well-formed Unicode (no lone surrogate)`,
       field,
     );
   }

@@ -26,7 +26,25 @@ export const REDACT_PATHS = [
   '*.pepper',
   'otp',
   '*.otp',
+  // Attempt ids are bearer capabilities: whoever holds one may settle the attempt.
+  'attemptId',
+  '*.attemptId',
 ];
+
+/** What a redacted value is replaced with, in objects (pino) and in paths. */
+export const REDACTED = '[redacted]';
+
+// `/v1/attempts/{attemptId}/…` under any mount prefix; Express matches routes case-insensitively.
+const ATTEMPT_PATH = /(\/v1\/attempts\/)[^/]+/gi;
+
+/**
+ * A request path fit for a log line: the attempt id of `/v1/attempts/{attemptId}/success|failure`
+ * is a bearer capability (whoever holds it may settle the attempt), so it is replaced by
+ * `[redacted]`, as tokens are.
+ */
+export function redactPath(path: string): string {
+  return path.replace(ATTEMPT_PATH, `$1${REDACTED}`);
+}
 
 export type { Logger };
 
@@ -42,7 +60,7 @@ export function createLogger(level: LogLevel, destination?: DestinationStream): 
   const options = {
     level,
     base: { service: 'lockgate' },
-    redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+    redact: { paths: REDACT_PATHS, censor: REDACTED },
     timestamp: pino.stdTimeFunctions.isoTime,
   };
   return pino(options, destination ?? pino.destination({ dest: 1, sync: true }));

@@ -15,6 +15,7 @@ import express, { type Express, type Request, type RequestHandler, type Response
 import { LockoutEngine, type LockoutEvent } from '../core/engine';
 import { StoreUnavailableError } from '../core/errors';
 import type { LockoutStore } from '../core/store';
+import { persistenceWarning, readRedisPersistence, type RedisPersistence } from '../store/redis/persistence';
 import { createApiRouter, type AuditEntry } from '../express/routers';
 import { createTokenAuthorizer, type Authorize } from '../http/auth';
 import { createErrorHandler, createNotFoundHandler, sendError } from '../http/errors';
@@ -24,7 +25,7 @@ import { createPasswordVerifier } from '../verify/password';
 import { createTotpVerifier } from '../verify/totp';
 import type { SidecarConfig } from './config';
 import { FailOpenEngine, type FailOpenNotice } from './fail-open';
-import { createLogger, type Logger } from './logger';
+import { createLogger, redactPath, type Logger } from './logger';
 import { createMetrics, type SidecarMetrics } from './metrics';
 import { buildOpenApiDocument } from './openapi';
 import { createProxy, type LockgateProxy } from './proxy/proxy';
@@ -75,6 +76,24 @@ export async function startSidecar(
     const ready = await waitForRedis(sidecarStore.client, options.redisConnectTimeoutMs ?? 5000);
     if (!ready) logger.warn({ store: 'redis' }, 'Redis is not reachable yet; answering 503 until it is');
   }
+  // Without AOF or RDB a Redis restart loses every lock: warned at start (and whenever the client
+  // connects again to a Redis without it), and shown in /readyz.
+  const redisClient = sidecarStore.client;
+  let persistence: RedisPersistence | undefined;
+  let persistenceReadAt = 0;
+  const readPersistence = async (): Promise<void> => {
+    if (!redisClient) return;
+    persistenceReadAt = Date.now();
+    const read = await readRedisPersistence(redisClient);
+    const warning = persistenceWarning(read);
+    if (warning && read.state !== persistence?.state)
+      logger.warn({ store: 'redis', persistence: read }, warning);
+    persistence = read;
+  };
+  if (redisClient) {
+    if (redisClient.status === 'ready') await readPersistence();
+    redisClient.on('ready', () => void readPersistence());
+  }
 
   const onEvent = (event: LockoutEvent): void => {
     metrics.onEvent(event);
@@ -124,7 +143,10 @@ export async function startSidecar(
       ? new FailOpenEngine({ ...engineOptions, onFailOpen })
       : new LockoutEngine(engineOptions);
 
-  const passwordVerifier = createPasswordVerifier(config.password.argon2);
+  const passwordVerifier = createPasswordVerifier({
+    ...config.password.argon2,
+    onWarning: (message) => logger.warn({ setting: 'password.argon2' }, message),
+  });
   const totpVerifier = createTotpVerifier({ store });
   const otpCodes = createOtpCodes({
     store,
@@ -177,7 +199,7 @@ export async function startSidecar(
       logger.debug(
         {
           method: req.method,
-          path: req.path,
+          path: redactPath(req.path),
           status: res.statusCode,
           ms: Number(process.hrtime.bigint() - started) / 1e6,
         },
@@ -198,7 +220,18 @@ export async function startSidecar(
       metrics.setStoreUp(true);
       if (!storeUp) logger.info({ store: store.kind }, 'store reachable again');
       storeUp = true;
-      res.json({ status: 'ok', store: store.kind });
+      if (!redisClient) {
+        res.json({ status: 'ok', store: store.kind });
+        return;
+      }
+      if (Date.now() - persistenceReadAt >= 10_000) await readPersistence();
+      const warning = persistence ? persistenceWarning(persistence) : undefined;
+      res.json({
+        status: 'ok',
+        store: store.kind,
+        persistence: persistence?.state ?? 'unknown',
+        ...(warning ? { warning } : {}),
+      });
     } catch (error) {
       metrics.setStoreUp(false);
       if (storeUp) logger.warn({ store: store.kind, err: errorSummary(error) }, 'store unreachable');
@@ -225,7 +258,7 @@ export async function startSidecar(
       audit,
       observeCheck: (factor, outcome, seconds) => metrics.observeCheckLatency(factor, outcome, seconds),
       onError: (error, req) =>
-        logger.error({ err: error, method: req.method, path: req.path }, 'request failed'),
+        logger.error({ err: error, method: req.method, path: redactPath(req.path) }, 'request failed'),
     }),
   );
   // Reverse-proxy mode: everything that is not lockgate's own goes to the auth service.
@@ -246,7 +279,7 @@ export async function startSidecar(
   app.use(
     createErrorHandler({
       onError: (error, req) =>
-        logger.error({ err: error, method: req.method, path: req.path }, 'request failed'),
+        logger.error({ err: error, method: req.method, path: redactPath(req.path) }, 'request failed'),
     }),
   );
 

@@ -19,8 +19,17 @@ export interface Argon2Cost {
 }
 
 export interface PasswordVerifierOptions extends Argon2Cost {
-  // memoryCost / timeCost / parallelism: the cost of the dummy hash verified for unknown users.
-  // Set them to the parameters of your users' hashes, so that an unknown user costs the same time.
+  // memoryCost / timeCost / parallelism: the cost of the dummy hash verified for unknown users
+  // until a real hash has been verified; from then on the dummy follows the m, t and p of the
+  // most recent real hash verified (see createPasswordVerifier). Set them to the parameters of
+  // your users' hashes, so that the first unknown users cost the same time too.
+
+  /**
+   * Told (once per parameter set) when a verified hash has other m/t/p than the configured cost:
+   * the dummy hash then follows the hashes, and the configuration should be corrected.
+   * Default: `process.emitWarning` (printed on stderr).
+   */
+  readonly onWarning?: (message: string) => void;
 
   /** Longest password accepted (characters). Default 1024. */
   readonly maxPasswordLength?: number;
@@ -47,8 +56,10 @@ export interface PasswordVerifier {
   ready(): Promise<void>;
 }
 
+type Cost = Required<Argon2Cost>;
+
 interface PasswordConfig {
-  readonly cost: Required<Argon2Cost>;
+  readonly cost: Cost;
   readonly maxPasswordLength: number;
   readonly maxMemoryCost: number;
   readonly maxTimeCost: number;
@@ -118,8 +129,11 @@ function hashInvalid(message: string): InvalidArgumentError {
   return new InvalidArgumentError(VerifyErrorCodes.PasswordHashInvalid, message, 'encodedHash');
 }
 
-/** Checks that `encodedHash` is an argon2i/argon2id PHC string with parameters inside the bounds. */
-function checkHash(encodedHash: unknown, config: PasswordConfig): string {
+/**
+ * Checks that `encodedHash` is an argon2i/argon2id PHC string with parameters inside the bounds;
+ * answers it with its cost parameters.
+ */
+function checkHash(encodedHash: unknown, config: PasswordConfig): { hash: string; cost: Cost } {
   if (typeof encodedHash !== 'string') throw hashInvalid('encodedHash must be an argon2 PHC string');
   const match = PHC.exec(encodedHash);
   if (!match) {
@@ -145,11 +159,17 @@ function checkHash(encodedHash: unknown, config: PasswordConfig): string {
     return value;
   };
   const m = num('m', config.maxMemoryCost);
-  num('t', config.maxTimeCost);
+  const t = num('t', config.maxTimeCost);
   const p = num('p', config.maxParallelism);
   if (m < 8 * p) throw hashInvalid('encodedHash parameter m must be at least 8 × p');
-  return encodedHash;
+  return { hash: encodedHash, cost: { memoryCost: m, timeCost: t, parallelism: p } };
 }
+
+const costKey = (c: Cost): string => `m=${c.memoryCost},t=${c.timeCost},p=${c.parallelism}`;
+/** Dummy hashes kept besides the configured one (one per parameter set seen last). */
+const MAX_FOLLOWED_DUMMIES = 4;
+/** Parameter sets warned about, at most (the warning is once per set). */
+const MAX_WARNED = 64;
 
 function checkPassword(password: unknown, config: PasswordConfig): string {
   if (typeof password !== 'string') {
@@ -166,35 +186,101 @@ function checkPassword(password: unknown, config: PasswordConfig): string {
 }
 
 /**
- * Creates an argon2 password verifier. The dummy hash for unknown users is made at once (in the
- * background; `ready()` waits for it) with the configured cost parameters.
+ * Creates an argon2 password verifier.
+ *
+ * Unknown users (no hash) are verified against a dummy hash so that they cost the same time as a
+ * known user — which holds only when the dummy has the cost of the real hashes. The dummy starts
+ * with the configured cost (made at once, in the background; `ready()` waits for it) and then
+ * follows the m, t and p of the most recent real hash verified: a dummy of those parameters is
+ * made when they are first seen (at most 4 such dummies are kept). A real hash whose parameters
+ * differ from the configured ones is reported once per parameter set through `onWarning`.
  */
 export function createPasswordVerifier(options: PasswordVerifierOptions = {}): PasswordVerifier {
   const config = resolveConfig(options);
-  const dummy = argon2.hash(randomBytes(32).toString('base64'), { type: argon2.argon2id, ...config.cost });
-  // Surfaced by verify()/ready(); never an unhandled rejection.
-  dummy.catch(() => undefined);
+  const onWarning =
+    options.onWarning ?? ((message: string) => process.emitWarning(message, 'LockgateWarning'));
+  if (typeof onWarning !== 'function') {
+    throw new InvalidArgumentError(
+      VerifyErrorCodes.OptionInvalid,
+      'onWarning must be a function',
+      'onWarning',
+    );
+  }
+  const makeDummy = (cost: Cost): Promise<string> => {
+    const made = argon2.hash(randomBytes(32).toString('base64'), { type: argon2.argon2id, ...cost });
+    // Surfaced by verify()/ready(); never an unhandled rejection.
+    made.catch(() => undefined);
+    return made;
+  };
+  const configuredKey = costKey(config.cost);
+  const configured = makeDummy(config.cost);
+  // Dummies of the parameters of verified hashes, least recently used first.
+  const followed = new Map<string, Promise<string>>();
+  const warned = new Set<string>();
+  let current = configuredKey;
+
+  /** A real hash of `cost` was verified: unknown users now cost what it costs. */
+  const follow = (cost: Cost): void => {
+    const key = costKey(cost);
+    if (key !== configuredKey && !warned.has(key) && warned.size < MAX_WARNED) {
+      warned.add(key);
+      try {
+        onWarning(
+          `password.argon2 is ${configuredKey} but a verified password hash has ${key}: unknown users ` +
+            `are now verified against a dummy hash of ${key} (so that they take as long as known ` +
+            `users); set password.argon2 (memoryCost, timeCost, parallelism) to your hashes' parameters`,
+        );
+      } catch {
+        // a warning must not change an answer
+      }
+    }
+    if (key === current) return;
+    current = key;
+    if (key === configuredKey) return;
+    const made = followed.get(key) ?? makeDummy(cost);
+    followed.delete(key);
+    followed.set(key, made);
+    while (followed.size > MAX_FOLLOWED_DUMMIES) {
+      const oldest = followed.keys().next().value as string;
+      followed.delete(oldest);
+    }
+  };
+
+  const dummyHash = async (): Promise<string> => {
+    const made = current === configuredKey ? undefined : followed.get(current);
+    if (made) {
+      try {
+        return await made;
+      } catch {
+        // could not be made (memory): the configured one below
+      }
+    }
+    return configured;
+  };
 
   return {
     async verify(encodedHash: string | undefined, password: string): Promise<boolean> {
       const pw = checkPassword(password, config);
       if (encodedHash === undefined) {
         // Unknown user: the same work as a known one, then a normal failure.
-        await argon2.verify(await dummy, pw);
+        await argon2.verify(await dummyHash(), pw);
         return false;
       }
-      const hash = checkHash(encodedHash, config);
+      const { hash, cost } = checkHash(encodedHash, config);
+      let ok: boolean;
       try {
-        return await argon2.verify(hash, pw);
+        ok = await argon2.verify(hash, pw);
       } catch (cause) {
         // The shape was right but argon2 refused the parameters (salt too short, bad base64…).
         const error = hashInvalid('encodedHash is not a valid argon2 hash');
         error.cause = cause;
         throw error;
       }
+      follow(cost);
+      return ok;
     },
     async ready(): Promise<void> {
-      await dummy;
+      await configured;
     },
   };
 }

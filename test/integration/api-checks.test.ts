@@ -45,6 +45,9 @@ function makeApp(extra: Partial<ApiRouterOptions> = {}) {
   const store = new MemoryStore();
   const engine = new LockoutEngine({ store, instanceId: INSTANCE });
   const observed: Array<[string, ObservedCheckOutcome]> = [];
+  // Recorded here and asserted by the tests: the router calls observeCheck inside a try/catch
+  // (metrics must not change an answer), so an expect() inside the callback could never fail.
+  const seconds: number[] = [];
   const verifier = { verify: jest.fn(passwordVerifier.verify), ready: passwordVerifier.ready };
   const options: ApiRouterOptions = {
     engine,
@@ -52,8 +55,8 @@ function makeApp(extra: Partial<ApiRouterOptions> = {}) {
     passwordVerifier: verifier,
     totpVerifier: createTotpVerifier({ store }),
     otpCodes: createOtpCodes({ store, limiter: createIssueLimiter({ points: 3, durationSec: 900 }) }),
-    observeCheck: (factor, outcome, seconds) => {
-      expect(seconds).toBeGreaterThanOrEqual(0);
+    observeCheck: (factor, outcome, elapsed) => {
+      seconds.push(elapsed);
       observed.push([factor, outcome]);
     },
     ...extra,
@@ -61,7 +64,7 @@ function makeApp(extra: Partial<ApiRouterOptions> = {}) {
   const app = express();
   app.use(createApiRouter(options));
   app.use(createNotFoundHandler());
-  return { app, store, engine, observed, verifier };
+  return { app, store, engine, observed, seconds, verifier };
 }
 
 const auth = (token: string) => ({ Authorization: `Bearer ${token}` });
@@ -100,6 +103,12 @@ describe('check and attempt routes (API.md 2.2)', () => {
   afterEach(async () => {
     ctx.engine.close();
     await ctx.store.close();
+    // Every observed check has a duration: a finite, non-negative number of seconds.
+    expect(ctx.seconds).toHaveLength(ctx.observed.length);
+    for (const elapsed of ctx.seconds) {
+      expect(Number.isFinite(elapsed)).toBe(true);
+      expect(elapsed).toBeGreaterThanOrEqual(0);
+    }
   });
 
   async function setLimits(maxPasswordAttempts: number, maxOtpAttempts: number, org = ORG_A): Promise<void> {
@@ -118,6 +127,8 @@ describe('check and attempt routes (API.md 2.2)', () => {
       const res = await checkPassword('correct horse').expect(200);
       expect(res.body).toEqual({ userId: 'alice', factor: 'password', failedAttempts: '0', locked: false });
       expect(ctx.observed).toEqual([['password', 'success']]);
+      expect(ctx.seconds).toEqual([expect.any(Number)]);
+      expect(ctx.seconds[0]).toBeGreaterThanOrEqual(0);
     });
 
     it('wrong password: 401 code 3 with a CredentialsCheckError detail', async () => {
@@ -249,6 +260,10 @@ describe('check and attempt routes (API.md 2.2)', () => {
         [{ userId: 'a\u0000b', password: 'x' }, 'userId'],
         [{ userId: 'a\u009fb', password: 'x' }, 'userId'],
         [{ userId: 'x'.repeat(257), password: 'x' }, 'userId'],
+        // Not well-formed Unicode: a lone high, a lone low, and a reversed pair of surrogates.
+        [{ userId: '\ud800', password: 'x' }, 'userId'],
+        [{ userId: 'al\udc00ice', password: 'x' }, 'userId'],
+        [{ userId: '\udc00\ud800', password: 'x' }, 'userId'],
         [{ userId: 'alice' }, 'password'],
         [{ userId: 'alice', password: 12345 }, 'password'],
         [{ userId: 'alice', password: 'x', encodedHash: 5 }, 'encodedHash'],
@@ -315,6 +330,51 @@ describe('check and attempt routes (API.md 2.2)', () => {
         .expect(423);
       // The lock applies to every factor.
       await checkPassword('correct horse', 'bob').expect(423);
+    });
+
+    it('RFC 6238 §5.2: once a step is used, a code of an earlier step is refused', async () => {
+      // A fixed clock in the middle of a step, so that the previous and the current steps are
+      // both inside the ±1 window whatever the wall clock says.
+      const now = 1_800_000_015_000;
+      const store = new MemoryStore();
+      const engine = new LockoutEngine({ store, instanceId: INSTANCE });
+      const app = express();
+      app.use(
+        createApiRouter({
+          engine,
+          authorize: createTokenAuthorizer({ tokens: TOKENS }),
+          passwordVerifier,
+          totpVerifier: createTotpVerifier({ store, clock: () => now }),
+          otpCodes: createOtpCodes({ store, limiter: createIssueLimiter({ points: 3 }) }),
+        }),
+      );
+      try {
+        const secret = generateTotpSecret();
+        const previous = totpCode(secret, now - 30_000);
+        const current = totpCode(secret, now);
+        const next = totpCode(secret, now + 30_000);
+        const check = (code: string) =>
+          request(app).post('/v1/checks/totp').set(auth('login-a')).send({ userId: 'carol', code, secret });
+        await check(current).expect(200);
+        // The previous step was never used, but it is earlier than a used one: refused.
+        const res = await check(previous).expect(401);
+        expect(res.body).toEqual(
+          invalidCredentialBody('Errors.User.MFA.OTP.InvalidCode', 'Code is invalid', 1),
+        );
+        await check(current).expect(401);
+        // A later step is still accepted once.
+        await check(next).expect(200);
+        await check(current).expect(401);
+        // Another user has their own record.
+        await request(app)
+          .post('/v1/checks/totp')
+          .set(auth('login-a'))
+          .send({ userId: 'dave', code: previous, secret })
+          .expect(200);
+      } finally {
+        engine.close();
+        await store.close();
+      }
     });
 
     it('bad input: 400 naming the field', async () => {

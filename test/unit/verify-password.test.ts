@@ -115,3 +115,87 @@ describe('password verifier (argon2)', () => {
     expect(() => createPasswordVerifier({ parallelism: 4, memoryCost: 16 })).toThrow(/memoryCost/);
   });
 });
+
+describe('the dummy hash for unknown users follows the cost of the hashes verified', () => {
+  // Configured much dearer than the users' hashes: password.argon2 does not match them.
+  const CONFIGURED = { memoryCost: 32768, timeCost: 3, parallelism: 1 } as const;
+  const USERS = { memoryCost: 4096, timeCost: 1, parallelism: 1 } as const;
+
+  afterEach(() => jest.restoreAllMocks());
+
+  /** The m/t/p of the hash argon2.verify was given for an unknown user. */
+  async function dummyParams(verifier: ReturnType<typeof createPasswordVerifier>) {
+    const spy = jest.spyOn(argon2, 'verify');
+    await expect(verifier.verify(undefined, 'guess')).resolves.toBe(false);
+    expect(spy).toHaveBeenCalledTimes(1);
+    const params = phcParams(spy.mock.calls[0]![0]);
+    spy.mockRestore();
+    return params;
+  }
+
+  it('uses the m, t and p of the most recent real hash verified (exact), and warns once per set', async () => {
+    const warnings: string[] = [];
+    const verifier = createPasswordVerifier({ ...CONFIGURED, onWarning: (m) => warnings.push(m) });
+    await verifier.ready();
+    // Nothing verified yet: the configured cost.
+    expect(await dummyParams(verifier)).toEqual({ type: 'argon2id', m: 32768, t: 3, p: 1 });
+
+    const known = await hashPassword('pw', USERS);
+    await expect(verifier.verify(known, 'wrong')).resolves.toBe(false);
+    expect(await dummyParams(verifier)).toEqual({ type: 'argon2id', m: 4096, t: 1, p: 1 });
+    await expect(verifier.verify(known, 'pw')).resolves.toBe(true);
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toContain('m=32768,t=3,p=1');
+    expect(warnings[0]).toContain('m=4096,t=1,p=1');
+
+    // Another cost (argon2i, m,t,p order as other hashers write it) is followed too.
+    const other = await hashPassword('pw', {
+      memoryCost: 2048,
+      timeCost: 2,
+      parallelism: 2,
+      type: 'argon2i',
+    });
+    await expect(verifier.verify(other, 'pw')).resolves.toBe(true);
+    expect(await dummyParams(verifier)).toEqual({ type: 'argon2id', m: 2048, t: 2, p: 2 });
+    expect(warnings).toHaveLength(2);
+
+    // Back to hashes of the configured cost: the configured dummy, and no warning.
+    await expect(verifier.verify(await hashPassword('pw', CONFIGURED), 'pw')).resolves.toBe(true);
+    expect(await dummyParams(verifier)).toEqual({ type: 'argon2id', m: 32768, t: 3, p: 1 });
+    await expect(verifier.verify(known, 'pw')).resolves.toBe(true);
+    expect(warnings).toHaveLength(2);
+  });
+
+  it('a malformed or refused hash changes nothing', async () => {
+    const warnings: string[] = [];
+    const verifier = createPasswordVerifier({ ...CONFIGURED, onWarning: (m) => warnings.push(m) });
+    const bad = '$argon2id$v=19$m=4096,t=2,p=1$c2FsdA$iekCn0Y3spW+sCcFanM2xBT63UP2sghkUoHLIUpWRS8';
+    await expect(verifier.verify(bad, 'pw')).rejects.toBeInstanceOf(InvalidArgumentError);
+    expect(await dummyParams(verifier)).toEqual({ type: 'argon2id', m: 32768, t: 3, p: 1 });
+    expect(warnings).toEqual([]);
+  });
+
+  it("an unknown user's verification takes as long as a known user's (medians of 15 interleaved runs within 0.5–2×)", async () => {
+    const verifier = createPasswordVerifier({ ...CONFIGURED, onWarning: () => undefined });
+    await verifier.ready();
+    const known = await hashPassword('pw', USERS);
+    await verifier.verify(known, 'warm-up');
+    await verifier.verify(undefined, 'warm-up');
+    const time = async (hash: string | undefined): Promise<number> => {
+      const started = process.hrtime.bigint();
+      await verifier.verify(hash, 'wrong');
+      return Number(process.hrtime.bigint() - started) / 1e6;
+    };
+    const knownMs: number[] = [];
+    const unknownMs: number[] = [];
+    for (let i = 0; i < 15; i += 1) {
+      knownMs.push(await time(known));
+      unknownMs.push(await time(undefined));
+    }
+    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+    const ratio = median(unknownMs) / median(knownMs);
+    // Before the dummy followed the hashes this was about 8× (m=32768,t=3 against m=4096,t=1).
+    expect(ratio).toBeGreaterThan(0.5);
+    expect(ratio).toBeLessThan(2);
+  });
+});
