@@ -158,7 +158,7 @@ export class RedisStore implements LockoutStore {
   private subscriber?: RedisClient;
   private readonly ownSubscriber: boolean;
   private readonly givenSubscriber?: RedisClient;
-  /** The longest lease any call told this store (tombstones made where the port gives no lease). */
+  /** The lease the latest call told this store: the tombstone length where the port gives no lease (getUser, lock). */
   private leaseHintMs = DEFAULT_LEASE_HINT_MS;
   private readonly retries: OrgWrite[] = [];
   private retryTimer?: NodeJS.Timeout;
@@ -435,7 +435,7 @@ export class RedisStore implements LockoutStore {
     leaseMs: number,
     ...argv: Array<string | number>
   ): Promise<UserReply> {
-    if (leaseMs > this.leaseHintMs) this.leaseHintMs = leaseMs;
+    this.leaseHintMs = leaseMs;
     const [s, r, t] = this.allUserKeys(subject);
     const raw = await this.run(() =>
       script.call(
