@@ -19,6 +19,11 @@ const limits = (maxPasswordAttempts: number, maxOtpAttempts = maxPasswordAttempt
 const LEASE = 30_000;
 const nonce = () => randomUUID().replace(/-/g, '').slice(0, 22);
 
+/** The fields of a user's state hash whose names start with `prefix` (r: in flight, f: counted, t: tombstones). */
+async function fields(client: Client, key: string, prefix: string): Promise<string[]> {
+  return Object.keys(await client.hgetall(key)).filter((k) => k.startsWith(prefix));
+}
+
 /** Redis's own clock (the store's), in ms. */
 async function redisNow(client: Client): Promise<number> {
   const [s, us] = await client.time();
@@ -67,7 +72,7 @@ describe.each([
     client2.disconnect();
   });
 
-  it('issue 8 #2: a reserve run twice then settled leaves n:/zset at zero, never busy forever', async () => {
+  it('issue 8 #2: a reserve run twice then settled leaves nothing in flight, never busy forever', async () => {
     const s = store();
     const who = subject();
     const id = nonce();
@@ -75,14 +80,13 @@ describe.each([
     const again = await s.reserve(who, 'password', limits(2), LEASE, id); // a resent command
     expect(first.status).toBe('admitted');
     expect(again).toEqual(first); // same expiry, counted once
-    const [state, zset] = s.userKeys(who);
-    expect(await client.hget(state, 'n:password')).toBe('1');
+    const [state] = s.userKeys(who);
+    expect(await fields(client, state, 'r:')).toEqual([`r:password|${id}`]);
     expect(await s.settle(who, 'password', id, 'success', limits(2), LEASE)).toMatchObject({
       status: 'settled',
     });
-    expect(await client.hget(state, 'n:password')).toBeNull();
-    expect(await client.zcard(zset)).toBe(0);
-    // a wrong password, then the next attempt is admitted (the leaked n:password made it busy forever)
+    expect(await fields(client, state, 'r:')).toEqual([]);
+    // a wrong password, then the next attempt is admitted (on the old code the leaked n:password made it busy forever)
     const wrong = nonce();
     await s.reserve(who, 'password', limits(2), LEASE, wrong);
     await s.settle(who, 'password', wrong, 'failure', limits(2), LEASE);
@@ -126,7 +130,7 @@ describe.each([
     expect(await s.reserve(who, 'password', limits(5), LEASE, expired)).toEqual({ status: 'gone' });
     const state = await s.getUser(who, limits(5));
     expect(state.failed.password).toBe(1); // the expired lease, once
-    expect(await client.hget(s.userKeys(who)[0], 'n:password')).toBeNull();
+    expect(await fields(client, s.userKeys(who)[0], 'r:')).toEqual([]);
   });
 
   it('issue 8 #5: unlock applies expired leases first and clears in-flight reservations and every counter', async () => {
@@ -144,8 +148,9 @@ describe.each([
       locked: false,
       failed: { password: 0, totp: 0, otp_sms: 0, otp_email: 0, recovery_code: 0 },
     });
-    const [state, zset] = s.userKeys(who);
-    expect(await client.exists(state, zset)).toBe(0); // no n:* left, no reservation left
+    const [state] = s.userKeys(who);
+    const left = Object.keys(await client.hgetall(state));
+    expect(left.filter((k) => !k.startsWith('t:'))).toEqual([]); // only tombstones: no lock, count or reservation
     expect(await s.settle(who, 'otp_sms', inflight, 'failure', limits(1, 3), LEASE)).toEqual({
       status: 'unknown',
     });
@@ -240,32 +245,38 @@ describe.each([
     await s.lock(locked, limits(5));
     const r = await s.reserve(inflight, 'password', limits(5), 1000, nonce());
     if (r.status !== 'admitted') throw new Error('expected admitted');
-    const [is, ir] = s.allUserKeys(inflight);
+    const [is] = s.userKeys(inflight);
     // an in-flight lease is applied before its user can expire
     expect(Number(await client.pexpiretime(is))).toBeGreaterThanOrEqual(r.expiresAt + 300);
-    expect(Number(await client.pexpiretime(ir))).toBeGreaterThanOrEqual(r.expiresAt + 300);
-    await until('the idle user has no keys', async () => (await client.exists(...s.allUserKeys(idle))) === 0);
-    const [ls] = s.allUserKeys(locked);
+    await until('the idle user has no keys', async () => (await client.exists(...s.userKeys(idle))) === 0);
+    const [ls] = s.userKeys(locked);
     expect(await client.pttl(ls)).toBe(-1); // persisted
     expect((await s.getUser(locked, limits(5))).locked).toBe(true);
     await until('the lease is past', async () => (await redisNow(client)) > r.expiresAt);
     expect((await s.getUser(inflight, limits(5))).failed.password).toBe(1);
     await until(
       'the expired-lease user has no keys after idleTtlMs',
-      async () => (await client.exists(...s.allUserKeys(inflight))) === 0,
+      async () => (await client.exists(...s.userKeys(inflight))) === 0,
     );
   });
 
-  it('idle expiry 0 keeps counters, while tombstones still end with their lease', async () => {
+  it('idle expiry 0 keeps counters, while a user with only tombstones vanishes when they end', async () => {
     const s = store({ idleTtlMs: 0 });
-    const who = subject();
-    const id = nonce();
-    await s.reserve(who, 'password', limits(5), 100, id);
-    await s.settle(who, 'password', id, 'failure', limits(5), 100);
-    const [state, , tombs] = s.allUserKeys(who);
-    expect(await client.pttl(state)).toBe(-1);
-    await until('tombstones gone', async () => (await client.exists(tombs)) === 0);
-    expect((await s.getUser(who, limits(5))).failed.password).toBe(1);
+    const counted = subject();
+    const released = { ...counted, user: 'released' };
+    const a = nonce();
+    await s.reserve(counted, 'password', limits(5), 100, a);
+    await s.settle(counted, 'password', a, 'failure', limits(5), 100);
+    const b = nonce();
+    await s.reserve(released, 'password', limits(5), 100, b);
+    await s.settle(released, 'password', b, 'release', limits(5), 100);
+    expect(await client.pttl(s.userKeys(counted)[0])).toBe(-1);
+    await until(
+      'the released user has no key',
+      async () => (await client.exists(...s.userKeys(released))) === 0,
+    );
+    expect((await s.getUser(counted, limits(5))).failed.password).toBe(1);
+    expect(await client.pttl(s.userKeys(counted)[0])).toBe(-1);
   });
 
   it('useStep (RFC 6238 §5.2): only a step later than every used one is accepted, per key', async () => {

@@ -96,7 +96,7 @@ function parseUserReply(raw: unknown): UserReply {
   };
 }
 
-type UserScript = (s: string, r: string, t: string, ...argv: Array<string | number>) => Promise<unknown>;
+type UserScript = (s: string, ...argv: Array<string | number>) => Promise<unknown>;
 
 interface Scripts {
   lgReserve: UserScript;
@@ -191,12 +191,12 @@ export class RedisStore implements LockoutStore {
     const define = (name: string, lua: string, numberOfKeys: number) => {
       if (!(name in c)) c.defineCommand(name, { lua, numberOfKeys });
     };
-    define('lgReserve', RESERVE, 3);
-    define('lgSettle', SETTLE, 3);
-    define('lgGetUser', GET_USER, 3);
-    define('lgLock', LOCK, 3);
-    define('lgUnlock', UNLOCK, 3);
-    define('lgReset', RESET, 3);
+    define('lgReserve', RESERVE, 1);
+    define('lgSettle', SETTLE, 1);
+    define('lgGetUser', GET_USER, 1);
+    define('lgLock', LOCK, 1);
+    define('lgUnlock', UNLOCK, 1);
+    define('lgReset', RESET, 1);
     define('lgIndexAdd', INDEX_ADD, 2);
     define('lgIndexRemove', INDEX_REMOVE, 2);
     define('lgPendingAdd', PENDING_ADD, 1);
@@ -386,16 +386,9 @@ export class RedisStore implements LockoutStore {
     else if (sub) await sub.unsubscribe(this.channel).catch(() => undefined);
   }
 
-  /** The counted state of one user (one slot): [state hash, reservations zset]. */
-  userKeys(subject: Subject): [string, string] {
-    const tag = this.userTag(subject);
-    return [`${tag}:s`, `${tag}:r`];
-  }
-
-  /** Every lockout key of one user (one slot): [state hash, reservations zset, tombstones zset]. */
-  allUserKeys(subject: Subject): [string, string, string] {
-    const tag = this.userTag(subject);
-    return [`${tag}:s`, `${tag}:r`, `${tag}:t`];
+  /** The keys of one user: its state hash (one key, so one slot). */
+  userKeys(subject: Subject): [string] {
+    return [`${this.userTag(subject)}:s`];
   }
 
   /** Org writes waiting for a retry (for tests and metrics). */
@@ -436,13 +429,11 @@ export class RedisStore implements LockoutStore {
     ...argv: Array<string | number>
   ): Promise<UserReply> {
     this.leaseHintMs = leaseMs;
-    const [s, r, t] = this.allUserKeys(subject);
+    const [s] = this.userKeys(subject);
     const raw = await this.run(() =>
       script.call(
         this.redis,
         s,
-        r,
-        t,
         limits.maxPasswordAttempts,
         limits.maxOtpAttempts,
         leaseMs,

@@ -1,14 +1,15 @@
 /**
  * The Lua scripts of the Redis store, one per operation. Each user script runs atomically on the
- * one slot of its user (all keys of a user share a hash tag), so it works on Redis Cluster too.
+ * one key of its user, so it works on Redis Cluster too.
  *
- * Per-user keys (KEYS of every user script):
- *   S = <prefix>:{<instance>:<org>:<user>}:s   hash: L = lockedAt (ms; present = locked),
- *                                              f:<factor> = failed count, n:<factor> = in flight
- *   R = <prefix>:{<instance>:<org>:<user>}:r   zset: "<factor>|<nonce>" scored by lease end (ms)
- *   T = <prefix>:{<instance>:<org>:<user>}:t   zset: tombstoned nonces scored by tombstone end (ms)
- * Fields at zero are deleted, so an idle user with no failures and no lock has no S; R and T
- * vanish with their last member.
+ * One hash per user: S = <prefix>:{<instance>:<org>:<user>}:s with the fields
+ *   L                    lockedAt (ms; present = locked)
+ *   f:<factor>           failed count (absent = 0)
+ *   r:<factor>|<nonce>   a reservation in flight: its lease end (ms)
+ *   t:<nonce>            a tombstone: the nonce was settled, released or expired; until (ms)
+ * A factor's in-flight count is the number of its r: fields, so no separate counter can leak.
+ * Every script reads the hash once (HGETALL: a user's hash is small), decides in Lua, and writes
+ * its changes with at most one HSET and one HDEL, then sets the key's expiry (commit).
  *
  * Common ARGV of every user script (read once in the prelude):
  *   ARGV[1] maxPasswordAttempts, ARGV[2] maxOtpAttempts,
@@ -27,9 +28,11 @@
  *                  user (failures + in flight >= limit): the store records it in the org's pending set
  *     counters     {field, value, …} of the f:* counters (GET_USER only; empty otherwise)
  *
- * Idle expiry (finish): after a write, an unlocked user's S and R expire idleTtlMs after the later
- * of now and the latest lease end in flight (so an in-flight lease is always applied first);
- * a locked user's S and R are PERSISTed; T expires at its latest tombstone end.
+ * Idle expiry (commit, after a write): a locked user's hash is PERSISTed. Otherwise it expires at
+ * the latest of: now + idleTtlMs when something is counted; the latest lease end in flight +
+ * idleTtlMs (an in-flight lease is applied before its user can expire); the latest tombstone end
+ * (tombstones alone never keep a user longer). With idleTtlMs = 0, counted users and users with a
+ * reservation in flight never expire. Expired tombstones are pruned at every write.
  * Time is Redis's own (TIME), so processes with skewed clocks agree on lease expiry.
  */
 
@@ -42,94 +45,137 @@ end
 `;
 
 const PRELUDE = `${NOW_MS}
-local S, R, T = KEYS[1], KEYS[2], KEYS[3]
+local S = KEYS[1]
 local max_pw, max_otp = tonumber(ARGV[1]), tonumber(ARGV[2])
 local lease, idle = tonumber(ARGV[3]), tonumber(ARGV[4])
 local now = now_ms()
-local lock_change = 0
+
+-- the user's state, read once
+local locked = nil      -- lockedAt, nil when not locked
+local failed = {}       -- factor -> count
+local res = {}          -- reservations in flight: {field, factor, nonce, lease end}
+local tombs = {}        -- nonce -> end, live tombstones only
+local changes = {}      -- field -> new value, or false to delete
 local wrote = false
+local lock_change = 0
+do
+  local h = redis.call('HGETALL', S)
+  for i = 1, #h, 2 do
+    local k, v = h[i], h[i + 1]
+    local p = string.sub(k, 1, 2)
+    if k == 'L' then
+      locked = tonumber(v)
+    elseif p == 'f:' then
+      failed[string.sub(k, 3)] = tonumber(v)
+    elseif p == 'r:' then
+      local f, n = string.match(k, '^r:([^|]+)|(.*)$')
+      res[#res + 1] = {k, f, n, tonumber(v)}
+    elseif p == 't:' then
+      local e = tonumber(v)
+      if e > now then tombs[string.sub(k, 3)] = e else changes[k] = false end
+    end
+  end
+end
+
+local function change(k, v)
+  changes[k] = v
+  wrote = true
+end
 
 local function limit_of(f)
   if f == 'password' then return max_pw end
   return max_otp
 end
 
-local function locked_at()
-  return tonumber(redis.call('HGET', S, 'L') or '0')
-end
-
 -- counts one failure of factor f and locks at the limit; 1 when this call locked the user
 local function fail(f)
-  wrote = true
-  local c = redis.call('HINCRBY', S, 'f:' .. f, 1)
+  local c = (failed[f] or 0) + 1
+  failed[f] = c
+  change('f:' .. f, c)
   local max = limit_of(f)
-  if max > 0 and c >= max and redis.call('HSETNX', S, 'L', now) == 1 then
+  if max > 0 and c >= max and not locked then
+    locked = now
+    change('L', now)
     lock_change = 1
     return 1
   end
   return 0
 end
 
-local function unreserve(f)
-  if redis.call('HINCRBY', S, 'n:' .. f, -1) <= 0 then redis.call('HDEL', S, 'n:' .. f) end
-end
-
--- tombstones nonce n until now + ms (a later end wins); T expires with its latest tombstone
+-- tombstones nonce n until now + ms (a later end wins)
 local function tomb(n, ms)
-  wrote = true
-  redis.call('ZREMRANGEBYSCORE', T, '-inf', now)
-  redis.call('ZADD', T, 'GT', now + ms, n)
-  local last = redis.call('ZRANGE', T, -1, -1, 'WITHSCORES')
-  redis.call('PEXPIREAT', T, tonumber(last[2]))
+  local e = now + ms
+  if not tombs[n] or tombs[n] < e then
+    tombs[n] = e
+    change('t:' .. n, e)
+  end
 end
 
-local function is_gone(n)
-  local e = redis.call('ZSCORE', T, n)
-  return e and tonumber(e) > now
+-- removes reservation i from flight (uncounted) and tombstones its nonce
+local function unreserve(i)
+  local r = res[i]
+  res[i] = false
+  change(r[1], false)
+  tomb(r[3], lease)
 end
 
-local function split(m)
-  return string.match(m, '^([^|]+)|(.*)$')
-end
-
--- removes reservation m (member of R) uncounted and tombstones its nonce
-local function drop(m)
-  local f, n = split(m)
-  redis.call('ZREM', R, m)
-  unreserve(f)
-  tomb(n, lease)
+local function find(f, n)
+  local k = 'r:' .. f .. '|' .. n
+  for i = 1, #res do
+    if res[i] and res[i][1] == k then return i end
+  end
+  return nil
 end
 
 -- expired leases count as failures, exactly once (their nonces are tombstoned)
 local function sweep()
-  local expired = redis.call('ZRANGEBYSCORE', R, '-inf', now)
-  for i = 1, #expired do
-    local f, n = split(expired[i])
-    unreserve(f)
-    fail(f)
-    tomb(n, lease)
+  for i = 1, #res do
+    local r = res[i]
+    if r and r[4] <= now then
+      unreserve(i)
+      fail(r[2])
+    end
   end
-  if #expired > 0 then redis.call('ZREMRANGEBYSCORE', R, '-inf', now) end
 end
 
--- idle expiry after a write (see the file comment)
-local function finish()
+-- writes the changes and sets the key's expiry (see the file comment)
+local function commit()
   if not wrote then return end
-  if redis.call('HEXISTS', S, 'L') == 1 or idle == 0 then
+  local set, del = {}, {}
+  for k, v in pairs(changes) do
+    if v then
+      set[#set + 1] = k
+      set[#set + 1] = v
+    else
+      del[#del + 1] = k
+    end
+  end
+  if #del > 0 then redis.call('HDEL', S, unpack(del)) end
+  if #set > 0 then redis.call('HSET', S, unpack(set)) end
+  if locked then
     redis.call('PERSIST', S)
-    redis.call('PERSIST', R)
     return
   end
-  local at = now + idle
-  local last = redis.call('ZRANGE', R, -1, -1, 'WITHSCORES')
-  if last[2] then at = math.max(at, tonumber(last[2]) + idle) end
-  redis.call('PEXPIREAT', S, at)
-  redis.call('PEXPIREAT', R, at)
+  local at, forever = 0, false
+  if next(failed) then
+    if idle == 0 then forever = true else at = now + idle end
+  end
+  for i = 1, #res do
+    if res[i] then
+      if idle == 0 then forever = true else at = math.max(at, res[i][4] + idle) end
+    end
+  end
+  for _, e in pairs(tombs) do at = math.max(at, e) end
+  if forever then
+    redis.call('PERSIST', S)
+  elseif at > 0 then
+    redis.call('PEXPIREAT', S, at)
+  end
 end
 
 local function reply(status, value, flag, pending, counters)
-  finish()
-  return {status, value, flag, locked_at(), lock_change, pending, counters}
+  commit()
+  return {status, value, flag, locked or 0, lock_change, pending, counters}
 end
 `;
 
@@ -142,35 +188,34 @@ end
  */
 export const RESERVE = `${PRELUDE}
 local f, nonce = ARGV[5], ARGV[6]
-local member = f .. '|' .. nonce
 sweep()
-if is_gone(nonce) then return reply('gone', 0, 0, 0, {}) end
-local mine = redis.call('ZSCORE', R, member)
-if mine then return reply('admitted', tonumber(mine), 0, 0, {}) end
-local st = redis.call('HMGET', S, 'L', 'f:' .. f, 'n:' .. f)
-if st[1] then return reply('locked', tonumber(st[1]), 0, 0, {}) end
+if tombs[nonce] then return reply('gone', 0, 0, 0, {}) end
+local mine = find(f, nonce)
+if mine then return reply('admitted', res[mine][4], 0, 0, {}) end
+if locked then return reply('locked', locked, 0, 0, {}) end
 local max = limit_of(f)
-local failed, inflight = tonumber(st[2] or '0'), tonumber(st[3] or '0')
+local count, inflight, first = failed[f] or 0, 0, nil
+for i = 1, #res do
+  local r = res[i]
+  if r and r[2] == f then
+    inflight = inflight + 1
+    if not first or r[4] < first then first = r[4] end
+  end
+end
 if max > 0 then
-  local slots = max - failed
+  local slots = max - count
   if slots < 1 then slots = 1 end
   if inflight >= slots then
     local wait = 1000
-    local all = redis.call('ZRANGE', R, 0, -1, 'WITHSCORES')
-    for i = 1, #all, 2 do
-      if split(all[i]) == f then
-        wait = math.max(1, math.min(1000, tonumber(all[i + 1]) - now))
-        break
-      end
-    end
+    if first then wait = math.max(1, math.min(1000, first - now)) end
     return reply('busy', wait, 0, 0, {})
   end
 end
-wrote = true
-redis.call('ZADD', R, now + lease, member)
-redis.call('HINCRBY', S, 'n:' .. f, 1)
+local k = 'r:' .. f .. '|' .. nonce
+res[#res + 1] = {k, f, nonce, now + lease}
+change(k, now + lease)
 local pending = 0
-if max > 0 and failed + inflight + 1 >= max then pending = now + lease end
+if max > 0 and count + inflight + 1 >= max then pending = now + lease end
 return reply('admitted', now + lease, 0, pending, {})
 `;
 
@@ -182,19 +227,20 @@ return reply('admitted', now + lease, 0, pending, {})
 export const SETTLE = `${PRELUDE}
 local f, nonce, outcome = ARGV[5], ARGV[6], ARGV[7]
 sweep()
-if redis.call('ZREM', R, f .. '|' .. nonce) == 0 then
+local i = find(f, nonce)
+if not i then
   tomb(nonce, lease)
   return reply('unknown', 0, 0, 0, {})
 end
-unreserve(f)
-tomb(nonce, lease)
+unreserve(i)
 local locked_now = 0
 if outcome == 'failure' then
   locked_now = fail(f)
-elseif outcome == 'success' and redis.call('HEXISTS', S, 'L') == 0 then
-  redis.call('HDEL', S, 'f:' .. f)
+elseif outcome == 'success' and not locked and failed[f] then
+  failed[f] = nil
+  change('f:' .. f, false)
 end
-return reply('settled', tonumber(redis.call('HGET', S, 'f:' .. f) or '0'), locked_now, 0, {})
+return reply('settled', failed[f] or 0, locked_now, 0, {})
 `;
 
 /**
@@ -204,51 +250,44 @@ return reply('settled', tonumber(redis.call('HGET', S, 'f:' .. f) or '0'), locke
 export const GET_USER = `${PRELUDE}
 sweep()
 local counters = {}
-local all = redis.call('HGETALL', S)
-for i = 1, #all, 2 do
-  if string.sub(all[i], 1, 2) == 'f:' then
-    counters[#counters + 1] = all[i]
-    counters[#counters + 1] = all[i + 1]
-  end
+for f, c in pairs(failed) do
+  counters[#counters + 1] = 'f:' .. f
+  counters[#counters + 1] = c
 end
-local first = redis.call('ZRANGE', R, 0, 0, 'WITHSCORES')
-return reply('user', tonumber(first[2] or '0'), 0, 0, counters)
+local first = 0
+for i = 1, #res do
+  if res[i] and (first == 0 or res[i][4] < first) then first = res[i][4] end
+end
+return reply('user', first, 0, 0, counters)
 `;
 
 /** No own ARGV. status 'lock'; flag = changed (0 when it was locked, by an expired lease too). */
 export const LOCK = `${PRELUDE}
 sweep()
-local changed = 0
-if lock_change == 0 and redis.call('HSETNX', S, 'L', now) == 1 then
-  wrote = true
-  changed = 1
-  lock_change = 1
-end
-return reply('lock', 0, changed, 0, {})
+if locked then return reply('lock', 0, 0, 0, {}) end
+locked = now
+change('L', now)
+lock_change = 1
+return reply('lock', 0, 1, 0, {})
 `;
 
 /**
  * No own ARGV. status 'unlock'; flag = changed (0 when it was not locked: nothing cleared).
- * Clears L, every f:* and n:* field and every in-flight reservation (their nonces tombstoned).
+ * Clears L, every f:* field and every reservation in flight (their nonces tombstoned).
  * On change lockChange is -1 and lockedAt holds the lockedAt that was cleared.
  */
 export const UNLOCK = `${PRELUDE}
 sweep()
-local at = locked_at()
-if at == 0 then return reply('unlock', 0, 0, 0, {}) end
-wrote = true
-local fields = redis.call('HKEYS', S)
-for i = 1, #fields do
-  local p = string.sub(fields[i], 1, 2)
-  if fields[i] == 'L' or p == 'f:' or p == 'n:' then redis.call('HDEL', S, fields[i]) end
+if not locked then return reply('unlock', 0, 0, 0, {}) end
+local at = locked
+locked = nil
+change('L', false)
+for f in pairs(failed) do change('f:' .. f, false) end
+failed = {}
+for i = 1, #res do
+  if res[i] then unreserve(i) end
 end
-local inflight = redis.call('ZRANGE', R, 0, -1)
-for i = 1, #inflight do
-  local _, n = split(inflight[i])
-  tomb(n, lease)
-end
-redis.call('DEL', R)
-finish()
+commit()
 return {'unlock', 0, 1, at, -1, 0, {}}
 `;
 
@@ -259,11 +298,12 @@ return {'unlock', 0, 1, at, -1, 0, {}}
 export const RESET = `${PRELUDE}
 local f = ARGV[5]
 sweep()
-wrote = true
-redis.call('HDEL', S, 'f:' .. f)
-local inflight = redis.call('ZRANGE', R, 0, -1)
-for i = 1, #inflight do
-  if split(inflight[i]) == f then drop(inflight[i]) end
+if failed[f] then
+  failed[f] = nil
+  change('f:' .. f, false)
+end
+for i = 1, #res do
+  if res[i] and res[i][2] == f then unreserve(i) end
 end
 return reply('reset', 0, 0, 0, {})
 `;
