@@ -6,7 +6,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Cluster, Redis } from 'ioredis';
-import { RedisStore } from '../../src';
+import { RedisStore, StoreUnavailableError } from '../../src';
 import type { Limits, Subject } from '../../src/core/subjects';
 import { createTestCluster, createTestRedis } from '../helpers/redis-clients';
 
@@ -277,6 +277,16 @@ describe.each([
     );
     expect((await s.getUser(counted, limits(5))).failed.password).toBe(1);
     expect(await client.pttl(s.userKeys(counted)[0])).toBe(-1);
+  });
+
+  it('a bug is not an outage: a Lua error or a foreign key is not reported as StoreUnavailableError', async () => {
+    const s = store();
+    const who = subject();
+    await client.set(s.userKeys(who)[0], 'not a hash'); // data that is not ours: WRONGTYPE in the script
+    const error = await s.reserve(who, 'password', limits(5), LEASE, nonce()).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(Error);
+    expect(error).not.toBeInstanceOf(StoreUnavailableError);
+    expect(String(error)).toContain('WRONGTYPE');
   });
 
   it('useStep (RFC 6238 §5.2): only a step later than every used one is accepted, per key', async () => {

@@ -1,4 +1,4 @@
-import type { Cluster, Redis } from 'ioredis';
+import { ReplyError, type Cluster, type Redis } from 'ioredis';
 import { StoreUnavailableError } from '../../core/errors';
 import type {
   CodeChannel,
@@ -576,8 +576,7 @@ export class RedisStore implements LockoutStore {
 
   /**
    * Runs one Redis operation with a deadline; a failure of Redis or of the connection becomes
-   * StoreUnavailableError. A programming error (TypeError and the like) is not an outage and is
-   * rethrown as it is.
+   * StoreUnavailableError. A bug (see isBug) is not an outage and is rethrown as it is.
    */
   private async run<T>(op: () => Promise<T>): Promise<T> {
     let timer: NodeJS.Timeout | undefined;
@@ -598,14 +597,23 @@ export class RedisStore implements LockoutStore {
   }
 }
 
-/** Errors that come from our own code, not from Redis or the network. */
+/**
+ * Errors that are not an outage: a programming error in our code (TypeError and the like), a Lua
+ * error in a script, or a key of the wrong type (data that is not ours). They are rethrown as they
+ * are, so that they surface as an internal error instead of a 503 that fail-open would pass.
+ */
 function isBug(e: unknown): boolean {
-  return (
+  if (
     e instanceof TypeError ||
     e instanceof RangeError ||
     e instanceof ReferenceError ||
     e instanceof SyntaxError
-  );
+  ) {
+    return true;
+  }
+  if (!(e instanceof ReplyError)) return false;
+  const message = (e as Error).message;
+  return message.startsWith('WRONGTYPE') || /^ERR .*user_script/.test(message);
 }
 
 function stateOf(r: UserReply): UserState {
