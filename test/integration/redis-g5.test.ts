@@ -222,6 +222,21 @@ describe.each([
     expect((await s.getUser(who, limits(2))).failed.password).toBe(2); // applied once, not twice
   });
 
+  it('listLocked pages in UTF-8 byte order (ids outside the BMP too), with a cursor', async () => {
+    const s = store();
+    const org = subject();
+    const ids = ['\u{1F600}', '\uFFFD', 'z', '\u00E9', 'A', '\u{10000}', '\uE000'];
+    for (const user of ids) await s.lock({ ...org, user }, limits(5));
+    const listed: string[] = [];
+    let cursor: string | undefined;
+    do {
+      const page = await s.listLocked(org.instance, org.org, limits(5), 3, cursor);
+      listed.push(...page.users.map((u) => u.userId));
+      cursor = page.nextCursor;
+    } while (cursor !== undefined);
+    expect(listed).toEqual([...ids].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b))));
+  });
+
   it('keeps a reservation that cannot lock off the org slot (no pending entry: one round trip)', async () => {
     const s = store();
     const who = subject();
