@@ -73,6 +73,8 @@ do
     elseif p == 't:' then
       local e = tonumber(v)
       if e > now then tombs[string.sub(k, 3)] = e else changes[k] = false end
+    elseif p == 'n:' then
+      changes[k] = false -- an in-flight counter of an earlier version: dropped at the next write
     end
   end
 end
