@@ -18,9 +18,17 @@ export function reconnectDelay(times: number): number {
 /**
  * Options every client gets: commands fail at once while Redis is down (no offline queue, one
  * retry per request), so a check answers 503 (or fails open) quickly instead of waiting, and
- * no queued reservation runs after its caller has given up.
+ * no queued reservation runs after its caller has given up. No blind resend after a reconnect
+ * (`autoResendUnfulfilledCommands: false`): the caller of a command that was unanswered when the
+ * connection dropped already got StoreUnavailableError (an unknown outcome) and the engine
+ * compensates it by nonce; the store's scripts are idempotent, so a resend would be harmless,
+ * but it would only replay work nobody waits for.
  */
-const FAIL_FAST = { enableOfflineQueue: false, maxRetriesPerRequest: 1 } as const;
+const FAIL_FAST = {
+  enableOfflineQueue: false,
+  maxRetriesPerRequest: 1,
+  autoResendUnfulfilledCommands: false,
+} as const;
 
 /** Makes the ioredis client for a Redis store configuration. It connects in the background. */
 export function createRedisClient(redis: RedisConnectionConfig, connectionName = 'lockgate'): RedisClient {
@@ -36,7 +44,12 @@ export function createRedisClient(redis: RedisConnectionConfig, connectionName =
       // ioredis 6 does not reconnect a cluster node's connection by itself (its default waits for
       // a topology refresh); reconnect it as the standalone client does.
       clusterNodeRetryStrategy: (times) => reconnectDelay(times),
-      redisOptions: { ...auth, connectionName, maxRetriesPerRequest: 1 },
+      redisOptions: {
+        ...auth,
+        connectionName,
+        maxRetriesPerRequest: 1,
+        autoResendUnfulfilledCommands: false,
+      },
     };
     return new Cluster(
       redis.cluster.nodes.map((n) => ({ host: n.host, port: n.port })),

@@ -1,4 +1,4 @@
-import type { Cluster, Redis } from 'ioredis';
+import { ReplyError, type Cluster, type Redis } from 'ioredis';
 import { StoreUnavailableError } from '../../core/errors';
 import type {
   CodeChannel,
@@ -14,7 +14,22 @@ import type {
   WriteSettingsResult,
 } from '../../core/store';
 import { FACTORS, zeroCounters, type Factor, type Limits, type Subject } from '../../core/subjects';
-import { GET_USER, LOCK, RESERVE, SETTLE, TAKE_CODE, UNLOCK, USE_STEP, WRITE_SETTINGS } from './scripts';
+import {
+  GET_USER,
+  INDEX_ADD,
+  INDEX_REMOVE,
+  LOCK,
+  PENDING_ADD,
+  PENDING_DONE,
+  PENDING_DUE,
+  RESERVE,
+  RESET,
+  SETTLE,
+  TAKE_CODE,
+  UNLOCK,
+  USE_STEP,
+  WRITE_SETTINGS,
+} from './scripts';
 
 /** An ioredis client: standalone, Sentinel-backed (`new Redis({ sentinels, name })`) or `Redis.Cluster`. */
 export type RedisClient = Redis | Cluster;
@@ -22,33 +37,113 @@ export type RedisClient = Redis | Cluster;
 export interface RedisStoreOptions {
   /**
    * The ioredis client. Recommended: `enableOfflineQueue: false` (commands fail at once while
-   * Redis is down instead of waiting, and no queued reservation runs after the caller gave up).
+   * Redis is down instead of waiting, and no queued reservation runs after the caller gave up)
+   * and `autoResendUnfulfilledCommands: false` (for a Cluster: in `redisOptions`). Every reserve,
+   * settle and release is idempotent per nonce, so ioredis's blind resend of commands that were
+   * unanswered when a connection dropped cannot count anything twice; it is still better off:
+   * the caller already got StoreUnavailableError and compensates, so a resend only replays, after
+   * a reconnect, work that nobody waits for (the sidecar's client sets it to false).
    */
   client: RedisClient;
   /** Key prefix (default "lg"). */
   prefix?: string;
-  /** A store operation that has not answered after this long fails with StoreUnavailableError (default 2000 ms). */
+  /**
+   * A store operation that has not answered after this long fails with StoreUnavailableError
+   * (default 2000 ms). The outcome of a reserve or settle that timed out is unknown (Redis may
+   * still run it); running the same reserve, settle or release again is harmless.
+   */
   commandTimeoutMs?: number;
   /** The connection for settings-change notifications (default: `client.duplicate()`, closed by close()). */
   subscriber?: RedisClient;
+  /**
+   * State of a user who is not locked (counters, tombstones) expires this long after the user's
+   * last write, and never before a lease in flight has been applied; locked users never expire.
+   * Default 86_400_000 (24 h); 0 = counters never expire (ZITADEL's strict semantics).
+   */
+  idleTtlMs?: number;
 }
 
-type Reply = Array<string | number | null>;
+/** The one reply shape of every user script (see scripts.ts). */
+interface UserReply {
+  readonly status: string;
+  readonly value: number;
+  readonly flag: boolean;
+  /** lockedAt after the script (0: not locked); after an unlock, the lockedAt it cleared. */
+  readonly lockedAt: number;
+  /** 1: the script locked the user; -1: it unlocked the user; 0: neither. */
+  readonly lockChange: number;
+  /** > 0: the lease end of a reservation whose failure could lock the user. */
+  readonly pendingUntil: number;
+  readonly counters: ReadonlyArray<readonly [string, number]>;
+}
+
+/** Parses the fixed reply of a user script; anything else is a bug, not an outage. */
+function parseUserReply(raw: unknown): UserReply {
+  if (!Array.isArray(raw) || raw.length !== 7 || !Array.isArray(raw[6])) {
+    throw new Error(`RedisStore: unexpected script reply ${JSON.stringify(raw)}`);
+  }
+  const flat = raw[6] as unknown[];
+  const counters: Array<readonly [string, number]> = [];
+  for (let i = 0; i + 1 < flat.length; i += 2) counters.push([String(flat[i]), Number(flat[i + 1])]);
+  return {
+    status: String(raw[0]),
+    value: Number(raw[1]),
+    flag: Number(raw[2]) === 1,
+    lockedAt: Number(raw[3]),
+    lockChange: Number(raw[4]),
+    pendingUntil: Number(raw[5]),
+    counters,
+  };
+}
+
+type UserScript = (s: string, ...argv: Array<string | number>) => Promise<unknown>;
 
 interface Scripts {
-  lgReserve(s: string, r: string, ...argv: Array<string | number>): Promise<Reply>;
-  lgSettle(s: string, r: string, ...argv: Array<string | number>): Promise<Reply>;
-  lgGetUser(s: string, r: string, ...argv: Array<string | number>): Promise<Reply>;
-  lgLock(s: string): Promise<[number, number]>;
-  lgUnlock(s: string): Promise<number>;
-  lgWriteSettings(k: string, ...argv: Array<string | number>): Promise<Reply>;
+  lgReserve: UserScript;
+  lgSettle: UserScript;
+  lgGetUser: UserScript;
+  lgLock: UserScript;
+  lgUnlock: UserScript;
+  lgReset: UserScript;
+  lgIndexAdd(i: string, h: string, user: string, lockedAt: number): Promise<number>;
+  lgIndexRemove(i: string, h: string, user: string, lockedAt: number): Promise<number>;
+  lgPendingAdd(p: string, user: string, until: number, idleTtlMs: number): Promise<number>;
+  lgPendingDue(p: string, count: number): Promise<string[]>;
+  lgPendingDone(p: string, user: string, until: number): Promise<number>;
+  lgWriteSettings(k: string, ...argv: Array<string | number>): Promise<Array<string | number | null>>;
   lgTakeCode(k: string, hash: string): Promise<'match' | 'mismatch' | 'missing'>;
   lgUseStep(k: string, step: number, ttlMs: number): Promise<number>;
 }
 
+/** A write to the org's slot that follows a committed user script (index or pending set). */
+interface OrgWrite {
+  readonly kind: 'add' | 'remove' | 'pending';
+  readonly instance: string;
+  readonly org: string;
+  readonly user: string;
+  /** lockedAt for add/remove, lease end for pending. */
+  readonly at: number;
+  attempts: number;
+}
+
+/** Org writes kept for retry at most (the oldest is dropped past it). */
+const MAX_RETRIES_QUEUED = 10_000;
+/** Background retry attempts of one org write (then it waits for the next listing of its org). */
+const MAX_BACKGROUND_ATTEMPTS = 12;
+/** Pending users applied per listing, at most. */
+const PENDING_BATCH = 500;
+const PENDING_BATCHES = 20;
+const DEFAULT_IDLE_TTL_MS = 86_400_000;
+/** Tombstone length for leases applied by getUser/lock/listLocked, before any call told the lease. */
+const DEFAULT_LEASE_HINT_MS = 30_000;
+
 /**
- * The Redis store (ioredis). One round trip per reserve, settle, status read, lock and unlock:
- * each is one Lua script on the user's slot. Settings changes are published on
+ * The Redis store (ioredis). One round trip per reserve, settle, status read, lock, unlock and
+ * reset: each is one Lua script on the user's slot. The locked-users index lives on the org's
+ * slot and is written after the user's script (one more round trip, only when the lock changed,
+ * or when a reservation could lock the user by expiring): such a write never fails the operation
+ * that committed — a failed one is retried in the background and before the org's next listing,
+ * and the writes converge in any order (see scripts.ts). Settings changes are published on
  * `<prefix>:settings` so every process drops its cached copy at once.
  */
 export class RedisStore implements LockoutStore {
@@ -57,11 +152,17 @@ export class RedisStore implements LockoutStore {
   private readonly redis: RedisClient & Scripts;
   private readonly prefix: string;
   private readonly timeoutMs: number;
+  private readonly idleTtlMs: number;
   private readonly channel: string;
   private readonly listeners = new Set<(instance: string, owner: Owner) => void>();
   private subscriber?: RedisClient;
   private readonly ownSubscriber: boolean;
   private readonly givenSubscriber?: RedisClient;
+  /** The lease the latest call told this store: the tombstone length where the port gives no lease (getUser, lock). */
+  private leaseHintMs = DEFAULT_LEASE_HINT_MS;
+  private readonly retries: OrgWrite[] = [];
+  private retryTimer?: NodeJS.Timeout;
+  private closed = false;
 
   constructor(options: RedisStoreOptions) {
     if (
@@ -79,6 +180,10 @@ export class RedisStore implements LockoutStore {
     if (!Number.isInteger(this.timeoutMs) || this.timeoutMs < 1) {
       throw new TypeError('RedisStore: commandTimeoutMs must be a positive integer');
     }
+    this.idleTtlMs = options.idleTtlMs ?? DEFAULT_IDLE_TTL_MS;
+    if (!Number.isInteger(this.idleTtlMs) || this.idleTtlMs < 0) {
+      throw new TypeError('RedisStore: idleTtlMs must be an integer >= 0 (0 = never expire)');
+    }
     this.channel = `${this.prefix}:settings`;
     this.givenSubscriber = options.subscriber;
     this.ownSubscriber = !options.subscriber;
@@ -86,11 +191,17 @@ export class RedisStore implements LockoutStore {
     const define = (name: string, lua: string, numberOfKeys: number) => {
       if (!(name in c)) c.defineCommand(name, { lua, numberOfKeys });
     };
-    define('lgReserve', RESERVE, 2);
-    define('lgSettle', SETTLE, 2);
-    define('lgGetUser', GET_USER, 2);
+    define('lgReserve', RESERVE, 1);
+    define('lgSettle', SETTLE, 1);
+    define('lgGetUser', GET_USER, 1);
     define('lgLock', LOCK, 1);
     define('lgUnlock', UNLOCK, 1);
+    define('lgReset', RESET, 1);
+    define('lgIndexAdd', INDEX_ADD, 2);
+    define('lgIndexRemove', INDEX_REMOVE, 2);
+    define('lgPendingAdd', PENDING_ADD, 1);
+    define('lgPendingDue', PENDING_DUE, 1);
+    define('lgPendingDone', PENDING_DONE, 1);
     define('lgWriteSettings', WRITE_SETTINGS, 1);
     define('lgTakeCode', TAKE_CODE, 1);
     define('lgUseStep', USE_STEP, 1);
@@ -104,19 +215,16 @@ export class RedisStore implements LockoutStore {
     leaseMs: number,
     id: string,
   ): Promise<ReserveResult> {
-    const [s, r] = this.userKeys(subject);
-    const reply = await this.run(() =>
-      this.redis.lgReserve(s, r, factor, limits.maxPasswordAttempts, limits.maxOtpAttempts, leaseMs, id),
-    );
-    if (reply[2] === 1) await this.indexLocked(subject);
-    const value = Number(reply[1]);
-    switch (reply[0]) {
+    const r = await this.user(subject, this.redis.lgReserve, limits, leaseMs, factor, id);
+    switch (r.status) {
       case 'admitted':
-        return { status: 'admitted', expiresAt: value };
+        return { status: 'admitted', expiresAt: r.value };
+      case 'gone':
+        return { status: 'gone' };
       case 'locked':
-        return { status: 'locked', lockedAt: value };
+        return { status: 'locked', lockedAt: r.value };
       default:
-        return { status: 'busy', retryAfterMs: value };
+        return { status: 'busy', retryAfterMs: r.value };
     }
   }
 
@@ -126,85 +234,76 @@ export class RedisStore implements LockoutStore {
     id: string,
     outcome: SettleOutcome,
     limits: Limits,
-    _leaseMs: number,
+    leaseMs: number,
   ): Promise<SettleResult> {
-    const [s, r] = this.userKeys(subject);
-    const reply = await this.run(() =>
-      this.redis.lgSettle(s, r, factor, id, outcome, limits.maxPasswordAttempts, limits.maxOtpAttempts),
-    );
-    if (reply[3] === 1 || reply[4] === 1) await this.indexLocked(subject);
-    if (reply[0] !== 'settled') return { status: 'unknown' };
-    return {
-      status: 'settled',
-      failedAttempts: Number(reply[1]),
-      locked: reply[2] === 1,
-      lockedNow: reply[3] === 1,
-    };
+    const r = await this.user(subject, this.redis.lgSettle, limits, leaseMs, factor, id, outcome);
+    if (r.status !== 'settled') return { status: 'unknown' };
+    return { status: 'settled', failedAttempts: r.value, locked: r.lockedAt > 0, lockedNow: r.flag };
   }
 
   async getUser(subject: Subject, limits: Limits): Promise<UserState> {
-    const [s, r] = this.userKeys(subject);
-    const reply = await this.run(() =>
-      this.redis.lgGetUser(s, r, limits.maxPasswordAttempts, limits.maxOtpAttempts),
-    );
-    if (reply[0] === 1) await this.indexLocked(subject);
-    const failed = zeroCounters();
-    let lockedAt: number | undefined;
-    for (let i = 1; i + 1 < reply.length; i += 2) {
-      const field = String(reply[i]);
-      const value = Number(reply[i + 1]);
-      if (field === 'L') lockedAt = value;
-      else if (field.startsWith('f:') && (FACTORS as readonly string[]).includes(field.slice(2))) {
-        failed[field.slice(2) as Factor] = value;
-      }
-    }
-    return lockedAt === undefined ? { locked: false, failed } : { locked: true, lockedAt, failed };
+    const r = await this.user(subject, this.redis.lgGetUser, limits, this.leaseHintMs);
+    return stateOf(r);
   }
 
-  async lock(subject: Subject, _limits: Limits): Promise<{ changed: boolean; lockedAt: number }> {
-    const [changed, lockedAt] = await this.run(() => this.redis.lgLock(this.userKeys(subject)[0]));
-    if (changed === 1) await this.indexLocked(subject);
-    return { changed: changed === 1, lockedAt: Number(lockedAt) };
+  async lock(subject: Subject, limits: Limits): Promise<{ changed: boolean; lockedAt: number }> {
+    const r = await this.user(subject, this.redis.lgLock, limits, this.leaseHintMs);
+    return { changed: r.flag, lockedAt: r.lockedAt };
   }
 
-  async unlock(subject: Subject, _limits: Limits, _leaseMs: number): Promise<{ changed: boolean }> {
-    const changed = await this.run(() => this.redis.lgUnlock(this.userKeys(subject)[0]));
-    if (changed === 1)
-      await this.run(() => this.redis.zrem(this.lockedKey(subject.instance, subject.org), subject.user));
-    return { changed: changed === 1 };
+  async unlock(subject: Subject, limits: Limits, leaseMs: number): Promise<{ changed: boolean }> {
+    const r = await this.user(subject, this.redis.lgUnlock, limits, leaseMs);
+    return { changed: r.flag };
   }
 
-  async resetFactor(subject: Subject, factor: Factor, _limits: Limits, _leaseMs: number): Promise<void> {
-    await this.run(() => this.redis.hdel(this.userKeys(subject)[0], `f:${factor}`));
+  async resetFactor(subject: Subject, factor: Factor, limits: Limits, leaseMs: number): Promise<void> {
+    await this.user(subject, this.redis.lgReset, limits, leaseMs, factor);
   }
 
   /**
-   * Locked users from the org's index (a sorted set of user ids, kept beside each lock and
-   * unlock). Each entry is checked against the user's own state, and stale ones are dropped.
+   * Locked users from the org's index. First the org's retried index writes and the leases of
+   * pending users that have ended are applied (so a user locked by an expired lease that nobody
+   * read is listed); then each entry of the page is checked against the user's own state (leases
+   * applied), and an entry whose user is not locked is removed — conditionally, so that a newer
+   * lock written meanwhile by another process stays.
    */
   async listLocked(
     instance: string,
     org: string,
-    _limits: Limits,
+    limits: Limits,
     limit: number,
     cursor?: string,
   ): Promise<LockedPage> {
-    const key = this.lockedKey(instance, org);
+    await this.flushRetries(instance, org);
+    await this.applyDuePending(instance, org, limits);
+    const [key, atKey] = this.indexKeys(instance, org);
     const ids = await this.run(() =>
       this.redis.zrangebylex(key, cursor === undefined ? '-' : `(${cursor}`, '+', 'LIMIT', 0, limit + 1),
     );
     const page = ids.slice(0, limit);
-    const states = await this.run(() =>
-      Promise.all(page.map((user) => this.redis.hget(this.userKeys({ instance, org, user })[0], 'L'))),
+    if (page.length === 0) return { users: [] };
+    const indexed = await this.run(() => this.redis.hmget(atKey, ...page));
+    const states = await Promise.all(
+      page.map((user) => this.user({ instance, org, user }, this.redis.lgGetUser, limits, this.leaseHintMs)),
     );
     const users: Array<{ userId: string; lockedAt: number }> = [];
-    const stale: string[] = [];
+    const stale: Array<Promise<void>> = [];
     page.forEach((userId, i) => {
-      const at = states[i];
-      if (at == null) stale.push(userId);
-      else users.push({ userId, lockedAt: Number(at) });
+      const at = states[i]?.lockedAt ?? 0;
+      if (at > 0) users.push({ userId, lockedAt: at });
+      else
+        stale.push(
+          this.orgWrite({
+            kind: 'remove',
+            instance,
+            org,
+            user: userId,
+            at: Number(indexed[i] ?? 0),
+            attempts: 0,
+          }),
+        );
     });
-    if (stale.length > 0) await this.run(() => this.redis.zrem(key, ...stale));
+    await Promise.all(stale);
     const last = page[page.length - 1];
     return ids.length > limit && last !== undefined ? { users, nextCursor: last } : { users };
   }
@@ -277,6 +376,9 @@ export class RedisStore implements LockoutStore {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
     this.listeners.clear();
     const sub = this.subscriber;
     this.subscriber = undefined;
@@ -284,18 +386,28 @@ export class RedisStore implements LockoutStore {
     else if (sub) await sub.unsubscribe(this.channel).catch(() => undefined);
   }
 
-  /** The keys of one user (all on one slot): [state hash, reservations zset]. */
-  userKeys(subject: Subject): [string, string] {
-    const tag = this.userTag(subject);
-    return [`${tag}:s`, `${tag}:r`];
+  /** The keys of one user: its state hash (one key, so one slot). */
+  userKeys(subject: Subject): [string] {
+    return [`${this.userTag(subject)}:s`];
+  }
+
+  /** Org writes waiting for a retry (for tests and metrics). */
+  pendingOrgWrites(): number {
+    return this.retries.length;
   }
 
   private userTag(s: Subject): string {
     return `${this.prefix}:{${enc(s.instance)}:${enc(s.org)}:${enc(s.user)}}`;
   }
 
-  private lockedKey(instance: string, org: string): string {
-    return `${this.prefix}:{${enc(instance)}:${enc(org)}}:locked`;
+  /** The org's locked-users index: [zset of user ids, hash user → lockedAt]. */
+  private indexKeys(instance: string, org: string): [string, string] {
+    const tag = `${this.prefix}:{${enc(instance)}:${enc(org)}}`;
+    return [`${tag}:locked`, `${tag}:lockedat`];
+  }
+
+  private pendingKey(instance: string, org: string): string {
+    return `${this.prefix}:{${enc(instance)}:${enc(org)}}:pending`;
   }
 
   private settingsKey(instance: string, owner: Owner): string {
@@ -304,8 +416,131 @@ export class RedisStore implements LockoutStore {
       : `${this.prefix}:{${enc(instance)}:${enc(owner.org)}}:settings`;
   }
 
-  private async indexLocked(subject: Subject): Promise<void> {
-    await this.run(() => this.redis.zadd(this.lockedKey(subject.instance, subject.org), 0, subject.user));
+  /**
+   * Runs one user script and then its org writes (index, pending set). Only the script can fail
+   * the operation: once it answered, the operation committed, and an org write that fails is
+   * queued for retry instead of failing it.
+   */
+  private async user(
+    subject: Subject,
+    script: UserScript,
+    limits: Limits,
+    leaseMs: number,
+    ...argv: Array<string | number>
+  ): Promise<UserReply> {
+    this.leaseHintMs = leaseMs;
+    const [s] = this.userKeys(subject);
+    const raw = await this.run(() =>
+      script.call(
+        this.redis,
+        s,
+        limits.maxPasswordAttempts,
+        limits.maxOtpAttempts,
+        leaseMs,
+        this.idleTtlMs,
+        ...argv,
+      ),
+    );
+    const reply = parseUserReply(raw);
+    const { instance, org, user } = subject;
+    const writes: Array<Promise<void>> = [];
+    if (reply.lockChange === 1) {
+      writes.push(this.orgWrite({ kind: 'add', instance, org, user, at: reply.lockedAt, attempts: 0 }));
+    } else if (reply.lockChange === -1) {
+      writes.push(this.orgWrite({ kind: 'remove', instance, org, user, at: reply.lockedAt, attempts: 0 }));
+    }
+    if (reply.pendingUntil > 0) {
+      writes.push(
+        this.orgWrite({ kind: 'pending', instance, org, user, at: reply.pendingUntil, attempts: 0 }),
+      );
+    }
+    if (writes.length > 0) await Promise.all(writes);
+    return reply;
+  }
+
+  /** One org write; a failure queues it for retry and never rejects. */
+  private async orgWrite(w: OrgWrite): Promise<void> {
+    try {
+      await this.run(() => this.execOrgWrite(w));
+    } catch {
+      this.queueRetry(w);
+    }
+  }
+
+  private execOrgWrite(w: OrgWrite): Promise<number> {
+    if (w.kind === 'pending') {
+      return this.redis.lgPendingAdd(this.pendingKey(w.instance, w.org), w.user, w.at, this.idleTtlMs);
+    }
+    const [i, h] = this.indexKeys(w.instance, w.org);
+    return w.kind === 'add'
+      ? this.redis.lgIndexAdd(i, h, w.user, w.at)
+      : this.redis.lgIndexRemove(i, h, w.user, w.at);
+  }
+
+  private queueRetry(w: OrgWrite): void {
+    if (this.closed) return;
+    w.attempts += 1;
+    if (this.retries.length >= MAX_RETRIES_QUEUED) this.retries.shift();
+    this.retries.push(w);
+    this.scheduleRetry();
+  }
+
+  /** Background retries with backoff (100 ms doubling up to 5 s), each write at most MAX_BACKGROUND_ATTEMPTS times. */
+  private scheduleRetry(): void {
+    if (this.retryTimer || this.closed) return;
+    const due = this.retries.filter((w) => w.attempts <= MAX_BACKGROUND_ATTEMPTS);
+    if (due.length === 0) return;
+    const attempts = Math.min(...due.map((w) => w.attempts));
+    const delay = Math.min(5000, 100 * 2 ** Math.max(0, attempts - 1));
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      const batch = this.retries.filter((w) => w.attempts <= MAX_BACKGROUND_ATTEMPTS);
+      void this.replay(batch).then(() => this.scheduleRetry());
+    }, delay);
+    this.retryTimer.unref();
+  }
+
+  /** Runs queued writes again (in their order); those that fail again stay queued. */
+  private async replay(batch: OrgWrite[]): Promise<void> {
+    for (const w of batch) {
+      const i = this.retries.indexOf(w);
+      if (i < 0) continue;
+      try {
+        await this.run(() => this.execOrgWrite(w));
+        const j = this.retries.indexOf(w);
+        if (j >= 0) this.retries.splice(j, 1);
+      } catch {
+        w.attempts += 1;
+      }
+    }
+  }
+
+  /** Before a listing: the org's queued writes, once more (they converge the index). */
+  private async flushRetries(instance: string, org: string): Promise<void> {
+    const mine = this.retries.filter((w) => w.instance === instance && w.org === org);
+    if (mine.length > 0) await this.replay(mine);
+  }
+
+  /** Applies the ended leases of the org's pending users (each may lock its user and index it). */
+  private async applyDuePending(instance: string, org: string, limits: Limits): Promise<void> {
+    const key = this.pendingKey(instance, org);
+    for (let batch = 0; batch < PENDING_BATCHES; batch++) {
+      const due = await this.run(() => this.redis.lgPendingDue(key, PENDING_BATCH));
+      const entries: Array<[string, number]> = [];
+      for (let i = 0; i + 1 < due.length; i += 2) entries.push([String(due[i]), Number(due[i + 1])]);
+      let done = 0;
+      await Promise.all(
+        entries.map(async ([user, until]) => {
+          const r = await this.user({ instance, org, user }, this.redis.lgGetUser, limits, this.leaseHintMs);
+          // value = earliest lease end still in flight: keep the entry while one that ended by
+          // `until` is still there (the user's slot runs on a clock behind the org's)
+          if (r.value === 0 || r.value > until) {
+            done += await this.run(() => this.redis.lgPendingDone(key, user, until));
+          }
+        }),
+      );
+      if (entries.length < PENDING_BATCH || done === 0) return;
+    }
   }
 
   private notify(instance: string, owner: Owner): void {
@@ -339,7 +574,10 @@ export class RedisStore implements LockoutStore {
     sub.subscribe(this.channel).catch(() => undefined);
   }
 
-  /** Runs one store operation with a deadline; every failure becomes StoreUnavailableError. */
+  /**
+   * Runs one Redis operation with a deadline; a failure of Redis or of the connection becomes
+   * StoreUnavailableError. A bug (see isBug) is not an outage and is rethrown as it is.
+   */
   private async run<T>(op: () => Promise<T>): Promise<T> {
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<never>((_, reject) => {
@@ -351,12 +589,40 @@ export class RedisStore implements LockoutStore {
     try {
       return await Promise.race([op(), deadline]);
     } catch (e) {
-      if (e instanceof StoreUnavailableError) throw e;
+      if (e instanceof StoreUnavailableError || isBug(e)) throw e;
       throw new StoreUnavailableError('Redis command failed', { cause: e });
     } finally {
       clearTimeout(timer);
     }
   }
+}
+
+/**
+ * Errors that are not an outage: a programming error in our code (TypeError and the like), a Lua
+ * error in a script, or a key of the wrong type (data that is not ours). They are rethrown as they
+ * are, so that they surface as an internal error instead of a 503 that fail-open would pass.
+ */
+function isBug(e: unknown): boolean {
+  if (
+    e instanceof TypeError ||
+    e instanceof RangeError ||
+    e instanceof ReferenceError ||
+    e instanceof SyntaxError
+  ) {
+    return true;
+  }
+  if (!(e instanceof ReplyError)) return false;
+  const message = (e as Error).message;
+  return message.startsWith('WRONGTYPE') || /^ERR .*user_script/.test(message);
+}
+
+function stateOf(r: UserReply): UserState {
+  const failed = zeroCounters();
+  for (const [field, value] of r.counters) {
+    const factor = field.slice(2);
+    if ((FACTORS as readonly string[]).includes(factor)) failed[factor as Factor] = value;
+  }
+  return r.lockedAt > 0 ? { locked: true, lockedAt: r.lockedAt, failed } : { locked: false, failed };
 }
 
 function enc(part: string): string {

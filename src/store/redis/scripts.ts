@@ -1,132 +1,370 @@
 /**
- * The Lua scripts of the Redis store, one per operation. Each runs atomically on the one slot of
- * its user (all keys of a user share a hash tag), so it works on Redis Cluster too.
+ * The Lua scripts of the Redis store, one per operation. Each user script runs atomically on the
+ * one key of its user, so it works on Redis Cluster too.
  *
- * Per-user keys (KEYS):
- *   S = <prefix>:{<instance>:<org>:<user>}:s   hash: L = lockedAt (ms; present = locked),
- *                                              f:<factor> = failed count, n:<factor> = in flight
- *   R = <prefix>:{<instance>:<org>:<user>}:r   zset: "<factor>|<nonce>" scored by lease expiry (ms)
- * Fields at zero are deleted, so an idle user with no failures and no lock has no keys.
+ * One hash per user: S = <prefix>:{<instance>:<org>:<user>}:s with the fields
+ *   L                    lockedAt (ms; present = locked)
+ *   f:<factor>           failed count (absent = 0)
+ *   r:<factor>|<nonce>   a reservation in flight: its lease end (ms)
+ *   t:<nonce>            a tombstone: the nonce was settled, released or expired; until (ms)
+ * A factor's in-flight count is the number of its r: fields, so no separate counter can leak.
+ * Every script reads the hash once (HGETALL: a user's hash is small), decides in Lua, and writes
+ * its changes with at most one HSET and one HDEL, then sets the key's expiry (commit).
+ *
+ * Common ARGV of every user script (read once in the prelude):
+ *   ARGV[1] maxPasswordAttempts, ARGV[2] maxOtpAttempts,
+ *   ARGV[3] leaseMs (how long a tombstone made by this call lasts), ARGV[4] idleTtlMs (0 = never);
+ *   ARGV[5…] the script's own arguments.
+ *
+ * Every user script answers ONE fixed shape (parsed by `parseUserReply` in redis-store.ts):
+ *   { status, value, flag, lockedAt, lockChange, pendingUntil, counters }
+ *     status       string, per script (below)
+ *     value        number, per script (below)
+ *     flag         0|1, per script (below)
+ *     lockedAt     lockedAt after the script, 0 when not locked
+ *     lockChange   1 = this script locked the user (an expired lease, a failure or LOCK),
+ *                  -1 = this script unlocked the user (lockedAt then holds the cleared lockedAt), 0 = neither
+ *     pendingUntil a lease end > 0 when RESERVE admitted a reservation whose failure could lock the
+ *                  user (failures + in flight >= limit): the store records it in the org's pending set
+ *     counters     {field, value, …} of the f:* counters (GET_USER only; empty otherwise)
+ *
+ * Idle expiry (commit, after a write): a locked user's hash is PERSISTed. Otherwise it expires at
+ * the latest of: now + idleTtlMs when something is counted; the latest lease end in flight +
+ * idleTtlMs (an in-flight lease is applied before its user can expire); the latest tombstone end
+ * (tombstones alone never keep a user longer). With idleTtlMs = 0, counted users and users with a
+ * reservation in flight never expire. Expired tombstones are pruned at every write.
  * Time is Redis's own (TIME), so processes with skewed clocks agree on lease expiry.
  */
 
-const PRELUDE = `
-local S = KEYS[1] -- user state hash
-local R = KEYS[2] -- user reservations zset
-
+/** Redis's clock in ms; the one place where the time arithmetic lives. */
+const NOW_MS = `
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+`;
 
-local function limit_of(f, max_pw, max_otp)
+const PRELUDE = `${NOW_MS}
+local S = KEYS[1]
+local max_pw, max_otp = tonumber(ARGV[1]), tonumber(ARGV[2])
+local lease, idle = tonumber(ARGV[3]), tonumber(ARGV[4])
+local now = now_ms()
+
+-- the user's state, read once
+local locked = nil      -- lockedAt, nil when not locked
+local failed = {}       -- factor -> count
+local res = {}          -- reservations in flight: {field, factor, nonce, lease end}
+local tombs = {}        -- nonce -> end, live tombstones only
+local changes = {}      -- field -> new value, or false to delete
+local wrote = false
+local lock_change = 0
+do
+  local h = redis.call('HGETALL', S)
+  for i = 1, #h, 2 do
+    local k, v = h[i], h[i + 1]
+    local p = string.sub(k, 1, 2)
+    if k == 'L' then
+      locked = tonumber(v)
+    elseif p == 'f:' then
+      failed[string.sub(k, 3)] = tonumber(v)
+    elseif p == 'r:' then
+      local f, n = string.match(k, '^r:([^|]+)|(.*)$')
+      res[#res + 1] = {k, f, n, tonumber(v)}
+    elseif p == 't:' then
+      local e = tonumber(v)
+      if e > now then tombs[string.sub(k, 3)] = e else changes[k] = false end
+    elseif p == 'n:' then
+      changes[k] = false -- an in-flight counter of an earlier version: dropped at the next write
+    end
+  end
+end
+
+local function change(k, v)
+  changes[k] = v
+  wrote = true
+end
+
+local function limit_of(f)
   if f == 'password' then return max_pw end
   return max_otp
 end
 
 -- counts one failure of factor f and locks at the limit; 1 when this call locked the user
-local function fail(f, max, now)
-  local c = redis.call('HINCRBY', S, 'f:' .. f, 1)
-  if max > 0 and c >= max and redis.call('HSETNX', S, 'L', now) == 1 then return 1 end
+local function fail(f)
+  local c = (failed[f] or 0) + 1
+  failed[f] = c
+  change('f:' .. f, c)
+  local max = limit_of(f)
+  if max > 0 and c >= max and not locked then
+    locked = now
+    change('L', now)
+    lock_change = 1
+    return 1
+  end
   return 0
 end
 
-local function unreserve(f)
-  if redis.call('HINCRBY', S, 'n:' .. f, -1) <= 0 then redis.call('HDEL', S, 'n:' .. f) end
+-- tombstones nonce n until now + ms (a later end wins)
+local function tomb(n, ms)
+  local e = now + ms
+  if not tombs[n] or tombs[n] < e then
+    tombs[n] = e
+    change('t:' .. n, e)
+  end
 end
 
--- expired leases count as failures, exactly once; 1 when one of them locked the user
-local function sweep(now, max_pw, max_otp)
-  local locked = 0
-  local expired = redis.call('ZRANGEBYSCORE', R, '-inf', now)
-  for i = 1, #expired do
-    local f = string.match(expired[i], '^([^|]+)|')
-    unreserve(f)
-    if fail(f, limit_of(f, max_pw, max_otp), now) == 1 then locked = 1 end
+-- removes reservation i from flight (uncounted) and tombstones its nonce
+local function unreserve(i)
+  local r = res[i]
+  res[i] = false
+  change(r[1], false)
+  tomb(r[3], lease)
+end
+
+local function find(f, n)
+  local k = 'r:' .. f .. '|' .. n
+  for i = 1, #res do
+    if res[i] and res[i][1] == k then return i end
   end
-  if #expired > 0 then redis.call('ZREMRANGEBYSCORE', R, '-inf', now) end
-  return locked
+  return nil
+end
+
+-- expired leases count as failures, exactly once (their nonces are tombstoned)
+local function sweep()
+  for i = 1, #res do
+    local r = res[i]
+    if r and r[4] <= now then
+      unreserve(i)
+      fail(r[2])
+    end
+  end
+end
+
+-- writes the changes and sets the key's expiry (see the file comment)
+local function commit()
+  if not wrote then return end
+  local set, del = {}, {}
+  for k, v in pairs(changes) do
+    if v then
+      set[#set + 1] = k
+      set[#set + 1] = v
+    else
+      del[#del + 1] = k
+    end
+  end
+  if #del > 0 then redis.call('HDEL', S, unpack(del)) end
+  if #set > 0 then redis.call('HSET', S, unpack(set)) end
+  if locked then
+    redis.call('PERSIST', S)
+    return
+  end
+  local at, forever = 0, false
+  if next(failed) then
+    if idle == 0 then forever = true else at = now + idle end
+  end
+  for i = 1, #res do
+    if res[i] then
+      if idle == 0 then forever = true else at = math.max(at, res[i][4] + idle) end
+    end
+  end
+  for _, e in pairs(tombs) do at = math.max(at, e) end
+  if forever then
+    redis.call('PERSIST', S)
+  elseif at > 0 then
+    redis.call('PEXPIREAT', S, at)
+  end
+end
+
+local function reply(status, value, flag, pending, counters)
+  commit()
+  return {status, value, flag, locked or 0, lock_change, pending, counters}
 end
 `;
 
 /**
- * ARGV: factor, maxPasswordAttempts, maxOtpAttempts, leaseMs, nonce
- * Returns {status, value, sweptLock}: {'admitted', expiresAt} | {'locked', lockedAt} | {'busy', retryAfterMs}
- * Admitted while failures + in-flight < limit. When a lowered limit is already reached by the
- * count, one check at a time is admitted, so that its failure locks (API.md: "at their next failure").
+ * ARGV[5] factor, ARGV[6] nonce.
+ * status/value: 'admitted'/expiresAt | 'gone'/0 | 'locked'/lockedAt | 'busy'/retryAfterMs; flag 0.
+ * Order (shared semantics 1): sweep; tombstoned → gone; in flight → admitted (same expiry);
+ * locked; busy (failures + in flight >= limit; one at a time once a lowered limit is reached;
+ * retry = earliest lease end of the same factor − now, in [1, 1000]); else admit.
  */
 export const RESERVE = `${PRELUDE}
-local f, max_pw, max_otp = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local lease, nonce = tonumber(ARGV[4]), ARGV[5]
-local now = now_ms()
-local swept = sweep(now, max_pw, max_otp)
-local st = redis.call('HMGET', S, 'L', 'f:' .. f, 'n:' .. f)
-if st[1] then return {'locked', tonumber(st[1]), swept} end
-local max = limit_of(f, max_pw, max_otp)
-if max > 0 then
-  local slots = max - tonumber(st[2] or '0')
-  if slots < 1 then slots = 1 end
-  if tonumber(st[3] or '0') >= slots then
-    local first = redis.call('ZRANGE', R, 0, 0, 'WITHSCORES')
-    local wait = 1000
-    if first[2] then wait = math.max(1, math.min(1000, tonumber(first[2]) - now)) end
-    return {'busy', wait, swept}
+local f, nonce = ARGV[5], ARGV[6]
+sweep()
+if tombs[nonce] then return reply('gone', 0, 0, 0, {}) end
+local mine = find(f, nonce)
+if mine then return reply('admitted', res[mine][4], 0, 0, {}) end
+if locked then return reply('locked', locked, 0, 0, {}) end
+local max = limit_of(f)
+local count, inflight, first = failed[f] or 0, 0, nil
+for i = 1, #res do
+  local r = res[i]
+  if r and r[2] == f then
+    inflight = inflight + 1
+    if not first or r[4] < first then first = r[4] end
   end
 end
-redis.call('ZADD', R, now + lease, f .. '|' .. nonce)
-redis.call('HINCRBY', S, 'n:' .. f, 1)
-return {'admitted', now + lease, swept}
+if max > 0 then
+  local slots = max - count
+  if slots < 1 then slots = 1 end
+  if inflight >= slots then
+    local wait = 1000
+    if first then wait = math.max(1, math.min(1000, first - now)) end
+    return reply('busy', wait, 0, 0, {})
+  end
+end
+local k = 'r:' .. f .. '|' .. nonce
+res[#res + 1] = {k, f, nonce, now + lease}
+change(k, now + lease)
+local pending = 0
+if max > 0 and count + inflight + 1 >= max then pending = now + lease end
+return reply('admitted', now + lease, 0, pending, {})
 `;
 
 /**
- * ARGV: factor, nonce, outcome (success|failure|release), maxPasswordAttempts, maxOtpAttempts
- * Returns {'unknown', 0, 0, 0, sweptLock} | {'settled', failedAttempts, locked, lockedNow, sweptLock}
+ * ARGV[5] factor, ARGV[6] nonce, ARGV[7] outcome (success|failure|release).
+ * status/value/flag: 'settled'/failedAttempts/lockedNow (this settle's failure locked the user) |
+ * 'unknown'/0/0 (not in flight: nothing counted). Either way the nonce is tombstoned for leaseMs.
  */
 export const SETTLE = `${PRELUDE}
-local f, nonce, outcome = ARGV[1], ARGV[2], ARGV[3]
-local max_pw, max_otp = tonumber(ARGV[4]), tonumber(ARGV[5])
-local now = now_ms()
-local swept = sweep(now, max_pw, max_otp)
-if redis.call('ZREM', R, f .. '|' .. nonce) == 0 then return {'unknown', 0, 0, 0, swept} end
-unreserve(f)
+local f, nonce, outcome = ARGV[5], ARGV[6], ARGV[7]
+sweep()
+local i = find(f, nonce)
+if not i then
+  tomb(nonce, lease)
+  return reply('unknown', 0, 0, 0, {})
+end
+unreserve(i)
 local locked_now = 0
 if outcome == 'failure' then
-  locked_now = fail(f, limit_of(f, max_pw, max_otp), now)
-elseif outcome == 'success' and redis.call('HEXISTS', S, 'L') == 0 then
-  redis.call('HDEL', S, 'f:' .. f)
+  locked_now = fail(f)
+elseif outcome == 'success' and not locked and failed[f] then
+  failed[f] = nil
+  change('f:' .. f, false)
 end
-local st = redis.call('HMGET', S, 'f:' .. f, 'L')
-local locked = 0
-if st[2] then locked = 1 end
-return {'settled', tonumber(st[1] or '0'), locked, locked_now, swept}
+return reply('settled', failed[f] or 0, locked_now, 0, {})
 `;
 
 /**
- * ARGV: maxPasswordAttempts, maxOtpAttempts
- * Returns {sweptLock, field1, value1, field2, value2, ...} of the state hash.
+ * No own ARGV. status 'user'; value = earliest lease end still in flight (0 when none);
+ * counters = the f:* fields. Writes (and refreshes idle expiry) only when a lease expired.
  */
 export const GET_USER = `${PRELUDE}
-local swept = sweep(now_ms(), tonumber(ARGV[1]), tonumber(ARGV[2]))
-local all = redis.call('HGETALL', S)
-table.insert(all, 1, swept)
-return all
+sweep()
+local counters = {}
+for f, c in pairs(failed) do
+  counters[#counters + 1] = 'f:' .. f
+  counters[#counters + 1] = c
+end
+local first = 0
+for i = 1, #res do
+  if res[i] and (first == 0 or res[i][4] < first) then first = res[i][4] end
+end
+return reply('user', first, 0, 0, counters)
 `;
 
-/** Returns {changed, lockedAt}. */
-export const LOCK = `
-local S = KEYS[1]
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if redis.call('HSETNX', S, 'L', now) == 1 then return {1, now} end
-return {0, tonumber(redis.call('HGET', S, 'L'))}
+/** No own ARGV. status 'lock'; flag = changed (0 when it was locked, by an expired lease too). */
+export const LOCK = `${PRELUDE}
+sweep()
+if locked then return reply('lock', 0, 0, 0, {}) end
+locked = now
+change('L', now)
+lock_change = 1
+return reply('lock', 0, 1, 0, {})
 `;
 
-/** Clears the lock and every counter (in-flight reservations stay and settle as usual). Returns 1 if it was locked. */
-export const UNLOCK = `
-local S = KEYS[1]
-if redis.call('HEXISTS', S, 'L') == 0 then return 0 end
-redis.call('HDEL', S, 'L', 'f:password', 'f:totp', 'f:otp_sms', 'f:otp_email', 'f:recovery_code')
+/**
+ * No own ARGV. status 'unlock'; flag = changed (0 when it was not locked: nothing cleared).
+ * Clears L, every f:* field and every reservation in flight (their nonces tombstoned).
+ * On change lockChange is -1 and lockedAt holds the lockedAt that was cleared.
+ */
+export const UNLOCK = `${PRELUDE}
+sweep()
+if not locked then return reply('unlock', 0, 0, 0, {}) end
+local at = locked
+locked = nil
+change('L', false)
+for f in pairs(failed) do change('f:' .. f, false) end
+failed = {}
+for i = 1, #res do
+  if res[i] then unreserve(i) end
+end
+commit()
+return {'unlock', 0, 1, at, -1, 0, {}}
+`;
+
+/**
+ * ARGV[5] factor. status 'reset'. Resets the factor's counter (the lock stays) and drops its
+ * in-flight reservations uncounted (their nonces tombstoned).
+ */
+export const RESET = `${PRELUDE}
+local f = ARGV[5]
+sweep()
+if failed[f] then
+  failed[f] = nil
+  change('f:' .. f, false)
+end
+for i = 1, #res do
+  if res[i] and res[i][2] == f then unreserve(i) end
+end
+return reply('reset', 0, 0, 0, {})
+`;
+
+/*
+ * Org scripts: the locked-users index and the pending set live on the org's slot
+ * (<prefix>:{<instance>:<org>}:…), so they are written after the user's script, never inside it.
+ *   I = …:locked    zset, every score 0: user ids in lexicographic (UTF-8 byte) order
+ *   H = …:lockedat  hash: user → the lockedAt its entry in I stands for
+ *   P = …:pending   zset: user → latest lease end that could lock the user (see RESERVE)
+ * Entries are conditional on lockedAt (times of the user's own slot), so the writes of several
+ * processes converge in any order: an add never lowers H, and a removal only removes an entry
+ * whose lockedAt is not newer than the lock it saw cleared.
+ */
+
+/** KEYS: I, H. ARGV: user, lockedAt. Returns 1. */
+export const INDEX_ADD = `
+local I, H, user, at = KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2])
+local cur = tonumber(redis.call('HGET', H, user) or '0')
+if at > cur then redis.call('HSET', H, user, at) end
+redis.call('ZADD', I, 0, user)
 return 1
+`;
+
+/** KEYS: I, H. ARGV: user, lockedAt. Removes the entry when its lockedAt <= ARGV lockedAt; returns 1 if removed. */
+export const INDEX_REMOVE = `
+local I, H, user, at = KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2])
+local cur = tonumber(redis.call('HGET', H, user) or '0')
+if cur > at then return 0 end
+redis.call('HDEL', H, user)
+redis.call('ZREM', I, user)
+return 1
+`;
+
+/**
+ * KEYS: P. ARGV: user, leaseEnd, idleTtlMs. Records (a later end wins). With idleTtlMs > 0, entries
+ * older than idleTtlMs (whose users' keys have expired) are pruned and P expires after its last.
+ */
+export const PENDING_ADD = `${NOW_MS}
+local P, user, at, idle = KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('ZADD', P, 'GT', at, user)
+if idle > 0 then
+  redis.call('ZREMRANGEBYSCORE', P, '-inf', now_ms() - idle)
+  local last = redis.call('ZRANGE', P, -1, -1, 'WITHSCORES')
+  if last[2] then redis.call('PEXPIREAT', P, tonumber(last[2]) + idle) end
+end
+return 1
+`;
+
+/** KEYS: P. ARGV: count. Returns {user, leaseEnd, …} of at most count entries whose lease has ended. */
+export const PENDING_DUE = `${NOW_MS}
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms(), 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[1]))
+`;
+
+/** KEYS: P. ARGV: user, leaseEnd. Removes the entry if its score is still leaseEnd (not a newer one). */
+export const PENDING_DONE = `
+local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if s and tonumber(s) <= tonumber(ARGV[2]) then return redis.call('ZREM', KEYS[1], ARGV[1]) end
+return 0
 `;
 
 /**
@@ -134,7 +372,7 @@ return 1
  * Hash fields: on = '1' while settings exist, pw, otp, cd (creation), ch (change), seq (survives remove).
  * Returns {'ok', sequence, creationDate, changeDate} | {'exists'} | {'not_found'} | {'not_changed'}
  */
-export const WRITE_SETTINGS = `
+export const WRITE_SETTINGS = `${NOW_MS}
 local K = KEYS[1]
 local op, pw, otp = ARGV[1], ARGV[2], ARGV[3]
 local cur = redis.call('HMGET', K, 'on', 'pw', 'otp', 'cd')
@@ -147,8 +385,7 @@ if op == 'set' then
   if exists then cpw, cotp = cur[2], cur[3] end
   if cpw == pw and cotp == otp then return {'not_changed'} end
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local seq = redis.call('HINCRBY', K, 'seq', 1)
 local cd = now
 if exists and op ~= 'remove' then cd = tonumber(cur[4]) end
