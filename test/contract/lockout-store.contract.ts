@@ -720,20 +720,30 @@ export function describeLockoutStore(name: string, makeContext: () => Promise<St
 
       it('listLocked lists users locked by expired leases that nobody read', async () => {
         const store = await ctx.makeStore();
-        await store.reserve(subjectOf('lease-x', 'org-x'), 'password', limits(1), 300, 'nonce-x');
-        await store.reserve(subjectOf('lease-y', 'org-x'), 'totp', limits(3), 300, 'nonce-y');
-        await store.lock(subjectOf('admin-z', 'org-x'), limits(1));
+        const l = limits(3);
+        // Two failures each, then a third attempt abandoned: its lease, once ended, locks the user.
+        for (const [user, factor] of [
+          ['lease-x', 'password'],
+          ['lease-y', 'totp'],
+        ] as const) {
+          for (const n of [1, 2]) {
+            await store.reserve(subjectOf(user, 'org-x'), factor, l, 10_000, `${user}-${n}`);
+            await store.settle(subjectOf(user, 'org-x'), factor, `${user}-${n}`, 'failure', l, 10_000);
+          }
+          await store.reserve(subjectOf(user, 'org-x'), factor, l, 300, `${user}-abandoned`);
+        }
+        await store.lock(subjectOf('admin-z', 'org-x'), l);
         await elapse(301, async () => {
-          const ids = (await store.listLocked(instanceId, 'org-x', limits(1), 10)).users.map((x) => x.userId);
+          const ids = (await store.listLocked(instanceId, 'org-x', l, 10)).users.map((x) => x.userId);
           return ids.includes('lease-x') && ids.includes('lease-y');
         });
-        const page = await store.listLocked(instanceId, 'org-x', limits(1), 10);
+        const page = await store.listLocked(instanceId, 'org-x', l, 10);
         expect(page.users.map((x) => x.userId)).toEqual(['admin-z', 'lease-x', 'lease-y']);
-        const x = await store.getUser(subjectOf('lease-x', 'org-x'), limits(1));
+        const x = await store.getUser(subjectOf('lease-x', 'org-x'), l);
         expect(x).toEqual({
           locked: true,
           lockedAt: page.users[1]!.lockedAt,
-          failed: { ...zero(), password: 1 },
+          failed: { ...zero(), password: 3 },
         });
       });
 

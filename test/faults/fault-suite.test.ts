@@ -511,16 +511,13 @@ async function inspect(
         `(d) ${r.id}: ${r.evaluatedWrong} wrong credentials evaluated in one lock cycle, max ${MAX}`,
       );
     }
-    const [stateKey, reservationsKey] = cleanStore.userKeys(r.subject);
+    // One hash per user: r:<factor>|<nonce> are reservations in flight (n:* only in the old layout).
+    const [stateKey] = cleanStore.userKeys(r.subject);
     const fields = await clean.hgetall(stateKey);
-    const inFlight = Object.entries(fields).filter(([k, v]) => k.startsWith('n:') && v !== '0');
+    const inFlight = Object.keys(fields).filter((k) => k.startsWith('n:') || k.startsWith('r:'));
     if (inFlight.length > 0) {
-      violations.push(
-        `(b) ${r.id}: in-flight counters remain: ${inFlight.map(([k, v]) => `${k}=${v}`).join(' ')}`,
-      );
+      violations.push(`(b) ${r.id}: reservations in flight remain: ${inFlight.join(' ')}`);
     }
-    const members = await clean.zcard(reservationsKey);
-    if (members > 0) violations.push(`(b) ${r.id}: ${members} reservation member(s) remain`);
   }
   const keys = await keysUnder(clean, prefix);
   for (const r of records.filter((x) => x.plan.honest)) {
