@@ -83,13 +83,26 @@ export interface SidecarStore {
   close(): Promise<void>;
 }
 
+/** Hooks of the stores the sidecar makes. */
+export interface SidecarStoreHooks {
+  /** The memory store's warnings (evictions past store.memory.maxUsers). */
+  readonly onWarning?: (message: string) => void;
+}
+
 /** Builds the configured store. `onStoreError` is told the operation of every StoreUnavailableError. */
 export function createSidecarStore(
   config: SidecarConfig,
   onStoreError: (operation: string, error: StoreUnavailableError) => void,
+  hooks: SidecarStoreHooks = {},
 ): SidecarStore {
   if (config.store.type === 'memory') {
-    const store = new MemoryStore();
+    // idleTtlMs, maxUsers and onWarning are MemoryStore options of G5 (common brief §10).
+    const memoryOptions = {
+      idleTtlMs: config.store.idleTtlMs,
+      maxUsers: config.store.memory.maxUsers,
+      ...(hooks.onWarning ? { onWarning: hooks.onWarning } : {}),
+    };
+    const store = new MemoryStore(memoryOptions as ConstructorParameters<typeof MemoryStore>[0]);
     return { store: observeStore(store, onStoreError), close: () => store.close() };
   }
   const client = createRedisClient(config.store.redis);
@@ -99,7 +112,8 @@ export function createSidecarStore(
     client,
     prefix: config.store.redis.prefix,
     commandTimeoutMs: config.store.redis.commandTimeoutMs,
-  });
+    idleTtlMs: config.store.idleTtlMs,
+  } as ConstructorParameters<typeof RedisStore>[0]);
   return {
     store: observeStore(store, onStoreError),
     client,
