@@ -50,7 +50,10 @@ export interface LockoutEngineOptions {
   /**
    * G4, while the store cannot be reached: `fail-closed` (default) rejects with
    * StoreUnavailableError; `fail-open` admits an unenforced reservation (`enforced: false`, its
-   * settle is a no-op) so that the credential is still evaluated, without lockout.
+   * settle is a no-op) so that the credential is still evaluated, without lockout. A verifier
+   * that needs the store itself still fails (its StoreUnavailableError is rethrown by check()):
+   * SMS/Email codes, and TOTP codes, whose replay protection (RFC 6238 §5.2) is part of
+   * verifying them — so they answer 503 under fail-open too.
    */
   onStoreError?: StoreErrorPolicy;
   /** Told of every attempt answered without lockout (fail-open): log a warning, count it. Must not throw. */

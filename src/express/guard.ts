@@ -240,6 +240,8 @@ function settleBeforeEnd(
           });
           outcome = 'release';
         }
+        // A failed settle is reported by the attempt (and compensated by the engine); this
+        // promise is only the caller's view of it.
         void attempt.settle(outcome).catch(noop);
       }
       void attempt.finished().then(endNow);

@@ -261,7 +261,10 @@ function buildSchema(env: Env) {
             });
           }
         }),
-      /** What checks do while the store is unreachable (G4). */
+      /**
+       * What checks do while the store is unreachable (G4). fail-open: passwords are answered from
+       * the credential alone; TOTP and SMS/Email codes answer 503 (verifying them needs the store).
+       */
       onStoreError: oneOf(['fail-closed', 'fail-open']).default('fail-closed'),
       auth: z
         .strictObject({
