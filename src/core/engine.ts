@@ -466,7 +466,8 @@ export class LockoutEngine {
       attempt instanceof AdmittedReservation
         ? attempt.ref
         : decodeAttemptId(typeof attempt === 'string' ? attempt : attempt.attemptId);
-    const s = await this.settleRef(ref, outcome);
+    const expiresAt = attempt instanceof AdmittedReservation ? attempt.expiresAt : undefined;
+    const s = await this.settleRef(ref, outcome, expiresAt);
     if (s === undefined) {
       throw new NotFoundError('Errors.Attempt.NotFound', 'Attempt not found, expired or already settled');
     }
@@ -474,11 +475,15 @@ export class LockoutEngine {
   }
 
   /** Settles in the store (compensated, G4 applied, events told); undefined when the store did not know it. */
-  private async settleRef(ref: AttemptRef, outcome: SettleOutcome): Promise<Settlement | undefined> {
+  private async settleRef(
+    ref: AttemptRef,
+    outcome: SettleOutcome,
+    expiresAt: number | undefined,
+  ): Promise<Settlement | undefined> {
     const subject = this.subject(ref.org, ref.user);
     let r: SettleResult;
     try {
-      r = await this.settleCompensated(subject, ref.factor, ref.nonce, outcome);
+      r = await this.settleCompensated(subject, ref.factor, ref.nonce, outcome, expiresAt);
     } catch (error) {
       if (!this.failOpen || !(error instanceof StoreUnavailableError)) throw error;
       if (outcome !== 'release') {
@@ -520,8 +525,9 @@ export class LockoutEngine {
     factor: Factor,
     nonce: string,
     outcome: SettleOutcome,
+    expiresAt: number | undefined,
   ): Promise<SettleResult> {
-    const leaseEnd = Date.now() + this.config.leaseMs;
+    const leaseEnd = this.leaseEnd(expiresAt);
     try {
       return await this.writeSettle(subject, factor, nonce, outcome);
     } catch (error) {
@@ -541,6 +547,17 @@ export class LockoutEngine {
     return this.store.settle(subject, factor, nonce, outcome, limits, this.config.leaseMs);
   }
 
+  /**
+   * When a reservation's lease ends, on this process's clock: its expiry (the store's clock) when
+   * known, kept within [now + SETTLE_MARGIN_MS, now + leaseMs] against clock skew.
+   */
+  private leaseEnd(expiresAt: number | undefined): number {
+    const now = Date.now();
+    const latest = now + this.config.leaseMs;
+    if (expiresAt === undefined) return latest;
+    return Math.min(latest, Math.max(expiresAt, now + SETTLE_MARGIN_MS));
+  }
+
   private compensate(task: CompensationTask): void {
     this.compensation.enqueue(task);
   }
@@ -551,9 +568,15 @@ export class LockoutEngine {
       reservation.take();
       return;
     }
-    const ref = (reservation as AdmittedReservation).ref;
+    const { ref, expiresAt } = reservation as AdmittedReservation;
     try {
-      await this.settleCompensated(this.subject(ref.org, ref.user), ref.factor, ref.nonce, 'release');
+      await this.settleCompensated(
+        this.subject(ref.org, ref.user),
+        ref.factor,
+        ref.nonce,
+        'release',
+        expiresAt,
+      );
     } catch {
       // Queued for compensation by settleCompensated: it is retried until the lease ends.
     }
@@ -623,7 +646,8 @@ export class LockoutEngine {
             storeError: reservation.storeError,
           };
     }
-    const s = await this.settleRef((reservation as AdmittedReservation).ref, ok ? 'success' : 'failure');
+    const admitted = reservation as AdmittedReservation;
+    const s = await this.settleRef(admitted.ref, ok ? 'success' : 'failure', admitted.expiresAt);
     if (s === undefined) throw new CheckAbortedError();
     if (s.enforced === false) {
       return ok
