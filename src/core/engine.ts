@@ -388,12 +388,13 @@ export class LockoutEngine {
       return this.reserveWithoutStore(subject, factor, error);
     }
     const nonce = newNonce();
-    const leaseEnd = Date.now() + this.config.leaseMs;
     let r: Awaited<ReturnType<LockoutStore['reserve']>>;
     try {
       r = await this.store.reserve(subject, factor, limits, this.config.leaseMs, nonce);
     } catch (error) {
-      this.compensate({ subject, factor, nonce, outcome: 'release', origin: 'reserve', deadline: leaseEnd });
+      // Unknown outcome: released by its nonce until its lease (at most leaseMs from now) ends.
+      const deadline = Date.now() + this.config.leaseMs;
+      this.compensate({ subject, factor, nonce, outcome: 'release', origin: 'reserve', deadline });
       return this.reserveWithoutStore(subject, factor, error);
     }
     if (r.status === 'gone') {
@@ -483,8 +484,13 @@ export class LockoutEngine {
     const subject = this.subject(ref.org, ref.user);
     let r: SettleResult;
     try {
-      r = await this.settleCompensated(subject, ref.factor, ref.nonce, outcome, expiresAt);
+      // writeSettle inlined: every check settles here, and each extra async hop costs a tick.
+      const limits = await this.limits(subject.org);
+      r = await this.store.settle(subject, ref.factor, ref.nonce, outcome, limits, this.config.leaseMs);
     } catch (error) {
+      // Unknown outcome (or never sent): the same settle is written again until the lease ends.
+      const deadline = this.leaseEnd(expiresAt);
+      this.compensate({ subject, factor: ref.factor, nonce: ref.nonce, outcome, origin: 'settle', deadline });
       if (!this.failOpen || !(error instanceof StoreUnavailableError)) throw error;
       if (outcome !== 'release') {
         this.onFailOpen({
