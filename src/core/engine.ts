@@ -457,7 +457,8 @@ export class LockoutEngine {
           ? this.open.get(typeof attempt === 'string' ? attempt : attempt.attemptId)
           : undefined;
     if (unenforced !== undefined) {
-      if (!unenforced.take()) {
+      // By id, it lasts its lease (as a real one); the object itself settles once, whenever.
+      if (!unenforced.take(attempt !== unenforced)) {
         throw new NotFoundError('Errors.Attempt.NotFound', 'Attempt not found, expired or already settled');
       }
       return unenforced.settlement;
@@ -818,9 +819,9 @@ class UnenforcedReservation implements Reservation {
     return this.id;
   }
 
-  /** Marks it settled: false when it was settled already or its lease is over. */
-  take(): boolean {
-    if (this.settled || this.expiresAt < Date.now()) return false;
+  /** Marks it settled: false when it was settled already (or, `expiring`, its lease is over). */
+  take(expiring = false): boolean {
+    if (this.settled || (expiring && this.expiresAt < Date.now())) return false;
     this.settled = true;
     return true;
   }
