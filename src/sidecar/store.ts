@@ -96,7 +96,8 @@ export function createSidecarStore(
   hooks: SidecarStoreHooks = {},
 ): SidecarStore {
   if (config.store.type === 'memory') {
-    // idleTtlMs, maxUsers and onWarning are MemoryStore options of G5 (common brief §10).
+    // idleTtlMs, maxUsers and onWarning: MemoryStore options of G5 (the cast until every store
+    // helper's options are merged; the same for RedisStore's idleTtlMs below).
     const memoryOptions = {
       idleTtlMs: config.store.idleTtlMs,
       maxUsers: config.store.memory.maxUsers,
