@@ -96,8 +96,8 @@ export function createSidecarStore(
   hooks: SidecarStoreHooks = {},
 ): SidecarStore {
   if (config.store.type === 'memory') {
-    // idleTtlMs, maxUsers and onWarning: MemoryStore options of G5 (the cast until every store
-    // helper's options are merged; the same for RedisStore's idleTtlMs below).
+    // idleTtlMs, maxUsers and onWarning: the MemoryStore options of G5 (cast while a store's
+    // options type may not list them yet; the same for RedisStore's idleTtlMs below).
     const memoryOptions = {
       idleTtlMs: config.store.idleTtlMs,
       maxUsers: config.store.memory.maxUsers,
