@@ -103,6 +103,31 @@ export class StoreUnavailableError extends LockgateError {
   }
 }
 
+/**
+ * A check whose credential evaluation outlived `evaluationTimeoutMs` (G5): its reservation was
+ * released uncounted and the check answers 503 (the caller may retry). Never a credential answer.
+ */
+export class CheckTimeoutError extends LockgateError {
+  readonly grpcCode = GrpcCode.Unavailable;
+  readonly code = 'Errors.Check.Timeout';
+  constructor(readonly timeoutMs: number) {
+    super('Credential evaluation took too long, retry later');
+  }
+}
+
+/**
+ * A check whose reservation was gone when it was settled (its lease ended, or an admin unlock or
+ * a password change cleared it meanwhile): the outcome of the check is not known, so it answers
+ * 503 (never 404: a check route only answers 200/401/423/429/503).
+ */
+export class CheckAbortedError extends LockgateError {
+  readonly grpcCode = GrpcCode.Unavailable;
+  readonly code = 'Errors.Check.Aborted';
+  constructor() {
+    super('The attempt ended before it was settled, retry');
+  }
+}
+
 export function isLockgateError(e: unknown): e is LockgateError {
   return e instanceof LockgateError;
 }

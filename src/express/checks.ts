@@ -13,7 +13,8 @@ import { describe, type LockoutErrorContext } from './options';
  * credential is never evaluated), evaluate, settle. Each resolves to a typed result — a wrong
  * credential is a normal result, not an error — or rejects with a coded error:
  * UserLockedError (locked), BusyError (G2: retry after `retryAfterMs`), StoreUnavailableError
- * (fail-closed), RateLimitedError (too many codes issued), InvalidArgumentError (bad input).
+ * (fail-closed), CheckTimeoutError (the evaluation outlived `evaluationTimeoutMs`; released
+ * uncounted), CheckAbortedError (the attempt was cleared meanwhile), RateLimitedError (too many codes issued), InvalidArgumentError (bad input).
  */
 
 /** The result of a check. */
@@ -46,7 +47,11 @@ export interface LockoutChecks {
     encodedHash: string | undefined,
     password: string,
   ): Promise<LockoutCheckResult>;
-  /** Verifies a 6-digit RFC 6238 code against the user's Base32 secret; a code is accepted once. */
+  /**
+   * Verifies a 6-digit RFC 6238 code against the user's Base32 secret; a code is accepted once.
+   * Its replay protection needs the store, so it throws StoreUnavailableError while the store is
+   * down, fail-open included.
+   */
   totp(org: string, user: string, secret: string, code: string): Promise<LockoutCheckResult>;
   /** Issues a 6-digit code for the caller to send; refuses a locked user (UserLockedError). */
   issueCode(org: string, user: string, channel: CodeChannel): Promise<IssuedCode>;
@@ -62,8 +67,8 @@ export interface LockoutChecks {
 }
 
 export interface ChecksContext {
+  /** The engine applies G4 (onStoreError) and compensates what the store could not settle. */
   readonly engine: LockoutEngine;
-  readonly failOpen: boolean;
   readonly passwordVerifier: () => PasswordVerifier;
   readonly totpVerifier: TotpVerifier;
   readonly otpCodes: OtpCodes;
@@ -97,9 +102,14 @@ function requireString(value: unknown, field: string): string {
 }
 
 export function createChecks(ctx: ChecksContext): LockoutChecks {
-  const { engine, failOpen, report } = ctx;
+  const { engine, report } = ctx;
 
-  /** Evaluated with the subject; `evaluate` may be called a second time only in fail-open mode. */
+  /**
+   * The engine's check, its result as a LockoutCheckResult. Store down: fail-closed rejects with
+   * StoreUnavailableError (reported `refused`); fail-open answers from the credential alone
+   * (reported `unguarded`). A credential that needs the store to be verified (SMS/Email codes,
+   * TOTP replay protection) rejects with StoreUnavailableError in both modes.
+   */
   const run = async (
     org: string,
     user: string,
@@ -107,35 +117,20 @@ export function createChecks(ctx: ChecksContext): LockoutChecks {
     evaluate: (subject: Subject) => Promise<boolean> | boolean,
   ): Promise<LockoutCheckResult> => {
     const subject = makeSubject(engine.instanceId, org, user);
-    let verdict: boolean | undefined;
-    let evaluationFailed = false;
+    const context = { operation: 'check', factor, orgId: subject.org, userId: subject.user } as const;
     let result: CheckResult;
     try {
-      result = await engine.check(org, user, factor, async () => {
-        try {
-          verdict = (await evaluate(subject)) === true;
-        } catch (error) {
-          evaluationFailed = true;
-          throw error;
-        }
-        return verdict;
-      });
+      result = await engine.check(org, user, factor, () => evaluate(subject));
     } catch (error) {
-      if (!(error instanceof StoreUnavailableError)) throw error;
-      const context = { operation: 'check', factor, orgId: subject.org, userId: subject.user } as const;
-      if (!failOpen || evaluationFailed) {
-        // The verifier itself needs the store (codes, TOTP replay marks): nothing to fall back to.
-        report(error, { ...context, outcome: 'refused' });
-        throw error;
-      }
-      const ok = verdict ?? (await evaluate(subject)) === true;
-      report(error, { ...context, outcome: 'unguarded' });
-      return ok ? OK : { ok: false, failedAttempts: 0, locked: false };
+      if (error instanceof StoreUnavailableError) report(error, { ...context, outcome: 'refused' });
+      throw error;
     }
     switch (result.outcome) {
       case 'success':
+        if (result.enforced === false) report(result.storeError, { ...context, outcome: 'unguarded' });
         return OK;
       case 'failure':
+        if (result.enforced === false) report(result.storeError, { ...context, outcome: 'unguarded' });
         return { ok: false, failedAttempts: result.failedAttempts, locked: result.locked };
       case 'locked':
         throw new UserLockedError(result.lockedAt);

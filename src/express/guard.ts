@@ -41,7 +41,8 @@ export interface LockoutAttempt {
   readonly userId: string;
   /**
    * false when the store could not be reached and `onStoreError` is `fail-open`: the request runs
-   * without lockout, nothing is counted and the settle methods resolve `{ failedAttempts: 0, locked: false }`.
+   * without lockout, nothing is counted and the settle methods resolve
+   * `{ failedAttempts: 0, locked: false, enforced: false }`.
    */
   readonly guarded: boolean;
   /** The reservation's attempt id (guarded requests only). */
@@ -93,7 +94,6 @@ export interface GuardOptions {
 export interface GuardContext {
   readonly engine: LockoutEngine;
   readonly defaultOrg: string;
-  readonly failOpen: boolean;
   readonly responses: Readonly<Record<RefusalReason, RefusalResponse | undefined>>;
   readonly report: (error: unknown, context: LockoutErrorContext) => void;
   /** Keeps track of a settlement in progress (close() waits for them). */
@@ -109,43 +109,22 @@ export function outcomeOfStatus(status: number): SettleOutcome {
 
 const noop = (): void => undefined;
 
-const NOT_COUNTED: Settlement = Object.freeze({ failedAttempts: 0, locked: false });
-
-/** The attempt of a request let through unguarded (fail-open). */
-class UnguardedAttempt implements LockoutAttempt {
-  readonly guarded = false;
-  outcome: SettleOutcome | undefined;
-  constructor(
-    readonly factor: Factor,
-    readonly orgId: string,
-    readonly userId: string,
-  ) {}
-  private settle(outcome: SettleOutcome): Promise<Settlement> {
-    this.outcome ??= outcome;
-    return Promise.resolve(NOT_COUNTED);
-  }
-  success(): Promise<Settlement> {
-    return this.settle('success');
-  }
-  failure(): Promise<Settlement> {
-    return this.settle('failure');
-  }
-  release(): Promise<Settlement> {
-    return this.settle('release');
-  }
-}
-
-/** The attempt of a guarded request: settled exactly once; the first settle wins. */
+/**
+ * The attempt of a request: settled exactly once through the engine; the first settle wins.
+ * Unguarded (fail-open, the store was down at reserve): the engine's settle changes nothing.
+ * A settle the store could not take is compensated by the engine (retried until the lease ends)
+ * and reported here as `unsettled`.
+ */
 class GuardedAttempt implements LockoutAttempt {
-  readonly guarded = true;
+  readonly guarded: boolean;
   readonly factor: Factor;
   readonly orgId: string;
   readonly userId: string;
-  /** The attempt's id (encoded on first use). */
-  get attemptId(): string {
-    return this.reservation.attemptId;
+  /** The attempt's id (encoded on first use; guarded requests only). */
+  get attemptId(): string | undefined {
+    return this.guarded ? this.reservation.attemptId : undefined;
   }
-  readonly expiresAt: number;
+  readonly expiresAt: number | undefined;
   outcome: SettleOutcome | undefined;
   /** The settlement, once started. */
   private settling?: Promise<Settlement>;
@@ -159,10 +138,22 @@ class GuardedAttempt implements LockoutAttempt {
     private readonly ctx: GuardContext,
     private readonly req: Request,
   ) {
+    this.guarded = reservation.enforced !== false;
     this.factor = reservation.factor;
     this.orgId = reservation.orgId;
     this.userId = reservation.userId;
     this.expiresAt = reservation.expiresAt;
+  }
+
+  private report(error: unknown): void {
+    this.ctx.report(error, {
+      operation: 'settle',
+      outcome: 'unsettled',
+      factor: this.factor,
+      orgId: this.orgId,
+      userId: this.userId,
+      req: this.req,
+    });
   }
 
   /** Settles once; later calls answer the first settlement. Never an unhandled rejection. */
@@ -174,19 +165,14 @@ class GuardedAttempt implements LockoutAttempt {
     // `observed` never rejects: it marks the end, reports a failed settlement, and is what
     // close() and the deferred res.end wait for. The caller's promise may still reject.
     this.observed = settling.then(
-      () => {
+      (s) => {
         this.done = true;
+        // fail-open: a real reservation whose settle failed (the engine compensates it)
+        if (s.enforced === false && this.guarded) this.report(s.storeError);
       },
       (error: unknown) => {
         this.done = true;
-        this.ctx.report(error, {
-          operation: 'settle',
-          outcome: 'unsettled',
-          factor: this.factor,
-          orgId: this.orgId,
-          userId: this.userId,
-          req: this.req,
-        });
+        this.report(error);
       },
     );
     this.ctx.track(this.observed);
@@ -254,6 +240,8 @@ function settleBeforeEnd(
           });
           outcome = 'release';
         }
+        // A failed settle is reported by the attempt (and compensated by the engine); this
+        // promise is only the caller's view of it.
         void attempt.settle(outcome).catch(noop);
       }
       void attempt.finished().then(endNow);
@@ -431,15 +419,9 @@ export function createGuard(ctx: GuardContext, factor: Factor, options: GuardOpt
     try {
       reserved = await engine.reserve(orgId, userId, factor);
     } catch (error) {
+      // fail-closed (fail-open is the engine's: it admits an unenforced reservation instead)
       if (error instanceof StoreUnavailableError) {
-        const context = { operation: 'reserve', factor, orgId, userId, req } as const;
-        if (ctx.failOpen) {
-          report(error, { ...context, outcome: 'unguarded' });
-          req.lockout = new UnguardedAttempt(factor, orgId, userId);
-          next();
-          return;
-        }
-        report(error, { ...context, outcome: 'refused' });
+        report(error, { operation: 'reserve', factor, orgId, userId, req, outcome: 'refused' });
         await refuse(req, res, 'unavailable', error, orgId, userId);
         return;
       }
@@ -458,7 +440,18 @@ export function createGuard(ctx: GuardContext, factor: Factor, options: GuardOpt
         await refuse(req, res, 'busy', new BusyError(reserved.retryAfterMs), orgId, userId);
         return;
       case 'admitted': {
-        const attempt = new GuardedAttempt(reserved.reservation, ctx, req);
+        const { reservation } = reserved;
+        if (reservation.enforced === false) {
+          report(reservation.storeError, {
+            operation: 'reserve',
+            factor,
+            orgId,
+            userId,
+            req,
+            outcome: 'unguarded',
+          });
+        }
+        const attempt = new GuardedAttempt(reservation, ctx, req);
         req.lockout = attempt;
         settleBeforeEnd(req, res, attempt, classify, report);
         next();

@@ -1,5 +1,6 @@
 import type { Request, RequestHandler, Router } from 'express';
 import { LockoutEngine } from '../core/engine';
+import { StoreUnavailableError } from '../core/errors';
 import type { LockoutStore } from '../core/store';
 import type { Factor } from '../core/subjects';
 import { createTokenAuthorizer, type Authorize, type TokenOptions } from '../http/auth';
@@ -124,6 +125,22 @@ export function createLockout(options: LockoutOptions = {}): Lockout {
         instanceId: config.instanceId,
         defaults: config.defaults,
         ...(config.leaseMs !== undefined ? { leaseMs: config.leaseMs } : {}),
+        ...(config.evaluationTimeoutMs !== undefined
+          ? { evaluationTimeoutMs: config.evaluationTimeoutMs }
+          : {}),
+        onStoreError: config.onStoreError,
+        // A write whose outcome is unknown and could not be compensated before its lease ended.
+        onCompensation: (event) => {
+          if (event.type !== 'abandoned') return;
+          const { task } = event;
+          report(event.error ?? new StoreUnavailableError(`compensation ${event.reason}`), {
+            operation: task.origin,
+            outcome: 'uncompensated',
+            factor: task.factor,
+            orgId: task.subject.org,
+            userId: task.subject.user,
+          });
+        },
         ...(config.settingsCacheTtlMs !== undefined ? { settingsCacheTtlMs: config.settingsCacheTtlMs } : {}),
         ...(options.onEvent ? { onEvent: options.onEvent } : {}),
       }),
@@ -160,7 +177,6 @@ export function createLockout(options: LockoutOptions = {}): Lockout {
       {
         engine,
         defaultOrg: config.defaultOrg,
-        failOpen: config.failOpen,
         responses: {
           locked: config.lockedResponse,
           busy: config.busyResponse,
@@ -175,7 +191,6 @@ export function createLockout(options: LockoutOptions = {}): Lockout {
 
   const checks = createChecks({
     engine,
-    failOpen: config.failOpen,
     passwordVerifier: getPasswordVerifier,
     totpVerifier,
     otpCodes,
@@ -226,7 +241,6 @@ export function createLockout(options: LockoutOptions = {}): Lockout {
     passwordVerifier: getPasswordVerifier(),
     totpVerifier,
     otpCodes,
-    failOpen: config.failOpen,
   });
 
   const routers: LockoutRouters = {

@@ -1,5 +1,5 @@
 import type { Request, Response } from 'express';
-import type { LockoutEvent } from '../core/engine';
+import { MIN_LEASE_MS, SETTLE_MARGIN_MS, type LockoutEvent, type StoreErrorPolicy } from '../core/engine';
 import {
   InvalidArgumentError,
   type BusyError,
@@ -22,8 +22,8 @@ import type { AuditEntry } from './routers';
  * names it and whose message says what to pass instead (as helmet does).
  */
 
-/** What a guard or a check does while the store cannot be reached (G4). */
-export type StoreErrorPolicy = 'fail-closed' | 'fail-open';
+/** What a guard or a check does while the store cannot be reached (G4): the engine applies it. */
+export type { StoreErrorPolicy } from '../core/engine';
 
 /** Why a guard refused a request before its handler ran. */
 export type RefusalReason = 'locked' | 'busy' | 'unavailable';
@@ -67,10 +67,13 @@ export interface LockoutErrorContext {
   /**
    * refused: the request or call was refused (503 / StoreUnavailableError, 500 for routers);
    * unguarded: fail-open, it went on without lockout (nothing counted, locks not seen);
-   * unsettled: the answer was given but its attempt could not be settled — it counts as a
-   * failure when its lease ends (unless it was expired already).
+   * unsettled: the answer was given but its attempt could not be settled now — the same settle
+   * is retried in the background (compensation) until its lease ends; if every try fails, the
+   * lease counts it as a failure;
+   * uncompensated: a reserve or settle whose outcome was unknown could not be written again
+   * before its lease ended (or the queue was full or closed): the lease may count it as a failure.
    */
-  readonly outcome: 'refused' | 'unguarded' | 'unsettled';
+  readonly outcome: 'refused' | 'unguarded' | 'unsettled' | 'uncompensated';
   readonly factor?: Factor;
   readonly orgId?: string;
   readonly userId?: string;
@@ -95,14 +98,22 @@ export interface LockoutOptions {
   readonly instance?: InstanceSettingsOptions;
   /** The org of guards that are given no `org` extractor. Default `"default"`. */
   readonly defaultOrg?: string;
-  /** How long a reservation may stay unsettled before it counts as a failure (ms). Default 30 000. */
+  /** How long a reservation may stay unsettled before it counts as a failure (ms, at least 1000). Default 30 000. */
   readonly leaseMs?: number;
+  /**
+   * How long `checks.*` and the routers' check routes may evaluate a credential (ms, at most
+   * leaseMs − 500). Past it the attempt is released uncounted and the check throws
+   * CheckTimeoutError (503). Default min(leaseMs / 2, 10 000).
+   */
+  readonly evaluationTimeoutMs?: number;
   /** How long settings are cached in process at most (ms, 0–1000). Default 500. */
   readonly settingsCacheTtlMs?: number;
   /**
    * While the store cannot be reached: `fail-closed` (default) answers 503 / throws
    * StoreUnavailableError; `fail-open` lets guarded requests through unguarded and evaluates
-   * checks without counting (each such pass is reported to `onError`).
+   * checks without counting (each such pass is reported to `onError`). Credentials that need the
+   * store to be verified still answer 503 / throw StoreUnavailableError: SMS/Email codes (kept in
+   * the store) and TOTP codes (their replay protection, RFC 6238 §5.2, is part of verifying them).
    */
   readonly onStoreError?: StoreErrorPolicy;
   /** A guard's answer to a locked user, instead of 423. E.g. `{ status: 401, body: {...} }`. */
@@ -140,7 +151,9 @@ export interface LockoutConfig {
   readonly defaults: SettingsValues;
   readonly defaultOrg: string;
   readonly leaseMs: number | undefined;
+  readonly evaluationTimeoutMs: number | undefined;
   readonly settingsCacheTtlMs: number | undefined;
+  readonly onStoreError: StoreErrorPolicy;
   readonly failOpen: boolean;
   readonly lockedResponse: RefusalResponse | undefined;
   readonly busyResponse: RefusalResponse | undefined;
@@ -153,6 +166,7 @@ const KNOWN_OPTIONS = new Set<string>([
   'instance',
   'defaultOrg',
   'leaseMs',
+  'evaluationTimeoutMs',
   'settingsCacheTtlMs',
   'onStoreError',
   'lockedResponse',
@@ -365,12 +379,30 @@ export function resolveLockoutOptions(options: LockoutOptions | undefined): Lock
   const leaseMs = o.leaseMs;
   if (
     leaseMs !== undefined &&
-    (typeof leaseMs !== 'number' || !Number.isInteger(leaseMs) || leaseMs < 1 || leaseMs > 3_600_000)
+    (typeof leaseMs !== 'number' ||
+      !Number.isInteger(leaseMs) ||
+      leaseMs < MIN_LEASE_MS ||
+      leaseMs > 3_600_000)
   ) {
     throw optionError(
       where,
       'leaseMs',
-      `must be an integer number of milliseconds from 1 to 3600000 (default 30000), got ${describe(leaseMs)}`,
+      `must be an integer number of milliseconds from ${MIN_LEASE_MS} to 3600000 (default 30000), got ${describe(leaseMs)}`,
+    );
+  }
+  const evaluationTimeoutMs = o.evaluationTimeoutMs;
+  const maxEvaluation = (leaseMs ?? 30_000) - SETTLE_MARGIN_MS;
+  if (
+    evaluationTimeoutMs !== undefined &&
+    (typeof evaluationTimeoutMs !== 'number' ||
+      !Number.isInteger(evaluationTimeoutMs) ||
+      evaluationTimeoutMs < 1 ||
+      evaluationTimeoutMs > maxEvaluation)
+  ) {
+    throw optionError(
+      where,
+      'evaluationTimeoutMs',
+      `must be an integer number of milliseconds from 1 to leaseMs − ${SETTLE_MARGIN_MS} (${maxEvaluation}), so that a check is settled before its lease ends; lower it or raise leaseMs; got ${describe(evaluationTimeoutMs)}`,
     );
   }
   const ttl = o.settingsCacheTtlMs;
@@ -439,7 +471,9 @@ export function resolveLockoutOptions(options: LockoutOptions | undefined): Lock
     defaults,
     defaultOrg,
     leaseMs,
+    evaluationTimeoutMs,
     settingsCacheTtlMs: ttl,
+    onStoreError: policy,
     failOpen: policy === 'fail-open',
     lockedResponse,
     busyResponse,

@@ -1,14 +1,7 @@
 import express, { Router, type Request, type RequestHandler, type Response } from 'express';
 import { decodeAttemptId, type AttemptRef } from '../core/attempt-id';
 import type { CheckOutcome, CheckResult, LockoutEngine } from '../core/engine';
-import {
-  BusyError,
-  GrpcCode,
-  InvalidArgumentError,
-  StoreUnavailableError,
-  UserLockedError,
-  isLockgateError,
-} from '../core/errors';
+import { BusyError, GrpcCode, InvalidArgumentError, UserLockedError, isLockgateError } from '../core/errors';
 import type { CodeChannel } from '../core/store';
 import { makeSubject, validateFactor, validateId, type Factor, type Subject } from '../core/subjects';
 import type { AuthContext, Authorize, Permission } from '../http/auth';
@@ -77,12 +70,6 @@ export interface ChecksRouterOptions extends RouterBaseOptions {
   readonly otpCodes: OtpCodes;
   /** Called once per check route request (password, TOTP, SMS/Email code) with its duration. Must not throw. */
   readonly observeCheck?: (factor: Factor, outcome: ObservedCheckOutcome, seconds: number) => void;
-  /**
-   * G4: when the store is unavailable, evaluate the password anyway and answer from it alone
-   * (nothing is counted, locks are not seen). Default false: fail closed, 503. Codes (TOTP, SMS,
-   * Email) need the store themselves, so they answer 503 either way.
-   */
-  readonly failOpen?: boolean;
 }
 
 export type ApiRouterOptions = ChecksRouterOptions;
@@ -502,7 +489,7 @@ type Evaluate = (subject: Subject) => Promise<boolean>;
  */
 export function createChecksRouter(options: ChecksRouterOptions): Router {
   validateChecks(options);
-  const { engine, passwordVerifier, totpVerifier, otpCodes, observeCheck, failOpen = false } = options;
+  const { engine, passwordVerifier, totpVerifier, otpCodes, observeCheck } = options;
   const t = toolkit(options);
   const router = Router();
 
@@ -515,24 +502,19 @@ export function createChecksRouter(options: ChecksRouterOptions): Router {
     }
   };
 
-  const runCheck = async (
+  /**
+   * The engine's check. G4 is the engine's (its onStoreError): fail-open answers from the
+   * credential alone (`enforced: false`, nothing counted); codes that need the store (TOTP
+   * replay protection, SMS/Email codes) answer 503 either way. A check never answers 404: an
+   * evaluation that outlives `evaluationTimeoutMs`, or an attempt cleared meanwhile, is a 503.
+   */
+  const runCheck = (
     orgId: string,
     userId: string,
     factor: Factor,
     evaluate: Evaluate,
-  ): Promise<CheckResult> => {
-    const subject = makeSubject(engine.instanceId, orgId, userId);
-    let verdict: boolean | undefined;
-    try {
-      return await engine.check(orgId, userId, factor, async () => (verdict = await evaluate(subject)));
-    } catch (error) {
-      if (!failOpen || !(error instanceof StoreUnavailableError)) throw error;
-      const ok = verdict ?? (await evaluate(subject));
-      return ok
-        ? { outcome: 'success', failedAttempts: 0, locked: false }
-        : { outcome: 'failure', failedAttempts: 0, locked: false };
-    }
-  };
+  ): Promise<CheckResult> =>
+    engine.check(orgId, userId, factor, () => evaluate(makeSubject(engine.instanceId, orgId, userId)));
 
   /** A check route: `parse` validates the body's credential fields and returns the evaluation. */
   const checkRoute = (factor: Factor, parse: (body: Body) => Evaluate): RequestHandler[] =>

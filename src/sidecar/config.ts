@@ -217,11 +217,24 @@ function buildSchema(env: Env) {
           maxOtpAttempts: intIn(0, 4294967295).default(10),
         })
         .prefault({}),
-      /** How long a reservation may stay unsettled before it counts as a failure. */
-      leaseMs: intIn(1, 3_600_000).default(30_000),
+      /** How long a reservation may stay unsettled before it counts as a failure (at least 1 s). */
+      leaseMs: intIn(1000, 3_600_000).default(30_000),
+      /**
+       * How long a check may evaluate a credential (argon2 under load) before it answers 503 and
+       * releases its attempt uncounted. Default min(leaseMs / 2, 10 000); at most leaseMs − 500.
+       */
+      evaluationTimeoutMs: intIn(1, 3_600_000).optional(),
       store: z
         .strictObject({
           type: oneOf(['memory', 'redis']).default('memory'),
+          /** State of a user that is not locked expires this long after its last write (0 = never). */
+          idleTtlMs: intIn(0, 2_147_483_647).default(86_400_000),
+          memory: z
+            .strictObject({
+              /** Most users kept in process; past it idle users are evicted (a warning is logged). */
+              maxUsers: intIn(1, 100_000_000).default(100_000),
+            })
+            .prefault({}),
           redis,
         })
         .prefault({})
@@ -248,7 +261,10 @@ function buildSchema(env: Env) {
             });
           }
         }),
-      /** What checks do while the store is unreachable (G4). */
+      /**
+       * What checks do while the store is unreachable (G4). fail-open: passwords are answered from
+       * the credential alone; TOTP and SMS/Email codes answer 503 (verifying them needs the store).
+       */
       onStoreError: oneOf(['fail-closed', 'fail-open']).default('fail-closed'),
       auth: z
         .strictObject({
@@ -294,6 +310,13 @@ function buildSchema(env: Env) {
       proxy: proxyConfigSchema.optional(),
     })
     .superRefine((c, ctx) => {
+      if (c.evaluationTimeoutMs !== undefined && c.evaluationTimeoutMs > c.leaseMs - 500) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['evaluationTimeoutMs'],
+          message: `must be at most leaseMs − 500 (${c.leaseMs - 500}) so that a check is settled before its lease ends: lower it or raise leaseMs`,
+        });
+      }
       const seen = new Set<string>();
       c.auth.tokens.forEach((t, i) => {
         if (seen.has(t.name)) {
@@ -362,7 +385,15 @@ export interface SidecarConfig {
     readonly maxOtpAttempts: number;
   };
   readonly leaseMs: number;
-  readonly store: { readonly type: 'memory' | 'redis'; readonly redis: RedisConnectionConfig };
+  /** Absent: the engine's default, min(leaseMs / 2, 10 000). */
+  readonly evaluationTimeoutMs?: number;
+  readonly store: {
+    readonly type: 'memory' | 'redis';
+    /** Idle expiry of users that are not locked (ms; 0 = never). Both stores. */
+    readonly idleTtlMs: number;
+    readonly memory: { readonly maxUsers: number };
+    readonly redis: RedisConnectionConfig;
+  };
   readonly onStoreError: 'fail-closed' | 'fail-open';
   readonly auth: {
     readonly tokens: readonly SidecarToken[];
@@ -498,7 +529,8 @@ function resolve(c: ParsedConfig, env: Env): SidecarConfig {
     server: c.server,
     instance: c.instance,
     leaseMs: c.leaseMs,
-    store: { type: c.store.type, redis },
+    ...(c.evaluationTimeoutMs !== undefined ? { evaluationTimeoutMs: c.evaluationTimeoutMs } : {}),
+    store: { type: c.store.type, idleTtlMs: c.store.idleTtlMs, memory: c.store.memory, redis },
     onStoreError: c.onStoreError,
     auth: { tokens },
     otp: {

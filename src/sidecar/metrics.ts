@@ -3,7 +3,16 @@
  * several sidecars in one process — tests, embedding — do not collide).
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { LockoutEvent } from '../core/engine';
+import type { CompensationEvent, CompensationStats, LockoutEvent } from '../core/engine';
+
+/** What /metrics reads of a store that keeps its users in process (MemoryStore's `stats()`). */
+interface StoreWithStats {
+  stats(): { users: number; maxUsers: number; evictions: number };
+}
+
+function hasStats(store: unknown): store is StoreWithStats {
+  return typeof (store as Partial<StoreWithStats> | null)?.stats === 'function';
+}
 
 export interface SidecarMetrics {
   readonly registry: Registry;
@@ -19,6 +28,15 @@ export interface SidecarMetrics {
   setStoreUp(up: boolean): void;
   /** Reverse-proxy mode: one login request answered. */
   proxyLogin(factor: string, outcome: string, seconds: number): void;
+  /** A compensation event of the engine (queued, retried, compensated, abandoned). */
+  compensation(event: CompensationEvent): void;
+  /** Reads the engine's pending compensations at every scrape. */
+  watchEngine(engine: { compensationStats(): CompensationStats }): void;
+  /**
+   * Reads the store's `stats()` at every scrape, when it has one (MemoryStore: users kept, its
+   * maxUsers bound, evictions). A store without stats() adds nothing.
+   */
+  watchStore(store: unknown): void;
 }
 
 export interface MetricsOptions {
@@ -94,6 +112,50 @@ export function createMetrics(options: MetricsOptions = {}): SidecarMetrics {
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
     registers: [registry],
   });
+  const compensations = new Counter({
+    name: 'lockgate_compensations_total',
+    help: 'Store writes of unknown outcome (a reserve or settle that failed) made again by nonce, by event: queued, retried (a try failed), compensated (the store took it), abandoned (its lease ended first, the queue was full, or the engine stopped).',
+    labelNames: ['event'] as const,
+    registers: [registry],
+  });
+  for (const event of ['queued', 'retried', 'compensated', 'abandoned']) compensations.inc({ event }, 0);
+  let engineStats: (() => CompensationStats) | undefined;
+  new Gauge({
+    name: 'lockgate_compensations_pending',
+    help: 'Compensations waiting to be written now (bounded queue, in this process).',
+    registers: [registry],
+    collect() {
+      this.set(engineStats?.().pending ?? 0);
+    },
+  });
+  let storeStats: (() => { users: number; maxUsers: number; evictions: number }) | undefined;
+  const memoryMetrics = (): void => {
+    new Gauge({
+      name: 'lockgate_memory_store_users',
+      help: 'Users whose state the memory store keeps now.',
+      registers: [registry],
+      collect() {
+        this.set(storeStats?.().users ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'lockgate_memory_store_max_users',
+      help: 'Most users the memory store keeps (store.memory.maxUsers); past it idle users are evicted.',
+      registers: [registry],
+      collect() {
+        this.set(storeStats?.().maxUsers ?? 0);
+      },
+    });
+    new Counter({
+      name: 'lockgate_memory_store_evictions_total',
+      help: 'Idle users (not locked, nothing in flight) the memory store evicted to stay under maxUsers.',
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.inc(storeStats?.().evictions ?? 0);
+      },
+    });
+  };
   if (options.processMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'lockgate_' });
 
   return {
@@ -130,6 +192,17 @@ export function createMetrics(options: MetricsOptions = {}): SidecarMetrics {
     proxyLogin(factor, outcome, seconds) {
       proxyLogins.inc({ factor, outcome });
       proxyLatency.observe({ factor, outcome }, seconds);
+    },
+    compensation(event) {
+      compensations.inc({ event: event.type });
+    },
+    watchEngine(engine) {
+      engineStats = () => engine.compensationStats();
+    },
+    watchStore(store) {
+      if (!hasStats(store) || storeStats) return;
+      storeStats = () => store.stats();
+      memoryMetrics();
     },
   };
 }

@@ -12,7 +12,12 @@ import type { Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import path from 'node:path';
 import express, { type Express, type Request, type RequestHandler, type Response } from 'express';
-import { LockoutEngine, type LockoutEvent } from '../core/engine';
+import {
+  LockoutEngine,
+  type CompensationEvent,
+  type FailOpenNotice,
+  type LockoutEvent,
+} from '../core/engine';
 import { StoreUnavailableError } from '../core/errors';
 import type { LockoutStore } from '../core/store';
 import { persistenceWarning, readRedisPersistence, type RedisPersistence } from '../store/redis/persistence';
@@ -24,7 +29,6 @@ import { createOtpCodes } from '../verify/otp-codes';
 import { createPasswordVerifier } from '../verify/password';
 import { createTotpVerifier } from '../verify/totp';
 import type { SidecarConfig } from './config';
-import { FailOpenEngine, type FailOpenNotice } from './fail-open';
 import { createLogger, redactPath, type Logger } from './logger';
 import { createMetrics, type SidecarMetrics } from './metrics';
 import { buildOpenApiDocument } from './openapi';
@@ -70,8 +74,16 @@ export async function startSidecar(
   const metrics = createMetrics();
   const scope = new AsyncLocalStorage<RequestScope>();
 
-  const sidecarStore: SidecarStore = createSidecarStore(config, (operation) => metrics.storeError(operation));
+  const sidecarStore: SidecarStore = createSidecarStore(
+    config,
+    (operation) => metrics.storeError(operation),
+    {
+      // The memory store warns when it evicts idle users to stay under store.memory.maxUsers.
+      onWarning: (message) => logger.warn({ store: 'memory' }, message),
+    },
+  );
   const { store } = sidecarStore;
+  metrics.watchStore(store);
   if (sidecarStore.client) {
     const ready = await waitForRedis(sidecarStore.client, options.redisConnectTimeoutMs ?? 5000);
     if (!ready) logger.warn({ store: 'redis' }, 'Redis is not reachable yet; answering 503 until it is');
@@ -128,7 +140,24 @@ export async function startSidecar(
       'store unavailable: answered without lockout (onStoreError: fail-open)',
     );
   };
-  const engineOptions = {
+  const onCompensation = (event: CompensationEvent): void => {
+    metrics.compensation(event);
+    if (event.type !== 'abandoned') return;
+    const { task } = event;
+    logger.warn(
+      {
+        compensation: event.reason,
+        operation: task.origin,
+        outcome: task.outcome,
+        orgId: task.subject.org,
+        userId: task.subject.user,
+        factor: task.factor,
+        ...(event.error !== undefined ? { err: errorSummary(event.error) } : {}),
+      },
+      'store write of unknown outcome could not be compensated before its lease ended',
+    );
+  };
+  const engine = new LockoutEngine({
     store,
     instanceId: config.instance.id,
     defaults: {
@@ -136,12 +165,13 @@ export async function startSidecar(
       maxOtpAttempts: config.instance.maxOtpAttempts,
     },
     leaseMs: config.leaseMs,
+    ...(config.evaluationTimeoutMs !== undefined ? { evaluationTimeoutMs: config.evaluationTimeoutMs } : {}),
+    onStoreError: config.onStoreError,
+    onFailOpen,
+    onCompensation,
     onEvent,
-  };
-  const engine =
-    config.onStoreError === 'fail-open'
-      ? new FailOpenEngine({ ...engineOptions, onFailOpen })
-      : new LockoutEngine(engineOptions);
+  });
+  metrics.watchEngine(engine);
 
   const passwordVerifier = createPasswordVerifier({
     ...config.password.argon2,

@@ -96,13 +96,24 @@ export interface SidecarStore {
   close(): Promise<void>;
 }
 
+/** Hooks of the stores the sidecar makes. */
+export interface SidecarStoreHooks {
+  /** The memory store's warnings (evictions past store.memory.maxUsers). */
+  readonly onWarning?: (message: string) => void;
+}
+
 /** Builds the configured store. `onStoreError` is told the operation of every StoreUnavailableError. */
 export function createSidecarStore(
   config: SidecarConfig,
   onStoreError: (operation: string, error: StoreUnavailableError) => void,
+  hooks: SidecarStoreHooks = {},
 ): SidecarStore {
   if (config.store.type === 'memory') {
-    const store = new MemoryStore();
+    const store = new MemoryStore({
+      idleTtlMs: config.store.idleTtlMs,
+      maxUsers: config.store.memory.maxUsers,
+      ...(hooks.onWarning ? { onWarning: hooks.onWarning } : {}),
+    });
     return { store: observeStore(store, onStoreError), close: () => store.close() };
   }
   const client = createRedisClient(config.store.redis);
@@ -112,6 +123,7 @@ export function createSidecarStore(
     client,
     prefix: config.store.redis.prefix,
     commandTimeoutMs: config.store.redis.commandTimeoutMs,
+    idleTtlMs: config.store.idleTtlMs,
   });
   return {
     store: observeStore(store, onStoreError),

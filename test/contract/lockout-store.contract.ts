@@ -383,7 +383,7 @@ export function describeLockoutStore(name: string, makeContext: () => Promise<St
       it('a user with no failures and no lock takes no space once the tombstones of its checks end', async () => {
         const store = await ctx.makeStore();
         const e = await engine(
-          { leaseMs: 300, defaults: { maxPasswordAttempts: 3, maxOtpAttempts: 3 } },
+          { leaseMs: 1000, defaults: { maxPasswordAttempts: 3, maxOtpAttempts: 3 } },
           store,
         );
         await e.check('o', 'hank', 'password', wrong);
@@ -396,10 +396,10 @@ export function describeLockoutStore(name: string, makeContext: () => Promise<St
         if (r.status !== 'admitted') throw new Error('expected admitted');
         await e.settle(r.reservation, 'release');
         // the settled ids stay tombstoned (a late reserve of them is refused) until their lease ends
-        expect(await store.reserve(subjectOf('ivy'), 'password', limits(3), 300, nonceOf(r))).toEqual({
+        expect(await store.reserve(subjectOf('ivy'), 'password', limits(3), 1000, nonceOf(r))).toEqual({
           status: 'gone',
         });
-        await elapse(301, async () => (await ctx.stateOf(store, instanceId, 'o', 'ivy')) === 0);
+        await elapse(1001, async () => (await ctx.stateOf(store, instanceId, 'o', 'ivy')) === 0);
         expect(await ctx.stateOf(store, instanceId, 'o', 'hank')).toBe(0);
         expect((await e.getUserStatus('o', 'hank')).failedAttempts).toEqual({
           password: 0,
@@ -446,13 +446,13 @@ export function describeLockoutStore(name: string, makeContext: () => Promise<St
       });
 
       it('a lease not settled in time counts as a failure, once, and may lock', async () => {
-        const e = await engine({ leaseMs: 300, defaults: { maxPasswordAttempts: 2, maxOtpAttempts: 2 } });
+        const e = await engine({ leaseMs: 1000, defaults: { maxPasswordAttempts: 2, maxOtpAttempts: 2 } });
         const a = await e.reserve('o', 'leo', 'password');
         const b = await e.reserve('o', 'leo', 'password');
         if (a.status !== 'admitted' || b.status !== 'admitted') throw new Error('expected admitted');
         expect((await e.reserve('o', 'leo', 'password')).status).toBe('busy');
         expect((await e.getUserStatus('o', 'leo')).failedAttempts.password).toBe(0);
-        await elapse(301, async () => (await e.getUserStatus('o', 'leo')).failedAttempts.password > 0);
+        await elapse(1001, async () => (await e.getUserStatus('o', 'leo')).failedAttempts.password > 0);
         const s = await e.getUserStatus('o', 'leo');
         expect(s.failedAttempts.password).toBe(2);
         expect(s.locked).toBe(true);

@@ -1,6 +1,6 @@
 import express from 'express';
 import request from 'supertest';
-import { LockoutEngine } from '../../src/core/engine';
+import { LockoutEngine, type LockoutEngineOptions } from '../../src/core/engine';
 import { StoreUnavailableError } from '../../src/core/errors';
 import {
   createApiRouter,
@@ -41,9 +41,9 @@ const CREDENTIALS_CHECK_ERROR = 'type.googleapis.com/zitadel.v1.CredentialsCheck
 
 const passwordVerifier = createPasswordVerifier(COST);
 
-function makeApp(extra: Partial<ApiRouterOptions> = {}) {
+function makeApp(extra: Partial<ApiRouterOptions> = {}, engineOptions: Partial<LockoutEngineOptions> = {}) {
   const store = new MemoryStore();
-  const engine = new LockoutEngine({ store, instanceId: INSTANCE });
+  const engine = new LockoutEngine({ store, instanceId: INSTANCE, ...engineOptions });
   const observed: Array<[string, ObservedCheckOutcome]> = [];
   // Recorded here and asserted by the tests: the router calls observeCheck inside a try/catch
   // (metrics must not change an answer), so an expect() inside the callback could never fail.
@@ -231,8 +231,8 @@ describe('check and attempt routes (API.md 2.2)', () => {
       expect(ctx.observed).toEqual([['password', 'error']]);
     });
 
-    it('failOpen: with the store down the password alone decides', async () => {
-      const open = makeApp({ failOpen: true });
+    it("fail-open (the engine's onStoreError): with the store down the password alone decides", async () => {
+      const open = makeApp({}, { onStoreError: 'fail-open' });
       try {
         jest.spyOn(open.store, 'reserve').mockRejectedValue(new StoreUnavailableError());
         const ok = await request(open.app)

@@ -428,7 +428,12 @@ describe('guard: refusals', () => {
     });
     store.down = true;
     await request(app).post('/login').send({ userId: 'u1' }).expect(401);
-    expect(seen).toEqual([{ guarded: false, settlement: { failedAttempts: 0, locked: false } }]);
+    expect(seen).toEqual([
+      {
+        guarded: false,
+        settlement: expect.objectContaining({ failedAttempts: 0, locked: false, enforced: false }),
+      },
+    ]);
     expect(reports).toEqual([expect.objectContaining({ operation: 'reserve', outcome: 'unguarded' })]);
     store.down = false;
     expect(await failures(lockout, 'u1')).toEqual({ password: 0, locked: false });
@@ -436,20 +441,26 @@ describe('guard: refusals', () => {
     expect(await failures(lockout, 'u1')).toEqual({ password: 1, locked: false });
   });
 
-  test('the store goes down between reserve and settle: the answer still leaves, reported unsettled', async () => {
+  test('the store goes down between reserve and settle: the answer still leaves, reported unsettled, the settle compensated', async () => {
     const store = createSwitchableStore();
     const reports: LockoutErrorContext[] = [];
-    const lockout = makeLockout({ store, onError: (_e, ctx) => reports.push(ctx), leaseMs: 200 });
-    const app = loginApp(lockout, (_req, res) => {
-      store.down = true;
-      res.status(401).json({ error: 'invalid' });
-    });
-    await request(app).post('/login').send({ userId: 'u1' }).expect(401);
-    expect(reports).toEqual([expect.objectContaining({ operation: 'settle', outcome: 'unsettled' })]);
-    store.down = false;
-    await new Promise((r) => setTimeout(r, 250));
-    // the lease counted it as a failure
-    expect(await failures(lockout, 'u1')).toEqual({ password: 1, locked: false });
+    const lockout = makeLockout({ store, onError: (_e, ctx) => reports.push(ctx) });
+    try {
+      const app = loginApp(lockout, (_req, res) => {
+        store.down = true;
+        res.status(401).json({ error: 'invalid' });
+      });
+      await request(app).post('/login').send({ userId: 'u1' }).expect(401);
+      expect(reports).toEqual([expect.objectContaining({ operation: 'settle', outcome: 'unsettled' })]);
+      expect(lockout.engine.compensationStats()).toMatchObject({ pending: 1, queued: 1 });
+      store.down = false;
+      await lockout.engine.flushCompensations();
+      expect(lockout.engine.compensationStats()).toMatchObject({ pending: 0, compensated: 1, abandoned: 0 });
+      // the same settle (failure) was written again, once: counted now, not at lease end
+      expect(await failures(lockout, 'u1')).toEqual({ password: 1, locked: false });
+    } finally {
+      await lockout.close();
+    }
   });
 });
 

@@ -51,7 +51,14 @@ test.each<[unknown, string, RegExp]>([
   ],
   [{ instanceId: '' }, 'instanceId', /createLockout: instanceId is required/],
   [{ defaultOrg: 'a\u0001' }, 'defaultOrg', /createLockout: defaultOrg must not contain control characters/],
-  [{ leaseMs: 0 }, 'leaseMs', /leaseMs must be an integer number of milliseconds from 1 to 3600000/],
+  [{ leaseMs: 0 }, 'leaseMs', /leaseMs must be an integer number of milliseconds from 1000 to 3600000/],
+  [{ leaseMs: 999 }, 'leaseMs', /from 1000 to 3600000/],
+  [
+    { leaseMs: 2000, evaluationTimeoutMs: 1600 },
+    'evaluationTimeoutMs',
+    /evaluationTimeoutMs must be an integer number of milliseconds from 1 to leaseMs − 500 \(1500\).*raise leaseMs/,
+  ],
+  [{ evaluationTimeoutMs: 0 }, 'evaluationTimeoutMs', /from 1 to leaseMs − 500 \(29500\)/],
   [{ settingsCacheTtlMs: 5000 }, 'settingsCacheTtlMs', /from 0 to 1000/],
   [
     { onStoreError: 'open' },
