@@ -35,6 +35,7 @@ export function createMimic(samples: number, randomInt: (n: number) => number): 
   const latencies: number[] = [];
   let next = 0;
   let last: RecordedAnswer | undefined;
+  let lateness = 0;
   return {
     record(answer, latencyMs, userId) {
       if (latencies.length < samples) latencies.push(latencyMs);
@@ -48,13 +49,21 @@ export function createMimic(samples: number, randomInt: (n: number) => number): 
     wait(res) {
       if (latencies.length === 0) return Promise.resolve();
       const ms = latencies[randomInt(latencies.length)]!;
+      // A timer fires late (more so on a loaded machine); the recorded latencies already carry the
+      // upstream's own lateness, so the replay's is subtracted (a running mean of it).
+      const scheduled = Math.max(0, ms - lateness);
+      const started = performance.now();
       return new Promise((resolve) => {
         const done = (): void => {
           clearTimeout(timer);
           res.off('close', done);
           resolve();
         };
-        const timer = setTimeout(done, ms);
+        const timer = setTimeout(() => {
+          const late = performance.now() - started - scheduled;
+          lateness += (Math.max(0, late) - lateness) / 16;
+          done();
+        }, scheduled);
         res.once('close', done);
       });
     },

@@ -77,7 +77,7 @@ export function bodyType(contentTypes: readonly string[], body: Buffer): BodyTyp
 
 const TOKEN = "[!#$%&'*+.^_`|~0-9A-Za-z-]+";
 const MEDIA_TYPE = new RegExp(`^(${TOKEN}/${TOKEN})[ \\t]*`);
- 
+
 const PARAMETER = new RegExp(
   `^;[ \\t]*(${TOKEN})=(${TOKEN}|"(?:[^"\\\\\\x00-\\x08\\x0a-\\x1f\\x7f]|\\\\[^\\x00-\\x08\\x0a-\\x1f\\x7f])*")[ \\t]*`,
 );
@@ -256,7 +256,6 @@ export function formValues(text: string, name: string, what: string): string[] {
 
 // ---- login names ----------------------------------------------------------------------------
 
- 
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 
 export interface Normalization {
