@@ -300,6 +300,34 @@ describe('one reading of the body', () => {
   });
 });
 
+test('a header source given with an underscore spelling too is refused (CGI-style readers merge them)', async () => {
+  const up = await startUpstream();
+  const p = await startProxy({
+    engine,
+    config: {
+      upstream: up.url,
+      routes: [{ path: '/h/login', user: { from: 'header', name: 'x-login-name' }, org: { fixed: ORG } }],
+    },
+  });
+  try {
+    const both = await rawRequest(p.url, '/h/login', {
+      method: 'POST',
+      headers: { 'x-login-name': 'decoy-h', x_login_name: 'alice' },
+    });
+    expect(both.status).toBe(400);
+    expect(up.hits).toHaveLength(0);
+    const one = await rawRequest(p.url, '/h/login', {
+      method: 'POST',
+      headers: { 'x-login-name': 'Header-User' },
+    });
+    expect(one.status).toBe(200);
+    expect(await passwordState(engine, ORG, 'header-user')).toEqual({ failed: 0, locked: false });
+  } finally {
+    await p.close();
+    await up.close();
+  }
+});
+
 describe('judge by body', () => {
   test('an upstream that answers 200 with an error: a rule counts it as a failure', async () => {
     const up = await startUpstream(async (req, res) => {

@@ -945,9 +945,19 @@ class LoginRequest {
         raw = single(formValues(q < 0 ? '' : this.target.slice(q + 1), source.name, 'query'), what);
         break;
       }
-      case 'header':
-        raw = single(this.req.headersDistinct[source.name.toLowerCase()] ?? [], what);
+      case 'header': {
+        const lower = source.name.toLowerCase();
+        // CGI-style readers (PHP, WSGI, Rack) take X_User for X-User: a second spelling is a 400.
+        const raw2 = this.req.rawHeaders;
+        for (let i = 0; i < raw2.length; i += 2) {
+          const n = raw2[i]!.toLowerCase();
+          if (n !== lower && n.replace(/_/g, '-') === lower.replace(/_/g, '-')) {
+            throw new AmbiguousRequestError(`${what} is also given as ${raw2[i]!}`, what);
+          }
+        }
+        raw = single(this.req.headersDistinct[lower] ?? [], what);
         break;
+      }
       case 'param': {
         const v = this.params[source.name];
         raw = Array.isArray(v) ? v.join('/') : v;
