@@ -421,3 +421,27 @@ describe('headers', () => {
     }
   });
 });
+
+test('a fragment in an absolute-form target is refused too', async () => {
+  const before = upstream.evaluations.length;
+  const res = await new Promise<number>((resolve, reject) => {
+    const url = new URL(gate.url);
+    const body = JSON.stringify({ username: 'alice', password: 'pw' });
+    const req = http.request({
+      host: url.hostname,
+      port: url.port,
+      path: `http://${url.host}/login#x`,
+      method: 'POST',
+      agent: false,
+      headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+    });
+    req.on('response', (r) => {
+      r.resume();
+      resolve(r.statusCode ?? 0);
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+  expect(res).toBe(400);
+  expect(upstream.evaluations.length).toBe(before);
+});

@@ -871,6 +871,8 @@ function hasBody(req: IncomingMessage): boolean {
 function requestTarget(req: IncomingMessage): string | undefined {
   const url = (req as IncomingMessage & { originalUrl?: string }).originalUrl ?? req.url ?? '/';
   if (url.startsWith('/')) return url;
+  // absolute form: URL would drop a fragment silently; the caller refuses it
+  if (url.includes('#')) return url;
   try {
     const parsed = new URL(url);
     return parsed.pathname + parsed.search;
