@@ -92,6 +92,7 @@ function get(obj: unknown, path: readonly string[]): unknown {
  * Starts the reference upstream. Every user of `users` has password `password`; names are
  * compared folded (case-insensitive, as most upstreams). Routes:
  * - POST /login, /form/login: `username` of req.body (JSON or form, whichever Express parsed)
+ * - POST /q/login: req.query.username (Express 5's "simple" query parser, node:querystring)
  * - POST /v2/sessions: req.body.checks.user.loginName
  * - POST /fw/login: `username` of a first-wins JSON reading of the raw body
  * - POST /orgs/:org/users/:user/login: the path parameter
@@ -129,6 +130,10 @@ export async function startReference(users: readonly string[], password = 'pw'):
   app.post(['/login', '/form/login'], (req, res) => {
     const body: unknown = req.body;
     answer('/login', req, res, get(body, ['username']), get(body, ['password']));
+  });
+  app.post('/q/login', (req, res) => {
+    const body: unknown = req.body;
+    answer('/q/login', req, res, req.query.username, get(body, ['password']));
   });
   app.post('/v2/sessions', (req, res) => {
     const body: unknown = req.body;
