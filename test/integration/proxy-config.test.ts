@@ -30,10 +30,12 @@ test('defaults', () => {
         method: 'POST',
         path: '/login',
         factor: 'password',
-        user: { from: 'json', name: 'user', lowercase: false, trim: false },
+        user: { from: 'json', name: 'user', lowercase: true, trim: true, nfkc: true },
         judge: {
           success: [{ min: 200, max: 299 }],
+          rules: [],
           failure: [
+            { min: 400, max: 400 },
             { min: 401, max: 401 },
             { min: 403, max: 403 },
           ],
@@ -49,14 +51,20 @@ test('parsing is idempotent: a parsed config parses to itself', () => {
     bodyLimit: '1.5kb',
     trustProxy: ['loopback', '10.0.0.0/8'],
     lockedResponse: { status: 401, body: { error: 'x' }, headers: { 'WWW-Authenticate': 'Basic' } },
+    mimic: { samples: 50 },
     routes: [
       {
         method: 'put',
         path: '/orgs/:org/login',
         factor: 'totp',
         user: { from: 'form', name: 'u' },
-        org: { from: 'param', name: 'org' },
-        judge: { success: ['3xx', 200], failure: ['400-499'] },
+        org: { from: 'param', name: 'org', allow: ['o-1', 'o-2'] },
+        judge: {
+          success: ['3xx', 200],
+          failure: ['400-499'],
+          preset: 'oauth2-token',
+          rules: [{ status: [200], json: 'error', verdict: 'failure' }],
+        },
       },
     ],
   });
@@ -84,7 +92,7 @@ routes:
     path: /ui/login/password
     factor: password
     user: { from: form, name: loginName, lowercase: true, trim: true }
-    org: { from: header, name: x-zitadel-orgid, default: "69629023906488334" }
+    org: { from: header, name: x-zitadel-orgid, default: "69629023906488334", allow: ["69629023906488334"] }
     judge: { success: [302], failure: [200, 401] }
   - path: /v2/sessions
     user: { from: json, name: checks.user.loginName }
@@ -142,6 +150,46 @@ test.each([
     },
     'proxy.routes[0].judge.success[0]: expected a status',
   ],
+  [
+    {
+      ...minimal,
+      routes: [
+        {
+          path: '/login',
+          user: { from: 'json', name: 'u' },
+          org: { from: 'header', name: 'x-zitadel-orgid' },
+        },
+      ],
+    },
+    'proxy.routes[0].org.allow: the org is read from the client (header x-zitadel-orgid), which could name a fresh org per guess',
+  ],
+  [
+    {
+      ...minimal,
+      routes: [
+        {
+          path: '/login',
+          user: { from: 'json', name: 'u' },
+          org: { from: 'json', name: 'org', default: 'z', allow: ['a'] },
+        },
+      ],
+    },
+    'proxy.routes[0].org.default: is not in org.allow',
+  ],
+  [
+    {
+      ...minimal,
+      routes: [
+        {
+          path: '/login',
+          user: { from: 'json', name: 'u' },
+          judge: { rules: [{ status: [200], equals: ['x'], verdict: 'failure' }] },
+        },
+      ],
+    },
+    'proxy.routes[0].judge.rules[0].equals: equals needs json',
+  ],
+  [{ ...minimal, mimic: { samples: 0 } }, 'proxy.mimic'],
   [
     { ...minimal, lockedResponse: { status: 99 } },
     'proxy.lockedResponse.status: expected an integer from 200 to 599',

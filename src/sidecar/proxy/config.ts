@@ -115,35 +115,93 @@ export type Source = (typeof SOURCES)[number];
 
 const sourceShape = {
   /**
-   * json: a field of the JSON body (a dotted path such as `checks.user.loginName`); form: a field
-   * of an application/x-www-form-urlencoded body; header: a request header; query: a query
-   * parameter; param: a named parameter of the route's path (`/users/:userId/login`).
+   * json / form: a field of the login body, read as its Content-Type says (application/json: a
+   * dotted path such as `checks.user.loginName`; application/x-www-form-urlencoded: the field of
+   * that name); header: a request header; query: a query parameter; param: a named parameter of
+   * the route's path (`/users/:userId/login`). `json` and `form` are the same source: the body is
+   * always read the way the upstream reads it, whatever the route was written for.
    */
   from: z.enum(SOURCES, { error: `expected one of ${SOURCES.join(', ')}` }),
   /** The field, header, query parameter or path parameter name. */
   name: z.string({ error: 'expected a name' }).min(1, { error: 'expected a name' }),
-  /** Lower-case the value before counting (for upstreams that match login names case-insensitively). */
-  lowercase: z.boolean({ error: 'expected true or false' }).default(false),
-  /** Trim white space around the value before counting (for upstreams that do). */
-  trim: z.boolean({ error: 'expected true or false' }).default(false),
 };
 
-const userSource = z.strictObject(sourceShape);
+const flag = (fallback: boolean) => z.boolean({ error: 'expected true or false' }).default(fallback);
+
+/**
+ * Where the login name is read from. By default it is normalized before counting (Unicode NFKC,
+ * white space trimmed, case-folded), so that the spellings a case-insensitive upstream takes for
+ * one account share one counter; set the flags to false for an upstream that tells them apart.
+ */
+const userSource = z.strictObject({
+  ...sourceShape,
+  /** Case-fold the value before counting (default true). */
+  lowercase: flag(true),
+  /** Trim white space around the value before counting (default true). */
+  trim: flag(true),
+  /** Unicode NFKC normalization before counting (default true). */
+  nfkc: flag(true),
+});
+
+/** Sources the client chooses freely: an org read from them needs an allow-list. */
+export const CLIENT_SOURCES: ReadonlySet<Source> = new Set<Source>([
+  'json',
+  'form',
+  'header',
+  'query',
+  'param',
+]);
 
 const orgSource = z.union(
   [
     z.strictObject({
       ...sourceShape,
+      /** Org ids are compared as they are: no normalization unless asked. */
+      lowercase: flag(false),
+      trim: flag(false),
+      nfkc: flag(false),
       /** The org when the request does not name one (else the request is answered 400). */
       default: id('an org id').optional(),
+      /**
+       * The orgs a request may name (required: the client chooses this value, and rotating it
+       * would give a fresh counter per org). Any other org: 400, never forwarded.
+       */
+      allow: z.array(id('an org id')).min(1, { error: 'expected at least one org id' }).optional(),
     }),
     z.strictObject({
       /** Every request of the route counts against this org. */
       fixed: id('an org id'),
     }),
   ],
-  { error: 'expected { from, name } or { fixed: "<org id>" }' },
+  { error: 'expected { from, name, allow } or { fixed: "<org id>" }' },
 );
+
+/** Verdicts a judge rule may give. */
+export const VERDICTS = ['success', 'failure', 'release'] as const;
+
+/**
+ * A rule judging by the upstream's answer body (first match wins, before the status lists):
+ * for upstreams that answer 200 with an error, or 400 for both a wrong password and a bad request.
+ */
+const judgeRule = z
+  .strictObject({
+    /** The statuses the rule applies to. */
+    status: z.array(statusRange).min(1, { error: 'expected at least one status' }),
+    /** A field of the JSON answer (dotted path); matches when present and not null/false/"" (or one of `equals`). */
+    json: z.string().min(1).optional(),
+    /** The values of `json` that match (strings). */
+    equals: z.array(z.string()).min(1).optional(),
+    /** A text the answer body contains. */
+    text: z.string().min(1).optional(),
+    verdict: z.enum(VERDICTS, { error: `expected one of ${VERDICTS.join(', ')}` }),
+  })
+  .refine((r) => r.equals === undefined || r.json !== undefined, {
+    error: 'equals needs json (the field compared)',
+    path: ['equals'],
+  });
+
+/** Judge presets. `oauth2-token`: RFC 6749 5.2, 400 `invalid_grant` is a failure, other 400s are not counted. */
+export const JUDGE_PRESETS = ['oauth2-token'] as const;
 
 const judge = z
   .strictObject({
@@ -151,9 +209,14 @@ const judge = z
     success: z.array(statusRange).default([{ min: 200, max: 299 }]),
     /** Upstream statuses that mean "the credential was wrong": counted, and may lock. */
     failure: z.array(statusRange).default([
+      { min: 400, max: 400 },
       { min: 401, max: 401 },
       { min: 403, max: 403 },
     ]),
+    /** Rules on the answer body, tried first (see judgeRule). */
+    rules: z.array(judgeRule).default([]),
+    /** `oauth2-token`: a 400 counts only with `{"error":"invalid_grant"}` (after `rules`). */
+    preset: z.enum(JUDGE_PRESETS, { error: `expected ${JUDGE_PRESETS.join(', ')}` }).optional(),
   })
   .prefault({})
   .superRefine((j, ctx) => {
@@ -196,7 +259,7 @@ const route = z
     user: userSource,
     /** Where the org is read from, or a fixed org. Default: the instance id as the org. */
     org: orgSource.optional(),
-    /** How the upstream's answer is judged. Default: 2xx success, 401/403 failure, anything else uncounted. */
+    /** How the upstream's answer is judged. Default: 2xx success, 400/401/403 failure, anything else uncounted. */
     judge,
   })
   .superRefine((r, ctx) => {
@@ -226,6 +289,22 @@ const route = z
     };
     check('user', r.user);
     if (r.org) check('org', r.org);
+    const org = r.org;
+    if (org && !('fixed' in org) && CLIENT_SOURCES.has(org.from)) {
+      if (org.allow === undefined) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['org', 'allow'],
+          message: `the org is read from the client (${org.from} ${org.name}), which could name a fresh org per guess: list the orgs it may name (allow: [org-a, org-b]) or use org: { fixed: <org id> }`,
+        });
+      } else if (org.default !== undefined && !org.allow.includes(org.default)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['org', 'default'],
+          message: 'is not in org.allow',
+        });
+      }
+    }
   });
 
 /** The answer to a login of a locked user. Default: 423 with the ZITADEL error body (Errors.User.Locked). */
@@ -329,6 +408,17 @@ export const proxyConfigSchema = z.strictObject({
   connections: intIn(1, 65_535).optional(),
   /** The answer to a login of a locked user. Default: 423 with the ZITADEL error body. */
   lockedResponse: lockedResponse.optional(),
+  /**
+   * Mimic mode (opt-in): a locked user is answered with the upstream's own most recent failure
+   * answer for that route (status, headers with a fresh Date, body), after a delay drawn from the
+   * upstream's recently observed failure latencies (a reservoir of the last `samples`). Until the
+   * route has seen a failure, `lockedResponse` answers. `true` = `{ samples: 256 }`.
+   */
+  mimic: z
+    .union([z.boolean(), z.strictObject({ samples: intIn(1, 10_000).default(256) })], {
+      error: 'expected true, false or { samples: <1 to 10000> }',
+    })
+    .optional(),
   /** The login routes: requests to them are counted; everything else passes through. */
   routes: z.array(route).min(1, { error: 'expected at least one login route' }),
 });
@@ -342,6 +432,7 @@ export type ProxyValueSource = ProxyRouteConfig['user'];
 export type ProxyOrgSource = NonNullable<ProxyRouteConfig['org']>;
 export type LockedResponseConfig = NonNullable<ProxyConfig['lockedResponse']>;
 export type JudgeConfig = ProxyRouteConfig['judge'];
+export type JudgeRuleConfig = JudgeConfig['rules'][number];
 
 /**
  * Parses the `proxy` section. Throws InvalidArgumentError (`Errors.Options.Invalid`) whose

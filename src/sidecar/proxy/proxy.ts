@@ -12,6 +12,7 @@
  * straight into the client's response for pass-through; `request()` serves login routes, whose
  * status must be judged (and settled) before the answer is relayed.
  */
+import { randomInt } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
@@ -33,9 +34,28 @@ import {
   type LockedResponseConfig,
   type ProxyConfig,
   type ProxyConfigInput,
+  type JudgeRuleConfig,
   type ProxyRouteConfig,
-  type ProxyValueSource,
+  type Source,
+  type StatusRange,
 } from './config';
+import { createMimic, type Mimic, type RecordedAnswer } from './mimic';
+import {
+  AmbiguousRequestError,
+  UnsupportedTypeError,
+  bodyType,
+  formValues,
+  isJsonObject,
+  jsonField,
+  normalizeName,
+  normalizePath,
+  parseJson,
+  strictUtf8,
+  type BodyType,
+  type Normalization,
+} from './read';
+
+export { normalizePath } from './read';
 
 /** The subset of a pino logger the proxy uses. */
 export interface ProxyLogger {
@@ -93,6 +113,11 @@ export interface ProxyOptions {
   readonly onStoreError?: 'fail-closed' | 'fail-open';
   /** Told once per login request. Must not throw. */
   readonly onLogin?: (event: ProxyLoginEvent) => void;
+  /**
+   * Mimic mode's source of randomness: an integer in [0, n). Default: node:crypto's randomInt.
+   * Tests pass a seeded one.
+   */
+  readonly randomInt?: (n: number) => number;
 }
 
 /** A request listener for node:http and an Express middleware at once (it never calls `next`). */
@@ -134,9 +159,11 @@ export const HOP_BY_HOP_HEADERS: ReadonlySet<string> = new Set([
 
 type Verdict = 'success' | 'failure' | 'release';
 
+type Params = Partial<Record<string, string | string[]>>;
+
 interface CompiledRoute {
   readonly config: ProxyRouteConfig;
-  readonly match: MatchFunction<Partial<Record<string, string | string[]>>>;
+  readonly match: MatchFunction<Params>;
 }
 
 interface Answer {
@@ -144,6 +171,39 @@ interface Answer {
   readonly headers: Readonly<Record<string, string>>;
   readonly body: Buffer;
 }
+
+/**
+ * Client-IP fields (lower case, `_` read as `-`): an untrusted peer's are dropped, whatever their
+ * spelling, so that the upstream never believes an address the client chose.
+ */
+const CLIENT_IP_HEADERS: ReadonlySet<string> = new Set([
+  'forwarded',
+  'x-real-ip',
+  'true-client-ip',
+  'x-client-ip',
+  'client-ip',
+  'cf-connecting-ip',
+  'cf-connecting-ipv6',
+  'fastly-client-ip',
+  'x-cluster-client-ip',
+  'fly-client-ip',
+  'x-originating-ip',
+  'x-remote-ip',
+  'x-remote-addr',
+  'x-proxyuser-ip',
+  'x-envoy-external-address',
+  'x-appengine-user-ip',
+  'akamai-client-ip',
+]);
+
+/** Whether a header name (any case, `_` or `-`) carries a client address. */
+export function isClientIpHeader(name: string): boolean {
+  const n = name.toLowerCase().replace(/_/g, '-');
+  return CLIENT_IP_HEADERS.has(n) || n.startsWith('x-forwarded-') || n.startsWith('x-original-forwarded-');
+}
+
+/** Largest upstream answer read whole (to judge it by its body, or to record it for mimic mode). */
+const ANSWER_READ_LIMIT = 64 * 1024;
 
 const noop = (): void => {};
 /** Stands for "the login's own deadline passed" in upstreamFailed. */
@@ -157,6 +217,7 @@ export function createProxy(options: ProxyOptions): LockgateProxy {
     throw new InvalidArgumentError('Errors.Options.Invalid', 'options must be an object', 'options');
   }
   const { engine, logger = NO_LOGGER, onStoreError = 'fail-closed', onLogin } = options;
+  const pickInt = options.randomInt ?? ((n: number) => randomInt(n));
   if (!engine || typeof engine.reserve !== 'function' || typeof engine.settle !== 'function') {
     throw new InvalidArgumentError(
       'Errors.Options.Invalid',
@@ -183,6 +244,9 @@ export function createProxy(options: ProxyOptions): LockgateProxy {
     match: match(r.path, { decode: false, sensitive: false, trailing: true, end: true }),
   }));
   const locked = lockedAnswer(config.lockedResponse);
+  const mimicSamples = config.mimic === true ? 256 : config.mimic ? config.mimic.samples : 0;
+  const mimics = new Map<ProxyRouteConfig, Mimic>();
+  if (mimicSamples > 0) for (const r of config.routes) mimics.set(r, createMimic(mimicSamples, pickInt));
   const timeoutMs = config.timeoutMs;
   const pool = new Pool(config.upstream, {
     connections: config.connections ?? null,
@@ -205,31 +269,42 @@ export function createProxy(options: ProxyOptions): LockgateProxy {
     }
   };
 
-  /** The headers sent upstream: hop-by-hop removed, Host and X-Forwarded-* set. */
-  const upstreamHeaders = (req: IncomingMessage): Record<string, string | string[]> => {
+  /**
+   * The headers sent upstream, from rawHeaders so that repeated lines arrive as sent: hop-by-hop
+   * fields, Host and Expect removed (Host set again per preserveHost), an untrusted peer's
+   * client-IP fields dropped, X-Forwarded-For/Proto/Host set. A flat [name, value, …] list.
+   */
+  const upstreamHeaders = (req: IncomingMessage, skip?: ReadonlySet<string>): string[] => {
     const src = req.headers;
     const listed = connectionTokens(src.connection);
     const peer = peerAddress(req);
     const trusted = peer !== '' && trust(peer, 0);
-    const out: Record<string, string | string[]> = {};
-    for (const name of Object.keys(src)) {
-      if (HOP_BY_HOP_HEADERS.has(name) || name === 'host' || name === 'expect') continue;
-      if (listed !== undefined && listed.has(name)) continue;
-      // An untrusted peer's forwarding claims are dropped: the upstream must not believe them.
-      if (!trusted && (name.startsWith('x-forwarded-') || name === 'forwarded' || name === 'x-real-ip'))
+    const out: string[] = [];
+    const raw = req.rawHeaders;
+    const priorFor: string[] = [];
+    for (let i = 0; i + 1 < raw.length; i += 2) {
+      const name = raw[i]!;
+      const value = raw[i + 1]!;
+      const lower = name.toLowerCase();
+      if (HOP_BY_HOP_HEADERS.has(lower) || lower === 'host' || lower === 'expect') continue;
+      if (listed !== undefined && listed.has(lower)) continue;
+      if (skip !== undefined && skip.has(lower)) continue;
+      if (lower === 'x-forwarded-for') {
+        if (trusted) priorFor.push(value);
         continue;
-      const value = src[name];
-      if (value !== undefined) out[name] = value;
+      }
+      // An untrusted peer's forwarding claims are dropped: the upstream must not believe them.
+      if (!trusted && isClientIpHeader(lower)) continue;
+      out.push(name, value);
     }
     const host = src.host;
-    if (config.preserveHost && host !== undefined) out.host = host;
-    const priorFor = trusted ? src['x-forwarded-for'] : undefined;
-    if (peer !== '') out['x-forwarded-for'] = priorFor ? `${priorFor}, ${peer}` : peer;
-    else if (priorFor) out['x-forwarded-for'] = priorFor;
+    if (config.preserveHost && host !== undefined) out.push('host', host);
+    const chain = [...priorFor, ...(peer !== '' ? [peer] : [])].join(', ');
+    if (chain !== '') out.push('x-forwarded-for', chain);
     if (!(trusted && src['x-forwarded-proto'])) {
-      out['x-forwarded-proto'] = (req.socket as TLSSocket).encrypted ? 'https' : 'http';
+      out.push('x-forwarded-proto', (req.socket as TLSSocket).encrypted ? 'https' : 'http');
     }
-    if (!(trusted && src['x-forwarded-host']) && host !== undefined) out['x-forwarded-host'] = host;
+    if (!(trusted && src['x-forwarded-host']) && host !== undefined) out.push('x-forwarded-host', host);
     return out;
   };
 
@@ -296,7 +371,7 @@ export function createProxy(options: ProxyOptions): LockgateProxy {
     req: IncomingMessage,
     res: ServerResponse,
     route: ProxyRouteConfig,
-    params: Partial<Record<string, string | string[]>>,
+    params: Params,
     target: string,
     path: string,
   ): Promise<void> => {
@@ -351,8 +426,21 @@ export function createProxy(options: ProxyOptions): LockgateProxy {
       const org = route.org;
       if (org === undefined) orgId = engine.instanceId;
       else if ('fixed' in org) orgId = org.fixed;
-      else orgId = request.value(org, 'orgId', org.default);
+      else {
+        orgId = request.value(org, 'orgId', org.default);
+        if (org.allow !== undefined && !org.allow.includes(orgId)) {
+          throw new InvalidArgumentError(
+            'Errors.Request.OrgNotAllowed',
+            `org ${org.name} (${org.from}) is not one of the allowed orgs`,
+            'orgId',
+          );
+        }
+      }
     } catch (error) {
+      if (error instanceof UnsupportedTypeError) {
+        refuse('bad_request', UNSUPPORTED_TYPE);
+        return;
+      }
       refuse('bad_request', toAnswer(toHttpError(error)));
       return;
     }
@@ -360,9 +448,20 @@ export function createProxy(options: ProxyOptions): LockgateProxy {
     // 3. reserve before the upstream sees the credential
     let reservation: Reservation | undefined;
     const reservedAt = process.hrtime.bigint();
+    const mimic = mimics.get(route);
+    let answeredAt = reservedAt;
     try {
       const r = await engine.reserve(orgId, userId, route.factor);
+      answeredAt = process.hrtime.bigint();
       if (r.status === 'locked') {
+        // Mimic mode: the upstream's own failure answer, after one of its own failure latencies.
+        const replay = mimic?.answer();
+        if (replay) {
+          await mimic!.wait(res);
+          writeReplay(res, replay);
+          done('locked', replay.status);
+          return;
+        }
         refuse('locked', locked);
         return;
       }
@@ -406,9 +505,9 @@ export function createProxy(options: ProxyOptions): LockgateProxy {
 
     // 5. forward the buffered body byte for byte. A client that goes away does not abort it:
     // the upstream may already be evaluating the credential, so its answer is still judged.
-    const headers = upstreamHeaders(req);
+    const headers = upstreamHeaders(req, LOGIN_SKIP);
     const sendBody = body.length > 0 || hasBody(req);
-    if (sendBody) headers['content-length'] = String(body.length);
+    if (sendBody) headers.push('content-length', String(body.length));
     // The login's deadline: timeoutMs, and never past the lease (a native timer: undici's own
     // timers are coarse, about 1 s).
     const leaseLeftMs = leaseMs - leaseMarginMs - Number(process.hrtime.bigint() - reservedAt) / 1e6;
@@ -438,16 +537,41 @@ export function createProxy(options: ProxyOptions): LockgateProxy {
       clearTimeout(timer);
     }
 
-    // 6. judge, settle, then relay (so that the client's next try sees this one counted)
-    const verdict = judge(route, up.statusCode);
+    // 6. judge (by status, and by body where a rule or mimic mode needs it), settle, then relay
+    // (so that the client's next try sees this one counted)
+    const needBody = mimic !== undefined || bodyRulesFor(route, up.statusCode);
+    let read: ReadAnswer | undefined;
+    if (needBody) {
+      try {
+        read = await readAnswer(up.body, ANSWER_READ_LIMIT);
+      } catch (error) {
+        await settle('release');
+        const status = upstreamFailed(error, req, res, path);
+        done('upstream_error', status);
+        return;
+      }
+    }
+    const verdict = judge(route, up.statusCode, read?.complete ? read.body : undefined);
     const s = await settle(verdict);
+    const outHeaders = downstreamHeaders(up.headers);
     if (verdict === 'success' && s?.locked) {
       // Locked (by an admin) while the upstream evaluated: the lock wins, as engine.check's.
-      up.body.dump().catch(noop);
-      refuse('locked', locked);
+      if (read === undefined || !read.complete) up.body.dump().catch(noop);
+      const replay = mimic?.answer();
+      if (replay) writeReplay(res, replay);
+      else refuse('locked', locked);
+      if (replay) done('locked', replay.status);
       return;
     }
-    relay(up, res);
+    if (verdict === 'failure' && mimic !== undefined && read?.complete && reservation !== undefined) {
+      mimic.record(
+        { status: up.statusCode, statusText: up.statusText, headers: outHeaders, body: read.body },
+        Number(process.hrtime.bigint() - answeredAt) / 1e6,
+        userId,
+      );
+    }
+    if (read === undefined) relay(up, res, outHeaders);
+    else relayRead(up, res, outHeaders, read);
     done(reservation === undefined ? 'fail_open' : verdict, up.statusCode);
   };
 
@@ -461,7 +585,8 @@ export function createProxy(options: ProxyOptions): LockgateProxy {
       return;
     }
     const target = requestTarget(req);
-    if (target === undefined) {
+    // A fragment is never sent in a request target (RFC 9110 7.1): readers cut it or not.
+    if (target === undefined || target.includes('#')) {
       writeAnswer(res, BAD_TARGET);
       req.resume();
       return;
@@ -469,18 +594,42 @@ export function createProxy(options: ProxyOptions): LockgateProxy {
     const q = target.indexOf('?');
     const path = q < 0 ? target : target.slice(0, q);
     const method = req.method ?? 'GET';
-    let found: { route: ProxyRouteConfig; params: Partial<Record<string, string | string[]>> } | undefined;
+    let found: { route: ProxyRouteConfig; params: Params } | undefined;
+    let ambiguous = false;
     const normalized = normalizePath(path);
     for (const r of routes) {
       if (r.config.method !== '*' && r.config.method !== method) continue;
-      const m = r.match(normalized);
-      if (m) {
-        found = { route: r.config, params: m.params };
-        break;
+      // Two readings of the path: Express's (the raw path, parameters decoded once) and the
+      // normalized one (decoded, dot segments resolved, …). Either makes the request a login;
+      // path parameters they both give must agree.
+      const express = r.match(path);
+      const loose = r.match(normalized);
+      if (!express && !loose) continue;
+      let params: Params = {};
+      if (loose) params = loose.params;
+      if (express) {
+        const decoded = decodeParams(express.params);
+        if (decoded === undefined || (loose && !sameParams(decoded, loose.params, r.config)))
+          ambiguous = true;
+        else params = decoded;
       }
+      found = { route: r.config, params };
+      break;
     }
     if (!found) {
       passThrough(req, res, target, path);
+      return;
+    }
+    if (ambiguous) {
+      writeAnswer(res, AMBIGUOUS_PATH);
+      req.resume();
+      report({
+        route: found.route.path,
+        factor: found.route.factor,
+        outcome: 'bad_request',
+        status: 400,
+        seconds: 0,
+      });
       return;
     }
     const work = login(req, res, found.route, found.params, target, path).catch((error: unknown) => {
@@ -545,6 +694,20 @@ const UNSUPPORTED_ENCODING = errorAnswer(
   'Login request bodies must not be compressed (Content-Encoding)',
 );
 const BAD_TARGET = errorAnswer(400, 3, 'Errors.Request.Invalid', 'Request target is invalid');
+const AMBIGUOUS_PATH = errorAnswer(
+  400,
+  3,
+  'Errors.Request.Ambiguous',
+  'Request path reads differently to different servers',
+);
+const UNSUPPORTED_TYPE = errorAnswer(
+  415,
+  3,
+  'Errors.Request.UnsupportedType',
+  'Login request bodies must be application/json or application/x-www-form-urlencoded',
+);
+/** Fields of a login request the proxy sets itself. */
+const LOGIN_SKIP: ReadonlySet<string> = new Set(['content-length']);
 const SHUTTING_DOWN = errorAnswer(503, 14, 'Errors.Proxy.ShuttingDown', 'Shutting down');
 const INTERNAL = errorAnswer(500, 13, 'Errors.Internal', 'Internal error');
 
@@ -569,12 +732,12 @@ function writeAnswer(res: ServerResponse, answer: Answer): void {
   res.end(answer.body);
 }
 
-function relay(up: Dispatcher.ResponseData, res: ServerResponse): void {
+function relay(up: Dispatcher.ResponseData, res: ServerResponse, headers: OutgoingHttpHeaders): void {
   if (res.destroyed || res.writableEnded) {
     up.body.dump().catch(noop);
     return;
   }
-  res.writeHead(up.statusCode, up.statusText || undefined, downstreamHeaders(up.headers));
+  res.writeHead(up.statusCode, up.statusText || undefined, headers);
   // pipe(), not stream.pipeline(): pipeline aborts an AbortController (building a DOMException
   // with its stack) at the end of every response, a measurable cost per login.
   const body = up.body;
@@ -583,6 +746,85 @@ function relay(up: Dispatcher.ResponseData, res: ServerResponse): void {
     if (!body.readableEnded) body.destroy();
   });
   body.pipe(res);
+}
+
+interface ReadAnswer {
+  /** The bytes read (all of them when complete). */
+  readonly body: Buffer;
+  /** False: the answer was longer than the limit; the rest is still in the stream. */
+  readonly complete: boolean;
+}
+
+/** Reads an upstream answer whole, up to `limit` bytes (then stops, leaving the rest unread). */
+function readAnswer(body: Dispatcher.ResponseData['body'], limit: number): Promise<ReadAnswer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const cleanup = (): void => {
+      body.off('data', onData);
+      body.off('end', onEnd);
+      body.off('error', onError);
+    };
+    const onData = (chunk: Buffer): void => {
+      chunks.push(chunk);
+      size += chunk.length;
+      if (size > limit) {
+        cleanup();
+        body.pause();
+        resolve({ body: Buffer.concat(chunks, size), complete: false });
+      }
+    };
+    const onEnd = (): void => {
+      cleanup();
+      resolve({ body: Buffer.concat(chunks, size), complete: true });
+    };
+    const onError = (error: Error): void => {
+      cleanup();
+      reject(error);
+    };
+    body.on('data', onData);
+    body.on('end', onEnd);
+    body.on('error', onError);
+  });
+}
+
+/** Relays an answer whose first bytes (or all) were read. */
+function relayRead(
+  up: Dispatcher.ResponseData,
+  res: ServerResponse,
+  headers: OutgoingHttpHeaders,
+  read: ReadAnswer,
+): void {
+  if (read.complete) {
+    if (res.destroyed || res.writableEnded) return;
+    res.writeHead(up.statusCode, up.statusText || undefined, headers);
+    res.end(read.body);
+    return;
+  }
+  if (res.destroyed || res.writableEnded) {
+    up.body.dump().catch(noop);
+    return;
+  }
+  res.writeHead(up.statusCode, up.statusText || undefined, headers);
+  res.write(read.body);
+  const body = up.body;
+  body.once('error', () => res.destroy());
+  res.once('close', () => {
+    if (!body.readableEnded) body.destroy();
+  });
+  body.pipe(res);
+  body.resume();
+}
+
+/** A recorded upstream failure answer, replayed with a fresh Date (mimic mode). */
+function writeReplay(res: ServerResponse, replay: RecordedAnswer): void {
+  if (res.headersSent || res.destroyed) return;
+  const headers: OutgoingHttpHeaders = {};
+  for (const [name, value] of Object.entries(replay.headers)) {
+    headers[name] = name === 'date' ? new Date().toUTCString() : value;
+  }
+  res.writeHead(replay.status, replay.statusText || undefined, headers);
+  res.end(replay.body);
 }
 
 // ---- headers ------------------------------------------------------------------------------
@@ -629,38 +871,14 @@ function hasBody(req: IncomingMessage): boolean {
 function requestTarget(req: IncomingMessage): string | undefined {
   const url = (req as IncomingMessage & { originalUrl?: string }).originalUrl ?? req.url ?? '/';
   if (url.startsWith('/')) return url;
+  // absolute form: URL would drop a fragment silently; the caller refuses it
+  if (url.includes('#')) return url;
   try {
     const parsed = new URL(url);
     return parsed.pathname + parsed.search;
   } catch {
     return undefined;
   }
-}
-
-/**
- * The path a login route is matched against: percent-decoded (repeatedly, so double encoding
- * does not hide a login path), backslashes as slashes, `;params` removed from each segment, `.`
- * and `..` resolved, empty segments dropped. Upstreams differ in which of these they apply;
- * applying all of them can only make more requests count as logins, never fewer.
- */
-export function normalizePath(path: string): string {
-  let p = path;
-  for (let i = 0; i < 3 && p.includes('%'); i++) p = percentDecode(p);
-  const out: string[] = [];
-  for (const raw of p.replace(/\\/g, '/').split('/')) {
-    const semi = raw.indexOf(';');
-    const segment = semi < 0 ? raw : raw.slice(0, semi);
-    if (segment === '' || segment === '.') continue;
-    if (segment === '..') out.pop();
-    else out.push(segment);
-  }
-  return `/${out.join('/')}`;
-}
-
-function percentDecode(s: string): string {
-  return s.replace(/(?:%[0-9A-Fa-f]{2})+/g, (run) =>
-    Buffer.from(run.replace(/%/g, ''), 'hex').toString('utf8'),
-  );
 }
 
 /** Reads the whole body, at most `limit` bytes. */
@@ -695,57 +913,64 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer | 'too_la
   });
 }
 
-/** Reads user and org from a buffered login request. */
+/** A value source of a route (user, or org read from the request). */
+type ValueSource = { readonly from: Source; readonly name: string } & Normalization;
+
+/** Reads user and org from a buffered login request: one reading, the upstream's. */
 class LoginRequest {
+  private type: BodyType | undefined;
   private json: unknown;
-  private jsonParsed = false;
-  private form: URLSearchParams | undefined;
-  private query: URLSearchParams | undefined;
+  private form: string | undefined;
 
   constructor(
     private readonly req: IncomingMessage,
     private readonly body: Buffer,
     private readonly target: string,
-    private readonly params: Partial<Record<string, string | string[]>>,
+    private readonly params: Params,
   ) {}
 
   /**
    * The value of `source`, normalized as configured and validated as an id. A missing value is a
-   * 400 (or `fallback`); a value given twice is a 400 too: the upstream might read the other one.
+   * 400 (or `fallback`); a value given twice, or that readers could take differently, is a 400
+   * too: the upstream might read the other one.
    */
-  value(source: ProxyValueSource, field: 'userId' | 'orgId', fallback?: string): string {
+  value(source: ValueSource, field: 'userId' | 'orgId', fallback?: string): string {
     const what = `${source.name} (${source.from})`;
     let raw: unknown;
     switch (source.from) {
       case 'json':
-        raw = jsonField(this.parsedJson(), source.name);
-        break;
       case 'form':
-        this.form ??= new URLSearchParams(this.body.toString('utf8'));
-        raw = single(this.form.getAll(source.name), what);
+        raw = this.bodyField(source.name, what);
         break;
       case 'query': {
         const q = this.target.indexOf('?');
-        this.query ??= new URLSearchParams(q < 0 ? '' : this.target.slice(q + 1));
-        raw = single(this.query.getAll(source.name), what);
+        raw = single(formValues(q < 0 ? '' : this.target.slice(q + 1), source.name, 'query'), what);
         break;
       }
-      case 'header':
-        raw = single(this.req.headersDistinct[source.name.toLowerCase()] ?? [], what);
+      case 'header': {
+        const lower = source.name.toLowerCase();
+        // CGI-style readers (PHP, WSGI, Rack) take X_User for X-User: a second spelling is a 400.
+        const raw2 = this.req.rawHeaders;
+        for (let i = 0; i < raw2.length; i += 2) {
+          const n = raw2[i]!.toLowerCase();
+          if (n !== lower && n.replace(/_/g, '-') === lower.replace(/_/g, '-')) {
+            throw new AmbiguousRequestError(`${what} is also given as ${raw2[i]!}`, what);
+          }
+        }
+        raw = single(this.req.headersDistinct[lower] ?? [], what);
         break;
+      }
       case 'param': {
         const v = this.params[source.name];
         raw = Array.isArray(v) ? v.join('/') : v;
         break;
       }
     }
-    if (typeof raw === 'number' && Number.isSafeInteger(raw)) raw = String(raw);
-    if (raw !== undefined && raw !== null && typeof raw !== 'string') {
+    if (raw !== undefined && typeof raw !== 'string') {
       throw new InvalidArgumentError('Errors.Request.Invalid', `${what} must be a string`, field);
     }
-    let value = raw ?? undefined;
-    if (value !== undefined && source.trim) value = value.trim();
-    if (value !== undefined && source.lowercase) value = value.toLowerCase();
+    let value = raw;
+    if (value !== undefined) value = normalizeName(value, source, what);
     if (value === undefined || value === '') {
       if (fallback !== undefined) return fallback;
       throw new InvalidArgumentError('Errors.Request.Missing', `${what} is required`, field);
@@ -753,51 +978,102 @@ class LoginRequest {
     return validateId(value, field === 'userId' ? `user ${what}` : `org ${what}`);
   }
 
-  private parsedJson(): unknown {
-    if (!this.jsonParsed) {
-      this.jsonParsed = true;
-      try {
-        this.json = JSON.parse(this.body.toString('utf8'));
-      } catch {
-        throw new InvalidArgumentError(
-          'Errors.Request.MalformedJson',
-          'Request body is not valid JSON',
-          'body',
-        );
-      }
+  /** A field of the body, read as its Content-Type says (as express.json / express.urlencoded). */
+  private bodyField(name: string, what: string): unknown {
+    this.type ??= bodyType(this.req.headersDistinct['content-type'] ?? [], this.body);
+    switch (this.type) {
+      case 'none':
+        return undefined;
+      case 'json':
+        this.json ??= parseJson(strictUtf8(this.body, 'Request body'));
+        if (!isJsonObject(this.json)) return undefined;
+        return jsonField(this.json, name, what);
+      case 'form':
+        this.form ??= strictUtf8(this.body, 'Request body');
+        return single(formValues(this.form, name, 'body'), what);
     }
-    return this.json;
   }
 }
 
 function single(values: readonly string[], what: string): string | undefined {
-  if (values.length > 1) {
-    throw new InvalidArgumentError('Errors.Request.Invalid', `${what} must be given once`, what);
-  }
+  if (values.length > 1) throw new AmbiguousRequestError(`${what} must be given once`, what);
   return values[0];
 }
 
-/** A field of a JSON object by name, or by dotted path (`checks.user.loginName`). */
-function jsonField(json: unknown, name: string): unknown {
-  if (!isObject(json)) return undefined;
-  if (Object.prototype.hasOwnProperty.call(json, name)) return json[name];
-  let node: unknown = json;
-  for (const part of name.split('.')) {
-    if (!isObject(node) || !Object.prototype.hasOwnProperty.call(node, part)) return undefined;
-    node = node[part];
+/** Path parameters decoded once, as Express does; undefined when one is malformed. */
+function decodeParams(params: Params): Params | undefined {
+  const out: Params = {};
+  try {
+    for (const [k, v] of Object.entries(params)) {
+      if (v === undefined) continue;
+      out[k] = Array.isArray(v) ? v.map((x) => decodeURIComponent(x)) : decodeURIComponent(v);
+    }
+  } catch {
+    return undefined;
   }
-  return node;
+  return out;
 }
 
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
+/** Whether two readings give the same value to every path parameter the route reads. */
+function sameParams(a: Params, b: Params, route: ProxyRouteConfig): boolean {
+  const names: string[] = [];
+  if (route.user.from === 'param') names.push(route.user.name);
+  if (route.org && !('fixed' in route.org) && route.org.from === 'param') names.push(route.org.name);
+  const flat = (v: string | string[] | undefined) => (Array.isArray(v) ? v.join('/') : v);
+  return names.every((n) => flat(a[n]) === flat(b[n]));
 }
 
-function judge(route: ProxyRouteConfig, status: number): Verdict {
-  const within = (ranges: readonly { min: number; max: number }[]) =>
-    ranges.some((r) => status >= r.min && status <= r.max);
-  if (within(route.judge.success)) return 'success';
-  if (within(route.judge.failure)) return 'failure';
+// ---- judging --------------------------------------------------------------------------------
+
+const OAUTH2_RULES: readonly JudgeRuleConfig[] = [
+  { status: [{ min: 400, max: 400 }], json: 'error', equals: ['invalid_grant'], verdict: 'failure' },
+  { status: [{ min: 400, max: 400 }], verdict: 'release' },
+];
+
+function within(status: number, ranges: readonly StatusRange[]): boolean {
+  return ranges.some((r) => status >= r.min && status <= r.max);
+}
+
+function rulesOf(route: ProxyRouteConfig): readonly JudgeRuleConfig[] {
+  return route.judge.preset === 'oauth2-token' ? [...route.judge.rules, ...OAUTH2_RULES] : route.judge.rules;
+}
+
+/** Whether judging this status needs the answer's body. */
+function bodyRulesFor(route: ProxyRouteConfig, status: number): boolean {
+  return rulesOf(route).some(
+    (r) => (r.json !== undefined || r.text !== undefined) && within(status, r.status),
+  );
+}
+
+function ruleMatches(rule: JudgeRuleConfig, status: number, body: Buffer | undefined): boolean {
+  if (!within(status, rule.status)) return false;
+  if (rule.json === undefined && rule.text === undefined) return true;
+  if (body === undefined) return false;
+  const text = body.toString('utf8');
+  if (rule.text !== undefined && !text.includes(rule.text)) return false;
+  if (rule.json !== undefined) {
+    let doc: unknown;
+    try {
+      doc = JSON.parse(text);
+    } catch {
+      return false;
+    }
+    let node = doc;
+    for (const part of rule.json.split('.')) {
+      if (typeof node !== 'object' || node === null || !Object.prototype.hasOwnProperty.call(node, part))
+        return false;
+      node = (node as Record<string, unknown>)[part];
+    }
+    if (rule.equals !== undefined) return typeof node === 'string' && rule.equals.includes(node);
+    return node !== undefined && node !== null && node !== false && node !== '';
+  }
+  return true;
+}
+
+function judge(route: ProxyRouteConfig, status: number, body: Buffer | undefined): Verdict {
+  for (const rule of rulesOf(route)) if (ruleMatches(rule, status, body)) return rule.verdict;
+  if (within(status, route.judge.success)) return 'success';
+  if (within(status, route.judge.failure)) return 'failure';
   return 'release';
 }
 
