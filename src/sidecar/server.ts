@@ -297,7 +297,6 @@ export async function startSidecar(
         engine,
         config: config.proxy,
         logger,
-        onStoreError: config.onStoreError,
         onLogin: (event) => metrics.proxyLogin(event.factor, event.outcome, event.seconds),
       })
     : undefined;

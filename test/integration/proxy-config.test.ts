@@ -9,7 +9,7 @@ import {
   type ProxyConfig,
   type ProxyConfigInput,
 } from '../../src/sidecar/proxy/config';
-import { createProxy, normalizePath } from '../../src/sidecar/proxy/proxy';
+import { createProxy, normalizePath, type ProxyOptions } from '../../src/sidecar/proxy/proxy';
 import { MemoryStore } from '../../src/store';
 
 const minimal: ProxyConfigInput = {
@@ -210,8 +210,8 @@ test('createProxy validates its options and its config', () => {
     );
     expect(() => createProxy({ engine, config: { ...minimal, upstream: 'nope' } })).toThrow('proxy.upstream');
     expect(() =>
-      createProxy({ engine, config: minimal, onStoreError: 'ignore' as unknown as 'fail-open' }),
-    ).toThrow('onStoreError must be fail-closed or fail-open');
+      createProxy({ engine, config: minimal, onStoreError: 'fail-open' } as unknown as ProxyOptions),
+    ).toThrow("onStoreError is the engine's option now");
   } finally {
     engine.close();
   }

@@ -75,8 +75,16 @@ let engine: LockoutEngine;
 let gate: ProxyServer;
 const events: ProxyLoginEvent[] = [];
 
-function newEngine(store: LockoutStore = new MemoryStore({ purgeIntervalMs: 0 })): LockoutEngine {
-  return new LockoutEngine({ store, instanceId: 'login-it', defaults: { maxPasswordAttempts: MAX } });
+function newEngine(
+  store: LockoutStore = new MemoryStore({ purgeIntervalMs: 0 }),
+  onStoreError: 'fail-closed' | 'fail-open' = 'fail-closed',
+): LockoutEngine {
+  return new LockoutEngine({
+    store,
+    instanceId: 'login-it',
+    defaults: { maxPasswordAttempts: MAX },
+    onStoreError,
+  });
 }
 
 beforeAll(async () => {
@@ -467,12 +475,11 @@ describe('failures: settled exactly once, never counted by mistake', () => {
   });
 
   test('store down with onStoreError fail-open: forwarded without lockout', async () => {
-    const broken = newEngine(storeWithBrokenReserve());
+    const broken = newEngine(storeWithBrokenReserve(), 'fail-open');
     const warnings: string[] = [];
     const gated = await startProxy({
       engine: broken,
       config: { upstream: upstream.url, routes: ROUTES },
-      onStoreError: 'fail-open',
       logger: { warn: (_o, m) => warnings.push(m), error: () => undefined, debug: () => undefined },
     });
     try {

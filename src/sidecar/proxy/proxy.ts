@@ -100,17 +100,17 @@ export interface ProxyLoginEvent {
 }
 
 export interface ProxyOptions {
-  /** The lockout engine (a FailOpenEngine works too). The proxy does not close it. */
+  /**
+   * The lockout engine. The proxy does not close it. G4 is the engine's `onStoreError`: fail-closed
+   * answers a login 503 code 14 while the store is down and the upstream is never reached
+   * unchecked; fail-open forwards the login without lockout (the engine tells `onFailOpen`, and the
+   * proxy warns). A settle the store did not confirm is compensated by the engine.
+   */
   readonly engine: LockoutEngine;
   /** The `proxy` section of the configuration, raw or parsed (see proxyConfigSchema). */
   readonly config: ProxyConfigInput | ProxyConfig;
   /** Where warnings go (upstream failures, settle failures, fail-open). Default: nowhere. */
   readonly logger?: ProxyLogger;
-  /**
-   * G4, store unreachable on a login route: `fail-closed` (default) answers 503 code 14 and the
-   * upstream is never reached unchecked; `fail-open` forwards the login without lockout (warned).
-   */
-  readonly onStoreError?: 'fail-closed' | 'fail-open';
   /** Told once per login request. Must not throw. */
   readonly onLogin?: (event: ProxyLoginEvent) => void;
   /**
@@ -216,7 +216,7 @@ export function createProxy(options: ProxyOptions): LockgateProxy {
   if (!options || typeof options !== 'object') {
     throw new InvalidArgumentError('Errors.Options.Invalid', 'options must be an object', 'options');
   }
-  const { engine, logger = NO_LOGGER, onStoreError = 'fail-closed', onLogin } = options;
+  const { engine, logger = NO_LOGGER, onLogin } = options;
   const pickInt = options.randomInt ?? ((n: number) => randomInt(n));
   if (!engine || typeof engine.reserve !== 'function' || typeof engine.settle !== 'function') {
     throw new InvalidArgumentError(
@@ -225,18 +225,18 @@ export function createProxy(options: ProxyOptions): LockgateProxy {
       'engine',
     );
   }
-  if (onStoreError !== 'fail-closed' && onStoreError !== 'fail-open') {
+  if ('onStoreError' in options) {
     throw new InvalidArgumentError(
       'Errors.Options.Invalid',
-      'onStoreError must be fail-closed or fail-open',
+      "onStoreError is the engine's option now: new LockoutEngine({ store, onStoreError })",
       'onStoreError',
     );
   }
   const config = parseProxyConfig(options.config);
   // A login whose upstream outlives the reservation's lease would be counted as a failure by the
-  // store before the proxy could release it: login routes time out a little before the lease.
-  const leaseMs = engine.config.leaseMs;
-  const leaseMarginMs = Math.min(1000, Math.floor(leaseMs / 10));
+  // store before the proxy could release it: the upstream is the evaluation, bounded as the
+  // engine bounds every evaluation (evaluationTimeoutMs, settled before the lease ends).
+  const evaluationMs = engine.config.evaluationTimeoutMs;
 
   const trust = compileTrust(config.trustProxy);
   const routes: CompiledRoute[] = config.routes.map((r) => ({
@@ -446,7 +446,7 @@ export function createProxy(options: ProxyOptions): LockgateProxy {
     }
 
     // 3. reserve before the upstream sees the credential
-    let reservation: Reservation | undefined;
+    let reservation: Reservation;
     const reservedAt = process.hrtime.bigint();
     const mimic = mimics.get(route);
     let answeredAt = reservedAt;
@@ -471,16 +471,18 @@ export function createProxy(options: ProxyOptions): LockgateProxy {
       }
       reservation = r.reservation;
     } catch (error) {
-      if (!(error instanceof StoreUnavailableError)) {
-        const internal = !isLockgateError(error);
-        if (internal) logger.error({ err: error, path }, 'lockgate proxy: reserve failed');
-        refuse(internal ? 'error' : 'bad_request', toAnswer(toHttpError(error)));
-        return;
-      }
-      if (onStoreError === 'fail-closed') {
+      // Fail-closed: the engine has already queued the release of this attempt (G5).
+      if (error instanceof StoreUnavailableError) {
         refuse('store_unavailable', toAnswer(toHttpError(error)));
         return;
       }
+      const internal = !isLockgateError(error);
+      if (internal) logger.error({ err: error, path }, 'lockgate proxy: reserve failed');
+      refuse(internal ? 'error' : 'bad_request', toAnswer(toHttpError(error)));
+      return;
+    }
+    const enforced = reservation.enforced !== false;
+    if (!enforced) {
       logger.warn(
         { failOpen: true, orgId, userId, factor: route.factor, path },
         'store unavailable: login forwarded without lockout (onStoreError: fail-open)',
@@ -490,14 +492,14 @@ export function createProxy(options: ProxyOptions): LockgateProxy {
     // 4. settle exactly once
     let settled = false;
     const settle = async (verdict: Verdict): Promise<Settlement | undefined> => {
-      if (settled || reservation === undefined) return undefined;
+      if (settled) return undefined;
       settled = true;
       try {
         return await engine.settle(reservation, verdict);
       } catch (error) {
         logger.warn(
           { orgId, userId, factor: route.factor, verdict, error: errorCode(error) },
-          'lockgate proxy: could not settle a login (an unsettled reservation counts as a failure when its lease ends)',
+          'lockgate proxy: the store did not confirm a settle; the engine writes it again until the lease ends',
         );
         return undefined;
       }
@@ -510,8 +512,8 @@ export function createProxy(options: ProxyOptions): LockgateProxy {
     if (sendBody) headers.push('content-length', String(body.length));
     // The login's deadline: timeoutMs, and never past the lease (a native timer: undici's own
     // timers are coarse, about 1 s).
-    const leaseLeftMs = leaseMs - leaseMarginMs - Number(process.hrtime.bigint() - reservedAt) / 1e6;
-    const budgetMs = reservation ? Math.max(1, Math.min(timeoutMs, Math.floor(leaseLeftMs))) : timeoutMs;
+    const leftMs = evaluationMs - Number(process.hrtime.bigint() - reservedAt) / 1e6;
+    const budgetMs = enforced ? Math.max(1, Math.min(timeoutMs, Math.floor(leftMs))) : timeoutMs;
     const deadline = new EventEmitter();
     let timedOut = false;
     const timer = setTimeout(() => {
@@ -563,7 +565,7 @@ export function createProxy(options: ProxyOptions): LockgateProxy {
       if (replay) done('locked', replay.status);
       return;
     }
-    if (verdict === 'failure' && mimic !== undefined && read?.complete && reservation !== undefined) {
+    if (verdict === 'failure' && mimic !== undefined && read?.complete && enforced) {
       mimic.record(
         { status: up.statusCode, statusText: up.statusText, headers: outHeaders, body: read.body },
         Number(process.hrtime.bigint() - answeredAt) / 1e6,
@@ -572,7 +574,7 @@ export function createProxy(options: ProxyOptions): LockgateProxy {
     }
     if (read === undefined) relay(up, res, outHeaders);
     else relayRead(up, res, outHeaders, read);
-    done(reservation === undefined ? 'fail_open' : verdict, up.statusCode);
+    done(enforced ? verdict : 'fail_open', up.statusCode);
   };
 
   // ---- the handler ------------------------------------------------------------------------
