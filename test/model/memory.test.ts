@@ -14,10 +14,10 @@ describe('LockoutStore model: memory', () => {
         return { store, mode: 'exact', setNow: (t) => (now = t) };
       },
       leaseMs: 600,
-      numRuns: 1000,
+      numRuns: 1500,
       maxCommands: 40,
       seed: 8008,
-      timeLimitMs: 15_000,
+      timeLimitMs: 20_000,
     });
   });
 });
