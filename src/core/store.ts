@@ -98,7 +98,11 @@ export interface LockoutStore {
    * Locked users of an org, `limit` at a time from after `cursor`, ordered by user id compared as
    * UTF-8 bytes (Redis's lexicographic order; memory sorts the same way). Lists every user locked
    * at the time of the listing, including users whose expired leases lock them but whom nobody
-   * has read since (`limits` are the org's effective limits, used to apply those leases).
+   * has read since (`limits` are the org's effective limits, used to apply those leases). One
+   * narrow exception is allowed: a lease whose failure could not lock the user under the limits in
+   * force when it was reserved (the limit was lowered while it was in flight) may lock the user
+   * only when something reads the user (RedisStore tracks just the leases that could lock, to
+   * keep the hot path at one round trip; MemoryStore lists those users too).
    */
   listLocked(
     instance: string,

@@ -307,8 +307,13 @@ class ListLocked implements Cmd {
       if (value.nextCursor === undefined) break;
       cursor = value.nextCursor;
     }
-    const want = m.listLocked();
     const op = this.toString();
+    // A store may leave out a user the model marks optional (locked only by a lease reserved under
+    // a higher limit) when it does not track such leases (RedisStore); MemoryStore lists them all.
+    const gotIds = new Set(got.map((u) => u.userId));
+    const want = m
+      .listLocked()
+      .filter((u) => !(u.optional && r.store.kind === 'redis' && !gotIds.has(u.userId)));
     expect({ op, users: got.map((u) => u.userId) }).toEqual({ op, users: want.map((u) => u.userId) });
     got.forEach((u, i) => r.expectLockedAt(`${op} ${u.userId}`, u.lockedAt, want[i]?.lockedAt));
   }

@@ -17,6 +17,13 @@ import type { ReserveResult, SettleOutcome, SettleResult, UserState } from '../.
 export interface ModelLease {
   readonly factor: Factor;
   readonly expiresAt: number;
+  /**
+   * Whether its failure could lock the user under the limits in force when it was reserved
+   * (failures + in flight, itself included, >= limit > 0). listLocked must list a user locked by
+   * such a lease; a lock that comes only from leases that could not lock when reserved (the limit
+   * was lowered meanwhile) may be listed only once something reads the user (src/core/store.ts).
+   */
+  readonly mayLock: boolean;
 }
 
 export interface ModelUser {
@@ -28,6 +35,8 @@ export interface ModelUser {
   tombstones: Map<string, number>;
   /** useStep key → last accepted step */
   steps: Map<string, number>;
+  /** Locked by listLocked applying only leases that could not lock when reserved, and not read since. */
+  hiddenLock?: boolean;
   /** Every reservation id this user has seen, with its factor (for "repeat an id" commands). */
   ids: Array<{ id: string; factor: Factor }>;
 }
@@ -83,7 +92,8 @@ export class ReferenceModel {
       }
     }
     const expiresAt = this.now + this.leaseMs;
-    u.leases.set(id, { factor, expiresAt });
+    const inFlight = [...u.leases.values()].filter((l) => l.factor === factor).length + 1;
+    u.leases.set(id, { factor, expiresAt, mayLock: max > 0 && u.failed[factor] + inFlight >= max });
     return { status: 'admitted', expiresAt };
   }
 
@@ -149,12 +159,18 @@ export class ReferenceModel {
     }
   }
 
-  /** Every locked user of the org, ordered by user id as UTF-8 bytes, after applying expired leases. */
-  listLocked(): Array<{ userId: string; lockedAt: number }> {
-    const out: Array<{ userId: string; lockedAt: number }> = [];
+  /**
+   * Every locked user of the org, ordered by user id as UTF-8 bytes, after applying expired leases;
+   * `optional` marks users locked only now, only by leases that could not lock when reserved.
+   */
+  listLocked(): Array<{ userId: string; lockedAt: number; optional: boolean }> {
+    const out: Array<{ userId: string; lockedAt: number; optional: boolean }> = [];
     for (const [userId, u] of this.users) {
-      this.applyExpired(u);
-      if (u.lockedAt !== undefined) out.push({ userId, lockedAt: u.lockedAt });
+      const wasLocked = u.lockedAt !== undefined;
+      const applied = this.applyExpired(u, true);
+      if (u.lockedAt === undefined) continue;
+      if (!wasLocked && applied.length > 0 && applied.every((l) => !l.mayLock)) u.hiddenLock = true;
+      out.push({ userId, lockedAt: u.lockedAt, optional: u.hiddenLock === true });
     }
     return out.sort((a, b) => compareUtf8(a.userId, b.userId));
   }
@@ -167,13 +183,21 @@ export class ReferenceModel {
     return true;
   }
 
-  private applyExpired(u: ModelUser): void {
+  /**
+   * Applies the user's expired leases (each a failure); answers the ones it applied. Any operation
+   * on the user but a listing reads it, so a lock hidden from listings is listed from then on.
+   */
+  private applyExpired(u: ModelUser, listing = false): ModelLease[] {
+    if (!listing) u.hiddenLock = false;
+    const applied: ModelLease[] = [];
     for (const [id, lease] of [...u.leases.entries()]) {
       if (lease.expiresAt > this.now) continue;
       u.leases.delete(id);
       this.tombstone(u, id);
       this.fail(u, lease.factor);
+      applied.push(lease);
     }
+    return applied;
   }
 
   private fail(u: ModelUser, factor: Factor): boolean {
