@@ -449,7 +449,7 @@ export function createProxy(options: ProxyOptions): LockgateProxy {
     let reservation: Reservation;
     const reservedAt = process.hrtime.bigint();
     const mimic = mimics.get(route);
-    let answeredAt = reservedAt;
+    let answeredAt: bigint;
     try {
       const r = await engine.reserve(orgId, userId, route.factor);
       answeredAt = process.hrtime.bigint();
