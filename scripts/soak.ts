@@ -125,6 +125,12 @@ class RedisProcess {
   ) {}
 
   async start(aof: boolean): Promise<void> {
+    // A run without AOF persisted nothing: what an older run left on disk is stale, and loading it
+    // would bring back counters of a state the soak's accounting treats as lost.
+    if (!this.aof) {
+      rmSync(path.join(this.dir, 'appendonlydir'), { recursive: true, force: true });
+      rmSync(path.join(this.dir, 'dump.rdb'), { force: true });
+    }
     this.aof = aof;
     this.child = spawn(
       'redis-server',
