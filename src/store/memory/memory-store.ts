@@ -117,7 +117,7 @@ export class MemoryStore implements LockoutStore {
     this.idleTtlMs = nonNegativeInteger(options.idleTtlMs, 86_400_000, 'idleTtlMs');
     this.maxUsers = nonNegativeInteger(options.maxUsers, 100_000, 'maxUsers');
     if (this.maxUsers < 1) {
-      throw new InvalidArgumentError('Errors.Option.Invalid', 'maxUsers must be at least 1', 'maxUsers');
+      throw new InvalidArgumentError('Errors.Options.Invalid', 'maxUsers must be at least 1', 'maxUsers');
     }
     this.onWarning = options.onWarning;
     const every = nonNegativeInteger(options.purgeIntervalMs, 60_000, 'purgeIntervalMs');
@@ -656,7 +656,7 @@ function nonNegativeInteger(value: number | undefined, fallback: number, field: 
   if (value === undefined) return fallback;
   if (!Number.isSafeInteger(value) || value < 0) {
     throw new InvalidArgumentError(
-      'Errors.Option.Invalid',
+      'Errors.Options.Invalid',
       `${field} must be a non-negative integer, got ${String(value)}`,
       field,
     );
