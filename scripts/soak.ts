@@ -27,8 +27,10 @@
  *     ("straddlers") could have been counted before or after, so they widen the allowed range.
  *     Per segment with E = 401s (failures evaluated), S = straddlers, A = requests whose
  *     reservation may rightly count without a 401: abandoned ones, ones the soak timed out
- *     (10 s), and 503s answered by a sidecar less than a lease before it was SIGKILLed (its
- *     background compensation of that 503 may have died with it):
+ *     (10 s), 503s answered by a sidecar less than a lease before it was SIGKILLed (its
+ *     background compensation of that 503 may have died with it), and 503s whose request overlaps
+ *     a Redis outage (G5: a wrong password evaluated whose settle's outcome was unknown is answered
+ *     503, and the engine writes the failure again until it is counted, once):
  *       lost failures            = max(0, E − C)          (evaluated but not counted)
  *       double-counted failures  = max(0, C − E − A − S)  (counted more than could have happened)
  *       G1 violations            = segments with E > max  (more evaluations than the limit allows)
@@ -429,7 +431,7 @@ async function main(): Promise<void> {
         const counted = await readCounter(client, sidecars, user);
         const end = Date.now();
         segments.push(
-          ...segmentsOf(user, cycleStart, end, counted, client.samples, epochStarts, sidecarKills),
+          ...segmentsOf(user, cycleStart, end, counted, client.samples, epochStarts, sidecarKills, outages),
         );
         await unlock(client, sidecars, user);
         cycleStart = Date.now();
@@ -463,6 +465,7 @@ async function main(): Promise<void> {
           client.samples,
           epochStarts,
           sidecarKills,
+          outages,
         ),
       );
     }
@@ -556,11 +559,16 @@ function segmentsOf(
   samples: Sample[],
   epochStarts: number[],
   kills: SidecarKill[],
+  outages: readonly Outage[],
 ): Segment[] {
   // A 503 leaves a reservation that its sidecar compensates (releases) in the background; a
   // sidecar killed within a lease of that 503 may not have done it yet: such a 503 may count.
   const orphaned = (s: Sample) =>
     s.answer === 503 && kills.some((k) => k.name === s.sidecar && s.end <= k.at && s.end > k.at - LEASE_MS);
+  // A 503 answered because a settle's outcome was unknown (Redis went away mid-request) may be a
+  // wrong password that was evaluated and is counted once the engine's repeated settle lands.
+  const settleUnknown = (s: Sample) =>
+    s.answer === 503 && outages.some((o) => s.start < o.to && s.end > o.from);
   const cuts = [start, ...epochStarts.filter((t) => t > start && t < end), end];
   const segs: Segment[] = [];
   for (let i = 0; i + 1 < cuts.length; i++) {
@@ -573,8 +581,9 @@ function segmentsOf(
       start: from,
       end: to,
       evaluated: inside.filter((s) => s.answer === 401).length,
-      abandoned: inside.filter((s) => s.answer === 'abandoned' || s.answer === 'timeout' || orphaned(s))
-        .length,
+      abandoned: inside.filter(
+        (s) => s.answer === 'abandoned' || s.answer === 'timeout' || orphaned(s) || settleUnknown(s),
+      ).length,
       straddlers: mine.filter((s) => s.start < from && (s.answer === 401 || s.answer === 'abandoned')).length,
       // Only the segment that ends the cycle was read; earlier ones were wiped by a restart.
       counted: i + 2 === cuts.length ? counted : undefined,
