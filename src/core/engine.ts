@@ -250,7 +250,9 @@ export class LockoutEngine {
     this.failOpen = this.config.onStoreError === 'fail-open';
     this.compensation = new CompensationQueue({
       ...options.compensation,
-      run: (task) => this.writeSettle(task.subject, task.factor, task.nonce, task.outcome),
+      // A reserve whose outcome is unknown may still arrive: its release leaves a tombstone.
+      run: (task) =>
+        this.writeSettle(task.subject, task.factor, task.nonce, task.outcome, task.origin === 'reserve'),
       ...(options.onCompensation ? { onEvent: options.onCompensation } : {}),
     });
     this.unsubscribe = this.store.onSettingsChanged((instance, owner) => {
@@ -536,7 +538,7 @@ export class LockoutEngine {
   ): Promise<SettleResult> {
     const leaseEnd = this.leaseEnd(expiresAt);
     try {
-      return await this.writeSettle(subject, factor, nonce, outcome);
+      return await this.writeSettle(subject, factor, nonce, outcome, false);
     } catch (error) {
       this.compensate({ subject, factor, nonce, outcome, origin: 'settle', deadline: leaseEnd });
       throw error;
@@ -549,9 +551,10 @@ export class LockoutEngine {
     factor: Factor,
     nonce: string,
     outcome: SettleOutcome,
+    tombstone: boolean,
   ): Promise<SettleResult> {
     const limits = await this.limits(subject.org);
-    return this.store.settle(subject, factor, nonce, outcome, limits, this.config.leaseMs);
+    return this.store.settle(subject, factor, nonce, outcome, limits, this.config.leaseMs, tombstone);
   }
 
   /**

@@ -15,11 +15,14 @@ import type { Factor, Limits, Subject } from './subjects';
  *
  * Idempotence (G5). A command may run twice (a client resends it after a reconnect) or run
  * although its caller saw a timeout. So every reserve, settle and release is keyed by its id
- * (the nonce): reserve twice = once, settle twice = once, and an id that was settled or released
+ * (the nonce): reserve twice = once, settle twice = once. An id whose reserve may still arrive
  * leaves a *tombstone* until its lease would have ended (`leaseMs` after the settle), so that a
  * reserve of that id arriving late is refused (`gone`) instead of creating a reservation nobody
- * will settle. A settle or release of an id the store does not know also leaves a tombstone: this
- * is how the engine compensates a reserve whose outcome it could not learn.
+ * will settle: an id settled or released with `tombstone` (the engine compensating a reserve whose
+ * outcome it could not learn), an id the store does not know (never arrived yet), and an id
+ * dropped by expiry, unlock or a password change. An ordinary settle leaves none: its reserve was
+ * answered, and a client resends only commands that got no answer, so no copy of it can follow
+ * (and the hot path stays as small as before: no tombstone per check).
  *
  * An operation that committed never fails afterwards: secondary writes (the locked-users index)
  * are made so that they converge (a locked user is listed, an unlocked one is not) without
@@ -55,11 +58,11 @@ export interface LockoutStore {
   ): Promise<ReserveResult>;
 
   /**
-   * Settles reservation `id` of `factor` and leaves a tombstone for `id` that lasts `leaseMs`.
-   * A reservation that does not exist (never made, already settled, cleared by unlock or a
-   * password change, or expired and so already counted as a failure) answers
-   * `{ status: 'unknown' }`, changes no counter, and also leaves the tombstone (so a late reserve
-   * of that id is refused). Settling twice is settling once: the second answers `unknown`.
+   * Settles reservation `id` of `factor`. With `tombstone` (default false), `id` is tombstoned for
+   * `leaseMs` (a late reserve of it is refused). A reservation that does not exist (never made,
+   * already settled, cleared by unlock or a password change, or expired and so already counted as
+   * a failure) answers `{ status: 'unknown' }`, changes no counter, and is always tombstoned (its
+   * reserve may still be on its way). Settling twice is settling once: the second answers `unknown`.
    */
   settle(
     subject: Subject,
@@ -68,6 +71,7 @@ export interface LockoutStore {
     outcome: SettleOutcome,
     limits: Limits,
     leaseMs: number,
+    tombstone?: boolean,
   ): Promise<SettleResult>;
 
   /** The user's state (after applying expired leases). */

@@ -380,7 +380,7 @@ export function describeLockoutStore(name: string, makeContext: () => Promise<St
         expect(p2.nextCursor).toBeUndefined();
       });
 
-      it('a user with no failures and no lock takes no space once the tombstones of its checks end', async () => {
+      it('a user with no failures and no lock takes no space; a tombstone goes when its lease ends', async () => {
         const store = await ctx.makeStore();
         const e = await engine(
           { leaseMs: 1000, defaults: { maxPasswordAttempts: 3, maxOtpAttempts: 3 } },
@@ -391,16 +391,21 @@ export function describeLockoutStore(name: string, makeContext: () => Promise<St
         expect(await ctx.stateOf(store, instanceId, 'o', 'hank')).toBeGreaterThan(0);
         await e.check('o', 'hank', 'password', right);
         await e.check('o', 'hank', 'totp', right);
+        expect(await ctx.stateOf(store, instanceId, 'o', 'hank')).toBe(0);
         await e.check('o', 'ivy', 'password', right);
         const r = await e.reserve('o', 'ivy', 'password');
         if (r.status !== 'admitted') throw new Error('expected admitted');
         await e.settle(r.reservation, 'release');
-        // the settled ids stay tombstoned (a late reserve of them is refused) until their lease ends
-        expect(await store.reserve(subjectOf('ivy'), 'password', limits(3), 1000, nonceOf(r))).toEqual({
+        expect(await ctx.stateOf(store, instanceId, 'o', 'ivy')).toBe(0);
+        // a release of an id the store never saw (a compensated reserve) is tombstoned for a lease
+        expect(await store.settle(subjectOf('ivy'), 'password', 'lost', 'release', limits(3), 1000)).toEqual({
+          status: 'unknown',
+        });
+        expect(await store.reserve(subjectOf('ivy'), 'password', limits(3), 1000, 'lost')).toEqual({
           status: 'gone',
         });
+        expect(await ctx.stateOf(store, instanceId, 'o', 'ivy')).toBeGreaterThan(0);
         await elapse(1001, async () => (await ctx.stateOf(store, instanceId, 'o', 'ivy')) === 0);
-        expect(await ctx.stateOf(store, instanceId, 'o', 'hank')).toBe(0);
         expect((await e.getUserStatus('o', 'hank')).failedAttempts).toEqual({
           password: 0,
           totp: 0,
@@ -602,13 +607,13 @@ export function describeLockoutStore(name: string, makeContext: () => Promise<St
         expect((await store.getUser(u, limits(2))).failed.password).toBe(1);
       });
 
-      it('a settled or released id is gone: a late reserve of it is refused and takes no slot', async () => {
+      it('an id settled or released with tombstone is gone: a late reserve of it is refused and takes no slot', async () => {
         const store = await ctx.makeStore();
         const u = subjectOf('r2');
         await store.reserve(u, 'password', limits(3), 30_000, 'nonce-a');
         await store.reserve(u, 'password', limits(3), 30_000, 'nonce-b');
-        await store.settle(u, 'password', 'nonce-a', 'failure', limits(3), 30_000);
-        await store.settle(u, 'password', 'nonce-b', 'release', limits(3), 30_000);
+        await store.settle(u, 'password', 'nonce-a', 'failure', limits(3), 30_000, true);
+        await store.settle(u, 'password', 'nonce-b', 'release', limits(3), 30_000, true);
         expect(await store.reserve(u, 'password', limits(3), 30_000, 'nonce-a')).toEqual({ status: 'gone' });
         expect(await store.reserve(u, 'password', limits(3), 30_000, 'nonce-b')).toEqual({ status: 'gone' });
         // failures 1 + in flight < 3: two fresh ids fit, a third is busy
@@ -616,6 +621,14 @@ export function describeLockoutStore(name: string, makeContext: () => Promise<St
         expect((await store.reserve(u, 'password', limits(3), 30_000, 'nonce-d')).status).toBe('admitted');
         expect((await store.reserve(u, 'password', limits(3), 30_000, 'nonce-e')).status).toBe('busy');
         expect((await store.getUser(u, limits(3))).failed.password).toBe(1);
+      });
+
+      it('an ordinary settle leaves no tombstone: its reserve was answered, so no copy of it can follow', async () => {
+        const store = await ctx.makeStore();
+        const u = subjectOf('r2b');
+        await store.reserve(u, 'password', limits(3), 30_000, 'nonce-a');
+        await store.settle(u, 'password', 'nonce-a', 'success', limits(3), 30_000);
+        expect(await ctx.stateOf(store, instanceId, 'o', 'r2b')).toBe(0);
       });
 
       it('settle twice is settle once; settling an unknown id tombstones it', async () => {

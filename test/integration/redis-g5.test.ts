@@ -113,7 +113,7 @@ describe.each([
     const who = subject();
     const released = nonce();
     await s.reserve(who, 'password', limits(5), LEASE, released);
-    await s.settle(who, 'password', released, 'release', limits(5), LEASE);
+    await s.settle(who, 'password', released, 'release', limits(5), LEASE, true);
     expect(await s.reserve(who, 'password', limits(5), LEASE, released)).toEqual({ status: 'gone' });
 
     // a reserve whose outcome the engine could not learn is compensated by a release first

@@ -190,6 +190,8 @@ class Settle implements Cmd {
     readonly factor: Factor,
     readonly pick: number | null,
     readonly outcome: 'success' | 'failure' | 'release',
+    /** Asks for a tombstone (the engine compensating a reserve whose outcome it could not learn). */
+    readonly tombstone = false,
   ) {}
   check = () => true;
   async run(m: ReferenceModel, r: Sut): Promise<void> {
@@ -198,17 +200,19 @@ class Settle implements Cmd {
     const picked = this.pick === null || known.length === 0 ? undefined : known[this.pick % known.length];
     const id = picked?.id ?? m.freshId();
     const factor = picked?.factor ?? this.factor;
-    this.desc = `settle(${this.user}, ${factor}, ${id}${picked ? '' : ' unknown'}, ${this.outcome})`;
+    const t = this.tombstone ? ', tombstone' : '';
+    this.desc = `settle(${this.user}, ${factor}, ${id}${picked ? '' : ' unknown'}, ${this.outcome}${t})`;
     const { value } = await r.call(m, () =>
-      r.store.settle(r.subject(this.user), factor, id, this.outcome, m.limits, r.leaseMs),
+      r.store.settle(r.subject(this.user), factor, id, this.outcome, m.limits, r.leaseMs, this.tombstone),
     );
-    const want = m.settle(this.user, factor, id, this.outcome);
+    const want = m.settle(this.user, factor, id, this.outcome, this.tombstone);
     expect({ op: this.desc, ...value }).toEqual({ op: this.desc, ...want });
   }
   toString = () =>
-    this.pick === null
-      ? `settle(${this.user}, ${this.factor}, unknown id, ${this.outcome})`
-      : `settle(${this.user}, known id #${this.pick} else unknown ${this.factor} id, ${this.outcome})`;
+    (this.pick === null
+      ? `settle(${this.user}, ${this.factor}, unknown id, ${this.outcome}`
+      : `settle(${this.user}, known id #${this.pick} else unknown ${this.factor} id, ${this.outcome}`) +
+    (this.tombstone ? ', tombstone)' : ')');
 }
 
 class Advance implements Cmd {
@@ -365,8 +369,9 @@ export function commandArbitraries(): Array<fc.Arbitrary<Cmd>> {
       factor,
       fc.nat(),
       fc.constantFrom('success', 'failure', 'release') as fc.Arbitrary<'success' | 'failure' | 'release'>,
+      fc.boolean(),
     )
-    .map(([u, f, n, o]) => new Settle(u, f, n, o));
+    .map(([u, f, n, o, t]) => new Settle(u, f, n, o, t));
   const settleUnknown = fc
     .tuple(
       user,

@@ -97,7 +97,7 @@ export class ReferenceModel {
     return { status: 'admitted', expiresAt };
   }
 
-  settle(user: string, factor: Factor, id: string, outcome: SettleOutcome): SettleResult {
+  settle(user: string, factor: Factor, id: string, outcome: SettleOutcome, tombstone: boolean): SettleResult {
     const u = this.user(user);
     this.applyExpired(u);
     const lease = u.leases.get(id);
@@ -106,7 +106,7 @@ export class ReferenceModel {
       return { status: 'unknown' };
     }
     u.leases.delete(id);
-    this.tombstone(u, id);
+    if (tombstone) this.tombstone(u, id);
     let lockedNow = false;
     if (outcome === 'failure') lockedNow = this.fail(u, factor);
     else if (outcome === 'success' && u.lockedAt === undefined) u.failed[factor] = 0;

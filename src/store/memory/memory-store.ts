@@ -67,6 +67,8 @@ class UserRecord {
   lockedAt: number | undefined = undefined;
   /** Locked or with a reservation in flight: never evicted, never idle-expired. */
   pinned = false;
+  /** Listed in the org's in-flight index (has reservations). */
+  pending = false;
   /** nonce → reservation in flight */
   res: Map<string, Reservation> | undefined = undefined;
   /** nonce → until when a settled, released or applied id is refused (see Tombs) */
@@ -178,6 +180,7 @@ export class MemoryStore implements LockoutStore {
     outcome: SettleOutcome,
     limits: Limits,
     leaseMs: number,
+    tombstone = false,
   ): Promise<SettleResult> {
     const now = this.now();
     const key = userKey(subject);
@@ -190,7 +193,8 @@ export class MemoryStore implements LockoutStore {
       return { status: 'unknown' };
     }
     rec ??= this.create(key, now);
-    addTomb(rec, id, now + leaseMs);
+    // Its reserve may still arrive (unknown id, or the engine compensating a reserve): refuse it.
+    if (!r || tombstone) addTomb(rec, id, now + leaseMs);
     if (!r) {
       this.commit(subject, key, rec, true);
       return { status: 'unknown' };
@@ -282,6 +286,7 @@ export class MemoryStore implements LockoutStore {
       const rec = this.load(key, now);
       if (rec) this.commit(subject, key, rec, this.sweep(subject, rec, limits, now), false);
       else removeFrom(this.pendingIndex, ok, user);
+      if (rec?.pending && !rec.res) this.unlistPending(subject, rec);
     }
     const after = cursor === undefined ? undefined : Buffer.from(cursor, 'utf8');
     const ids = [...(this.lockedIndex.get(ok) ?? [])]
@@ -537,6 +542,8 @@ export class MemoryStore implements LockoutStore {
     if (victim === undefined) {
       throw new StoreUnavailableError('The memory store is full (maxUsers) of locked or busy users');
     }
+    const evicted = this.users.get(victim);
+    if (evicted?.pending) this.unlistPending(subjectOf(victim), evicted);
     this.users.delete(victim);
     this.evictions++;
     this.warn(
@@ -566,14 +573,28 @@ export class MemoryStore implements LockoutStore {
       rec.pinned = pinned;
       this.pinnedCount += pinned ? 1 : -1;
     }
-    const ok = orgKey(subject.instance, subject.org);
-    if (rec.res) addTo(this.pendingIndex, ok, subject.user);
-    else removeFrom(this.pendingIndex, ok, subject.user);
-    if (isEmpty(rec)) this.users.delete(key);
+    // A user joins the org's in-flight index at its first reservation and leaves it lazily (when
+    // the record goes, or when a listing finds nothing in flight): not twice per check.
+    if (rec.res !== undefined && !rec.pending) {
+      rec.pending = true;
+      addTo(this.pendingIndex, orgKey(subject.instance, subject.org), subject.user);
+    }
+    if (isEmpty(rec)) this.drop(subject, key, rec);
     else if (touch || !this.users.has(key)) {
       this.users.delete(key);
       this.users.set(key, rec);
     }
+  }
+
+  /** Forgets a record (and its entry in the org's in-flight index). */
+  private drop(subject: Subject, key: string, rec: UserRecord): void {
+    if (rec.pending) this.unlistPending(subject, rec);
+    this.users.delete(key);
+  }
+
+  private unlistPending(subject: Subject, rec: UserRecord): void {
+    rec.pending = false;
+    removeFrom(this.pendingIndex, orgKey(subject.instance, subject.org), subject.user);
   }
 
   /** The purge timer: applies ended leases, drops expired state and empty records. */
@@ -587,7 +608,7 @@ export class MemoryStore implements LockoutStore {
         this.commit(subject, key, rec, applied, false);
       } else {
         this.expire(rec, now);
-        if (isEmpty(rec)) this.users.delete(key);
+        if (isEmpty(rec)) this.drop(subjectOf(key), key, rec);
       }
     }
   }
@@ -676,21 +697,31 @@ function removeFrom(index: Map<string, Set<string>>, key: string, member: string
   if (set.size === 0) index.delete(key);
 }
 
+// Keys are length-prefixed ("<instance length>:<org length>:<instance><org><user>"): unambiguous
+// for any strings, and several times cheaper than JSON on the hot path.
 function userKey(s: Subject): string {
-  return JSON.stringify([s.instance, s.org, s.user]);
+  return `${s.instance.length}:${s.org.length}:${s.instance}${s.org}${s.user}`;
 }
 
 function subjectOf(key: string): Subject {
-  const [instance, org, user] = JSON.parse(key) as [string, string, string];
-  return { instance, org, user };
+  const a = key.indexOf(':');
+  const b = key.indexOf(':', a + 1);
+  const i = Number(key.slice(0, a));
+  const o = Number(key.slice(a + 1, b));
+  const start = b + 1;
+  return {
+    instance: key.slice(start, start + i),
+    org: key.slice(start + i, start + i + o),
+    user: key.slice(start + i + o),
+  };
 }
 
 function orgKey(instance: string, org: string): string {
-  return JSON.stringify([instance, org]);
+  return `${instance.length}:${instance}${org}`;
 }
 
 function ownerKey(instance: string, owner: Owner): string {
-  return owner.type === 'instance' ? JSON.stringify([instance]) : orgKey(instance, owner.org);
+  return owner.type === 'instance' ? `i:${instance}` : `o:${orgKey(instance, owner.org)}`;
 }
 
 function sameValues(a: { maxPasswordAttempts: number; maxOtpAttempts: number }, b: typeof a): boolean {

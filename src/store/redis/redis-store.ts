@@ -235,8 +235,18 @@ export class RedisStore implements LockoutStore {
     outcome: SettleOutcome,
     limits: Limits,
     leaseMs: number,
+    tombstone = false,
   ): Promise<SettleResult> {
-    const r = await this.user(subject, this.redis.lgSettle, limits, leaseMs, factor, id, outcome);
+    const r = await this.user(
+      subject,
+      this.redis.lgSettle,
+      limits,
+      leaseMs,
+      factor,
+      id,
+      outcome,
+      tombstone ? '1' : '0',
+    );
     if (r.status !== 'settled') return { status: 'unknown' };
     return { status: 'settled', failedAttempts: r.value, locked: r.lockedAt > 0, lockedNow: r.flag };
   }

@@ -113,12 +113,12 @@ local function tomb(n, ms)
   end
 end
 
--- removes reservation i from flight (uncounted) and tombstones its nonce
-local function unreserve(i)
+-- removes reservation i from flight (uncounted); tombstones its nonce unless tombstone is false
+local function unreserve(i, tombstone)
   local r = res[i]
   res[i] = false
   change(r[1], false)
-  tomb(r[3], lease)
+  if tombstone ~= false then tomb(r[3], lease) end
 end
 
 local function find(f, n)
@@ -222,9 +222,10 @@ return reply('admitted', now + lease, 0, pending, {})
 `;
 
 /**
- * ARGV[5] factor, ARGV[6] nonce, ARGV[7] outcome (success|failure|release).
+ * ARGV[5] factor, ARGV[6] nonce, ARGV[7] outcome (success|failure|release), ARGV[8] '1' to tombstone.
  * status/value/flag: 'settled'/failedAttempts/lockedNow (this settle's failure locked the user) |
- * 'unknown'/0/0 (not in flight: nothing counted). Either way the nonce is tombstoned for leaseMs.
+ * 'unknown'/0/0 (not in flight: nothing counted, the nonce tombstoned for leaseMs: its reserve may
+ * still arrive). A settled nonce is tombstoned only when asked (a compensated reserve).
  */
 export const SETTLE = `${PRELUDE}
 local f, nonce, outcome = ARGV[5], ARGV[6], ARGV[7]
@@ -234,7 +235,7 @@ if not i then
   tomb(nonce, lease)
   return reply('unknown', 0, 0, 0, {})
 end
-unreserve(i)
+unreserve(i, ARGV[8] == '1')
 local locked_now = 0
 if outcome == 'failure' then
   locked_now = fail(f)
