@@ -1,14 +1,15 @@
 import type { ErrorRequestHandler, Request, RequestHandler, Response } from 'express';
 import {
-  BusyError,
   GrpcCode,
+  IdentifiedError,
   LockgateError,
-  StoreUnavailableError,
   UserLockedError,
   isLockgateError,
+  type ErrorDetail,
 } from '../core/errors';
 import type { Factor } from '../core/subjects';
-import { RateLimitedError } from '../verify/errors';
+
+export { retryAfterSeconds, type ErrorDetail } from '../core/errors';
 
 /**
  * ZITADEL-compatible error bodies and HTTP statuses, shared by every router and the sidecar.
@@ -21,14 +22,6 @@ import { RateLimitedError } from '../verify/errors';
 
 export const ERROR_DETAIL_TYPE = 'type.googleapis.com/zitadel.v1.ErrorDetail';
 export const CREDENTIALS_CHECK_ERROR_TYPE = 'type.googleapis.com/zitadel.v1.CredentialsCheckError';
-
-export interface ErrorDetail {
-  readonly '@type': string;
-  readonly id: string;
-  readonly message: string;
-  /** CredentialsCheckError only: the factor's failed attempts (uint64 as a string). */
-  readonly failedAttempts?: string;
-}
 
 export interface ErrorBody {
   readonly code: number;
@@ -44,25 +37,19 @@ export interface HttpError {
 }
 
 /** Missing or unknown bearer token (401, code 16). Never carries a CredentialsCheckError detail. */
-export class UnauthenticatedError extends LockgateError {
+export class UnauthenticatedError extends IdentifiedError {
   readonly grpcCode = GrpcCode.Unauthenticated;
-  constructor(
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
+  readonly httpStatus = 401;
+
+  override get httpHeaders(): Readonly<Record<string, string>> {
+    return { 'WWW-Authenticate': 'Bearer realm="lockgate"' };
   }
 }
 
 /** The token may not act on the org, or lacks the permission (403, code 7). */
-export class PermissionDeniedError extends LockgateError {
+export class PermissionDeniedError extends IdentifiedError {
   readonly grpcCode = GrpcCode.PermissionDenied;
-  constructor(
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
-  }
+  readonly httpStatus = 403;
 }
 
 /** Stable ids of a wrong credential, per factor (as ZITADEL's). */
@@ -88,6 +75,7 @@ const INVALID_CREDENTIAL_MESSAGES: Readonly<Record<Factor, string>> = {
  */
 export class InvalidCredentialsError extends LockgateError {
   readonly grpcCode = GrpcCode.InvalidArgument;
+  readonly httpStatus = 401;
   readonly code: string;
   constructor(
     readonly factor: Factor,
@@ -96,50 +84,37 @@ export class InvalidCredentialsError extends LockgateError {
     super(INVALID_CREDENTIAL_MESSAGES[factor]);
     this.code = INVALID_CREDENTIAL_IDS[factor];
   }
+
+  override get extraDetails(): readonly ErrorDetail[] {
+    return [
+      {
+        '@type': CREDENTIALS_CHECK_ERROR_TYPE,
+        id: this.code,
+        message: this.message,
+        failedAttempts: String(this.failedAttempts),
+      },
+    ];
+  }
 }
 
 /** A request error that is not the client's data but the request itself (body type, size). */
-export class RequestError extends LockgateError {
+export class RequestError extends IdentifiedError {
   constructor(
+    /** The HTTP status (also `httpStatus`). */
     readonly status: number,
     readonly grpcCode: GrpcCode,
-    readonly code: string,
+    code: string,
     message: string,
   ) {
-    super(message);
+    super(code, message);
+  }
+
+  get httpStatus(): number {
+    return this.status;
   }
 }
 
-/** HTTP status of a gRPC code on the ZITADEL-compatible routes. */
-export function httpStatusOf(grpcCode: number): number {
-  switch (grpcCode) {
-    case GrpcCode.InvalidArgument:
-    case GrpcCode.FailedPrecondition:
-      return 400;
-    case GrpcCode.NotFound:
-      return 404;
-    case GrpcCode.AlreadyExists:
-      return 409;
-    case GrpcCode.PermissionDenied:
-      return 403;
-    case GrpcCode.Unauthenticated:
-      return 401;
-    case GrpcCode.ResourceExhausted:
-      return 429;
-    case GrpcCode.Unavailable:
-      return 503;
-    default:
-      return 500;
-  }
-}
-
-/** `Retry-After` in whole seconds: rounded up, at least 1. */
-export function retryAfterSeconds(ms: number): string {
-  const s = Number.isFinite(ms) ? Math.ceil(ms / 1000) : 1;
-  return String(Math.max(1, s));
-}
-
-function body(code: number, id: string, message: string, extra: ErrorDetail[] = []): ErrorBody {
+function body(code: number, id: string, message: string, extra: readonly ErrorDetail[] = []): ErrorBody {
   return { code, message, details: [{ '@type': ERROR_DETAIL_TYPE, id, message }, ...extra] };
 }
 
@@ -192,61 +167,18 @@ function fromHttpLibrary(status: number, type: string | undefined): HttpError {
 }
 
 /**
- * Maps any error to its HTTP answer. LockgateErrors keep their stable id and message; a locked
- * user answers 423, busy and rate-limited answer 429 with `Retry-After`, a wrong credential 401
- * with a CredentialsCheckError detail. Anything else is a 500 with a generic message.
+ * Maps any error to its HTTP answer. A LockgateError carries its own: status, headers, gRPC
+ * code, stable id, the message a client may see and any further details (a wrong credential's
+ * CredentialsCheckError). An error of body-parser or express is classified by its status and
+ * type; anything else is a 500 with a generic message.
  */
 export function toHttpError(error: unknown): HttpError {
   if (isLockgateError(error)) {
-    if (error instanceof InvalidCredentialsError) {
-      return {
-        status: 401,
-        headers: {},
-        body: body(error.grpcCode, error.code, error.message, [
-          {
-            '@type': CREDENTIALS_CHECK_ERROR_TYPE,
-            id: error.code,
-            message: error.message,
-            failedAttempts: String(error.failedAttempts),
-          },
-        ]),
-      };
-    }
-    if (error instanceof UserLockedError) {
-      return {
-        status: 423,
-        headers: {},
-        body: body(GrpcCode.FailedPrecondition, error.code, 'User is locked'),
-      };
-    }
-    if (error instanceof BusyError || error instanceof RateLimitedError) {
-      return {
-        status: 429,
-        headers: { 'Retry-After': retryAfterSeconds(error.retryAfterMs) },
-        body: body(GrpcCode.ResourceExhausted, error.code, error.message),
-      };
-    }
-    if (error instanceof StoreUnavailableError) {
-      // Its message may name driver details (timeouts, commands): a fixed text instead.
-      return {
-        status: 503,
-        headers: {},
-        body: body(GrpcCode.Unavailable, error.code, 'Lockout store unavailable'),
-      };
-    }
-    if (error instanceof UnauthenticatedError) {
-      return {
-        status: 401,
-        headers: { 'WWW-Authenticate': 'Bearer realm="lockgate"' },
-        body: body(error.grpcCode, error.code, error.message),
-      };
-    }
-    if (error instanceof RequestError) {
-      return { status: error.status, headers: {}, body: body(error.grpcCode, error.code, error.message) };
-    }
-    const status = httpStatusOf(error.grpcCode);
-    if (status === 500) return INTERNAL;
-    return { status, headers: {}, body: body(error.grpcCode, error.code, error.message) };
+    return {
+      status: error.httpStatus,
+      headers: error.httpHeaders,
+      body: body(error.grpcCode, error.code, error.publicMessage, error.extraDetails),
+    };
   }
   const lib = asHttpLibraryError(error);
   if (lib) return fromHttpLibrary(lib.status, lib.type);
@@ -265,7 +197,7 @@ function writeHttpError(res: Response, answer: HttpError): void {
 }
 
 /** The answer to a locked user (423): the same for every request, so serialized once. */
-const LOCKED_BODY = body(GrpcCode.FailedPrecondition, 'Errors.User.Locked', 'User is locked');
+const LOCKED_BODY = toHttpError(new UserLockedError(undefined)).body;
 const LOCKED_JSON = JSON.stringify(LOCKED_BODY);
 
 /**
