@@ -98,6 +98,25 @@ export class InvalidArgumentError extends IdentifiedError {
   }
 }
 
+/**
+ * A bad option of the engine, a store or a face, thrown when it is made (a client never sees
+ * one). `code` is always `Errors.Options.Invalid`, the stable id; `check` names the check that
+ * failed, one code per check (`<where>.<option>`, e.g. `RedisStore.prefix`) as
+ * express-rate-limit's ValidationError codes do; the message names the option (after its
+ * owner for a store: `RedisStore: prefix …`), what it got and what to pass instead, as helmet's
+ * do.
+ */
+export class OptionError extends InvalidArgumentError {
+  constructor(
+    /** The check that failed, e.g. `LockoutEngine.leaseMs`. */
+    readonly check: string,
+    field: string,
+    message: string,
+  ) {
+    super('Errors.Options.Invalid', message, field);
+  }
+}
+
 /** Something that must exist does not: org settings to update or reset, an attempt to settle (404, code 5). */
 export class NotFoundError extends IdentifiedError {
   readonly grpcCode = GrpcCode.NotFound;
