@@ -18,7 +18,7 @@ export const GrpcCode = {
 } as const;
 export type GrpcCode = (typeof GrpcCode)[keyof typeof GrpcCode];
 
-/** A further detail of an error body after its ErrorDetail (ZITADEL's CredentialsCheckError). */
+/** A detail of an error body: ZITADEL's ErrorDetail, or a CredentialsCheckError with `failedAttempts`. */
 export interface ErrorDetail {
   readonly '@type': string;
   readonly id: string;

@@ -3,6 +3,7 @@ import {
   GrpcCode,
   IdentifiedError,
   LockgateError,
+  NotFoundError,
   UserLockedError,
   isLockgateError,
   type ErrorDetail,
@@ -124,65 +125,61 @@ const INTERNAL: HttpError = {
   body: body(GrpcCode.Internal, 'Errors.Internal', 'Internal error'),
 };
 
-/** Errors of body-parser, express and http-errors: `status` and `type`, safe to classify, never shown. */
-function asHttpLibraryError(error: unknown): { status: number; type?: string } | undefined {
+/** The request errors that an error of body-parser, express or http-errors is classified as. */
+const MALFORMED_JSON = new RequestError(
+  400,
+  GrpcCode.InvalidArgument,
+  'Errors.Request.MalformedJson',
+  'Request body is not valid JSON',
+);
+const TOO_LARGE = new RequestError(
+  413,
+  GrpcCode.ResourceExhausted,
+  'Errors.Request.TooLarge',
+  'Request body is too large',
+);
+const UNSUPPORTED_MEDIA_TYPE = new RequestError(
+  415,
+  GrpcCode.InvalidArgument,
+  'Errors.Request.UnsupportedMediaType',
+  'Request body must be JSON in UTF-8 (Content-Type: application/json)',
+);
+const INVALID_REQUEST = new RequestError(
+  400,
+  GrpcCode.InvalidArgument,
+  'Errors.Request.Invalid',
+  'Request is invalid',
+);
+
+/**
+ * An error of body-parser, express or http-errors (a 4xx `status` or `statusCode` it does not mark
+ * `expose: false`, and a `type`), as the RequestError it stands for. Its own text is never shown.
+ */
+function fromHttpLibrary(error: unknown): RequestError | undefined {
   if (typeof error !== 'object' || error === null) return undefined;
   const e = error as { status?: unknown; statusCode?: unknown; type?: unknown; expose?: unknown };
   const status = typeof e.status === 'number' ? e.status : e.statusCode;
   if (typeof status !== 'number' || status < 400 || status > 499 || e.expose === false) return undefined;
-  return { status, type: typeof e.type === 'string' ? e.type : undefined };
-}
-
-function fromHttpLibrary(status: number, type: string | undefined): HttpError {
-  if (type === 'entity.parse.failed') {
-    return {
-      status: 400,
-      headers: {},
-      body: body(GrpcCode.InvalidArgument, 'Errors.Request.MalformedJson', 'Request body is not valid JSON'),
-    };
-  }
-  if (type === 'entity.too.large' || status === 413) {
-    return {
-      status: 413,
-      headers: {},
-      body: body(GrpcCode.ResourceExhausted, 'Errors.Request.TooLarge', 'Request body is too large'),
-    };
-  }
-  if (status === 415) {
-    return {
-      status: 415,
-      headers: {},
-      body: body(
-        GrpcCode.InvalidArgument,
-        'Errors.Request.UnsupportedMediaType',
-        'Request body must be JSON in UTF-8 (Content-Type: application/json)',
-      ),
-    };
-  }
-  return {
-    status: 400,
-    headers: {},
-    body: body(GrpcCode.InvalidArgument, 'Errors.Request.Invalid', 'Request is invalid'),
-  };
+  if (e.type === 'entity.parse.failed') return MALFORMED_JSON;
+  if (e.type === 'entity.too.large' || status === 413) return TOO_LARGE;
+  if (status === 415) return UNSUPPORTED_MEDIA_TYPE;
+  return INVALID_REQUEST;
 }
 
 /**
  * Maps any error to its HTTP answer. A LockgateError carries its own: status, headers, gRPC
  * code, stable id, the message a client may see and any further details (a wrong credential's
- * CredentialsCheckError). An error of body-parser or express is classified by its status and
- * type; anything else is a 500 with a generic message.
+ * CredentialsCheckError). An error of body-parser or express answers as the RequestError it
+ * stands for; anything else is a 500 with a generic message.
  */
 export function toHttpError(error: unknown): HttpError {
-  if (isLockgateError(error)) {
-    return {
-      status: error.httpStatus,
-      headers: error.httpHeaders,
-      body: body(error.grpcCode, error.code, error.publicMessage, error.extraDetails),
-    };
-  }
-  const lib = asHttpLibraryError(error);
-  if (lib) return fromHttpLibrary(lib.status, lib.type);
-  return INTERNAL;
+  const e = isLockgateError(error) ? error : fromHttpLibrary(error);
+  if (e === undefined) return INTERNAL;
+  return {
+    status: e.httpStatus,
+    headers: e.httpHeaders,
+    body: body(e.grpcCode, e.code, e.publicMessage, e.extraDetails),
+  };
 }
 
 /** Sends an error as its ZITADEL-compatible answer. */
@@ -248,9 +245,11 @@ export function createErrorHandler(options: ErrorHandlerOptions = {}): ErrorRequ
   };
 }
 
+const ROUTE_NOT_FOUND = new NotFoundError('Errors.Route.NotFound', 'Route not found');
+
 /** A 404 code 5 for routes that do not exist; mount it last. */
 export function createNotFoundHandler(): RequestHandler {
   return (_req, res) => {
-    res.status(404).json(body(GrpcCode.NotFound, 'Errors.Route.NotFound', 'Route not found'));
+    sendError(res, ROUTE_NOT_FOUND);
   };
 }
