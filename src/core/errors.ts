@@ -99,8 +99,8 @@ export class InvalidArgumentError extends IdentifiedError {
 }
 
 /**
- * A bad option of the engine, a store or a face, thrown when it is made (a client never sees
- * one). `code` is always `Errors.Options.Invalid`, the stable id; `check` names the check that
+ * A bad option of the engine, a store or a face, thrown when it is made (one that escapes to
+ * a face answers 400 code 3). `code` is always `Errors.Options.Invalid`, the stable id; `check` names the check that
  * failed, one code per check (`<where>.<option>`, e.g. `RedisStore.prefix`) as
  * express-rate-limit's ValidationError codes do; the message names the option (after its
  * owner for a store: `RedisStore: prefix …`), what it got and what to pass instead, as helmet's
