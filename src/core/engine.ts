@@ -12,8 +12,10 @@ import {
   InvalidArgumentError,
   NotChangedError,
   NotFoundError,
+  OptionError,
   StoreUnavailableError,
 } from './errors';
+import { describeOptionValue } from './option-checks';
 import { parseSettingsValues, SHIPPED_DEFAULT, type Details, type EffectiveSettings } from './settings';
 import { SettingsCache } from './settings-cache';
 import type {
@@ -163,15 +165,19 @@ const MAX_LIST_LIMIT = 1000;
 /** Most fail-open attempt ids kept for settling by id (the sidecar's /v1/attempts routes). */
 const MAX_OPEN_ATTEMPTS = 100_000;
 
+/**
+ * Checks the engine's options and fills in their defaults. A bad one throws an OptionError
+ * (`Errors.Options.Invalid`) whose `check` is `LockoutEngine.<option>`.
+ */
 export function resolveEngineConfig(options: LockoutEngineOptions): LockoutEngineConfig {
   const instanceId = validateId(options.instanceId ?? 'default', 'instanceId');
   const defaults = parseSettingsValues({ ...SHIPPED_DEFAULT, ...options.defaults });
   const leaseMs = options.leaseMs ?? DEFAULT_LEASE_MS;
   if (!Number.isInteger(leaseMs) || leaseMs < MIN_LEASE_MS || leaseMs > MAX_LEASE_MS) {
-    throw new InvalidArgumentError(
-      'Errors.Options.Invalid',
-      `leaseMs must be an integer from ${MIN_LEASE_MS} to ${MAX_LEASE_MS} (ms): a check needs time to evaluate a credential and settle it within its lease`,
+    throw new OptionError(
+      'LockoutEngine.leaseMs',
       'leaseMs',
+      `leaseMs must be an integer from ${MIN_LEASE_MS} to ${MAX_LEASE_MS} (ms): a check needs time to evaluate a credential and settle it within its lease; got ${describeOptionValue(leaseMs)}, omit it for ${DEFAULT_LEASE_MS}`,
     );
   }
   const maxEvaluation = leaseMs - SETTLE_MARGIN_MS;
@@ -181,29 +187,59 @@ export function resolveEngineConfig(options: LockoutEngineOptions): LockoutEngin
     evaluationTimeoutMs < 1 ||
     evaluationTimeoutMs > maxEvaluation
   ) {
-    throw new InvalidArgumentError(
-      'Errors.Options.Invalid',
-      `evaluationTimeoutMs must be an integer from 1 to leaseMs − ${SETTLE_MARGIN_MS} (${maxEvaluation} with leaseMs ${leaseMs}), so that a check is settled before its lease ends; lower it or raise leaseMs`,
+    throw new OptionError(
+      'LockoutEngine.evaluationTimeoutMs',
       'evaluationTimeoutMs',
+      `evaluationTimeoutMs must be an integer from 1 to leaseMs − ${SETTLE_MARGIN_MS} (${maxEvaluation} with leaseMs ${leaseMs}), so that a check is settled before its lease ends; got ${describeOptionValue(evaluationTimeoutMs)}: lower it or raise leaseMs`,
     );
   }
   const onStoreError = options.onStoreError ?? 'fail-closed';
   if (onStoreError !== 'fail-closed' && onStoreError !== 'fail-open') {
-    throw new InvalidArgumentError(
-      'Errors.Options.Invalid',
-      "onStoreError must be 'fail-closed' (answer 503 while the store is down) or 'fail-open' (evaluate without lockout)",
+    throw new OptionError(
+      'LockoutEngine.onStoreError',
       'onStoreError',
+      `onStoreError must be 'fail-closed' (answer 503 while the store is down) or 'fail-open' (evaluate without lockout), got ${describeOptionValue(onStoreError)}`,
     );
   }
   const settingsCacheTtlMs = options.settingsCacheTtlMs ?? 500;
   if (!Number.isInteger(settingsCacheTtlMs) || settingsCacheTtlMs < 0 || settingsCacheTtlMs > 1000) {
-    throw new InvalidArgumentError(
-      'Errors.Options.Invalid',
-      'settingsCacheTtlMs must be an integer from 0 to 1000 (settings changes must be seen within 1 s)',
+    throw new OptionError(
+      'LockoutEngine.settingsCacheTtlMs',
       'settingsCacheTtlMs',
+      `settingsCacheTtlMs must be an integer from 0 to 1000 (settings changes must be seen within 1 s), got ${describeOptionValue(settingsCacheTtlMs)}; 0 reads the store every time`,
     );
   }
   return { instanceId, defaults, leaseMs, settingsCacheTtlMs, evaluationTimeoutMs, onStoreError };
+}
+
+/** The store members the engine calls: a store that lacks one is refused when the engine is made. */
+const ENGINE_STORE_MEMBERS: readonly (keyof LockoutStore)[] = [
+  'reserve',
+  'settle',
+  'getUser',
+  'lock',
+  'unlock',
+  'resetFactor',
+  'listLocked',
+  'getSettings',
+  'writeSettings',
+  'onSettingsChanged',
+];
+
+/** Throws an OptionError (`LockoutEngine.store`) unless `store` has every member the engine calls. */
+function checkStore(store: unknown): void {
+  const missing =
+    typeof store === 'object' && store !== null
+      ? ENGINE_STORE_MEMBERS.filter((m) => typeof (store as Record<string, unknown>)[m] !== 'function')
+      : ENGINE_STORE_MEMBERS;
+  if (missing.length === 0) return;
+  const lacks =
+    store === undefined ? '' : ` (it lacks ${missing.join(', ')}), got ${describeOptionValue(store)}`;
+  throw new OptionError(
+    'LockoutEngine.store',
+    'store',
+    `store must be a LockoutStore (e.g. new MemoryStore() or new RedisStore({ client }))${lacks}`,
+  );
 }
 
 /**
@@ -228,13 +264,7 @@ export class LockoutEngine {
   private readonly open = new Map<string, UnenforcedReservation>();
 
   constructor(options: LockoutEngineOptions) {
-    if (!options || typeof options.store?.reserve !== 'function') {
-      throw new InvalidArgumentError(
-        'Errors.Options.Invalid',
-        'store must be a LockoutStore (e.g. new MemoryStore())',
-        'store',
-      );
-    }
+    checkStore(options?.store);
     this.config = resolveEngineConfig(options);
     this.store = options.store;
     this.cache = new SettingsCache(this.config.settingsCacheTtlMs);

@@ -1,14 +1,16 @@
 import type { ErrorRequestHandler, Request, RequestHandler, Response } from 'express';
 import {
-  BusyError,
   GrpcCode,
+  IdentifiedError,
   LockgateError,
-  StoreUnavailableError,
+  NotFoundError,
   UserLockedError,
   isLockgateError,
+  type ErrorDetail,
 } from '../core/errors';
 import type { Factor } from '../core/subjects';
-import { RateLimitedError } from '../verify/errors';
+
+export { retryAfterSeconds, type ErrorDetail } from '../core/errors';
 
 /**
  * ZITADEL-compatible error bodies and HTTP statuses, shared by every router and the sidecar.
@@ -21,14 +23,6 @@ import { RateLimitedError } from '../verify/errors';
 
 export const ERROR_DETAIL_TYPE = 'type.googleapis.com/zitadel.v1.ErrorDetail';
 export const CREDENTIALS_CHECK_ERROR_TYPE = 'type.googleapis.com/zitadel.v1.CredentialsCheckError';
-
-export interface ErrorDetail {
-  readonly '@type': string;
-  readonly id: string;
-  readonly message: string;
-  /** CredentialsCheckError only: the factor's failed attempts (uint64 as a string). */
-  readonly failedAttempts?: string;
-}
 
 export interface ErrorBody {
   readonly code: number;
@@ -44,25 +38,19 @@ export interface HttpError {
 }
 
 /** Missing or unknown bearer token (401, code 16). Never carries a CredentialsCheckError detail. */
-export class UnauthenticatedError extends LockgateError {
+export class UnauthenticatedError extends IdentifiedError {
   readonly grpcCode = GrpcCode.Unauthenticated;
-  constructor(
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
+  readonly httpStatus = 401;
+
+  override get httpHeaders(): Readonly<Record<string, string>> {
+    return { 'WWW-Authenticate': 'Bearer realm="lockgate"' };
   }
 }
 
 /** The token may not act on the org, or lacks the permission (403, code 7). */
-export class PermissionDeniedError extends LockgateError {
+export class PermissionDeniedError extends IdentifiedError {
   readonly grpcCode = GrpcCode.PermissionDenied;
-  constructor(
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
-  }
+  readonly httpStatus = 403;
 }
 
 /** Stable ids of a wrong credential, per factor (as ZITADEL's). */
@@ -88,6 +76,7 @@ const INVALID_CREDENTIAL_MESSAGES: Readonly<Record<Factor, string>> = {
  */
 export class InvalidCredentialsError extends LockgateError {
   readonly grpcCode = GrpcCode.InvalidArgument;
+  readonly httpStatus = 401;
   readonly code: string;
   constructor(
     readonly factor: Factor,
@@ -96,50 +85,37 @@ export class InvalidCredentialsError extends LockgateError {
     super(INVALID_CREDENTIAL_MESSAGES[factor]);
     this.code = INVALID_CREDENTIAL_IDS[factor];
   }
+
+  override get extraDetails(): readonly ErrorDetail[] {
+    return [
+      {
+        '@type': CREDENTIALS_CHECK_ERROR_TYPE,
+        id: this.code,
+        message: this.message,
+        failedAttempts: String(this.failedAttempts),
+      },
+    ];
+  }
 }
 
 /** A request error that is not the client's data but the request itself (body type, size). */
-export class RequestError extends LockgateError {
+export class RequestError extends IdentifiedError {
   constructor(
+    /** The HTTP status (also `httpStatus`). */
     readonly status: number,
     readonly grpcCode: GrpcCode,
-    readonly code: string,
+    code: string,
     message: string,
   ) {
-    super(message);
+    super(code, message);
+  }
+
+  get httpStatus(): number {
+    return this.status;
   }
 }
 
-/** HTTP status of a gRPC code on the ZITADEL-compatible routes. */
-export function httpStatusOf(grpcCode: number): number {
-  switch (grpcCode) {
-    case GrpcCode.InvalidArgument:
-    case GrpcCode.FailedPrecondition:
-      return 400;
-    case GrpcCode.NotFound:
-      return 404;
-    case GrpcCode.AlreadyExists:
-      return 409;
-    case GrpcCode.PermissionDenied:
-      return 403;
-    case GrpcCode.Unauthenticated:
-      return 401;
-    case GrpcCode.ResourceExhausted:
-      return 429;
-    case GrpcCode.Unavailable:
-      return 503;
-    default:
-      return 500;
-  }
-}
-
-/** `Retry-After` in whole seconds: rounded up, at least 1. */
-export function retryAfterSeconds(ms: number): string {
-  const s = Number.isFinite(ms) ? Math.ceil(ms / 1000) : 1;
-  return String(Math.max(1, s));
-}
-
-function body(code: number, id: string, message: string, extra: ErrorDetail[] = []): ErrorBody {
+function body(code: number, id: string, message: string, extra: readonly ErrorDetail[] = []): ErrorBody {
   return { code, message, details: [{ '@type': ERROR_DETAIL_TYPE, id, message }, ...extra] };
 }
 
@@ -149,108 +125,61 @@ const INTERNAL: HttpError = {
   body: body(GrpcCode.Internal, 'Errors.Internal', 'Internal error'),
 };
 
-/** Errors of body-parser, express and http-errors: `status` and `type`, safe to classify, never shown. */
-function asHttpLibraryError(error: unknown): { status: number; type?: string } | undefined {
+/** The request errors that an error of body-parser, express or http-errors is classified as. */
+const MALFORMED_JSON = new RequestError(
+  400,
+  GrpcCode.InvalidArgument,
+  'Errors.Request.MalformedJson',
+  'Request body is not valid JSON',
+);
+const TOO_LARGE = new RequestError(
+  413,
+  GrpcCode.ResourceExhausted,
+  'Errors.Request.TooLarge',
+  'Request body is too large',
+);
+const UNSUPPORTED_MEDIA_TYPE = new RequestError(
+  415,
+  GrpcCode.InvalidArgument,
+  'Errors.Request.UnsupportedMediaType',
+  'Request body must be JSON in UTF-8 (Content-Type: application/json)',
+);
+const INVALID_REQUEST = new RequestError(
+  400,
+  GrpcCode.InvalidArgument,
+  'Errors.Request.Invalid',
+  'Request is invalid',
+);
+
+/**
+ * An error of body-parser, express or http-errors (a 4xx `status` or `statusCode` it does not mark
+ * `expose: false`, and a `type`), as the RequestError it stands for. Its own text is never shown.
+ */
+function fromHttpLibrary(error: unknown): RequestError | undefined {
   if (typeof error !== 'object' || error === null) return undefined;
   const e = error as { status?: unknown; statusCode?: unknown; type?: unknown; expose?: unknown };
   const status = typeof e.status === 'number' ? e.status : e.statusCode;
   if (typeof status !== 'number' || status < 400 || status > 499 || e.expose === false) return undefined;
-  return { status, type: typeof e.type === 'string' ? e.type : undefined };
-}
-
-function fromHttpLibrary(status: number, type: string | undefined): HttpError {
-  if (type === 'entity.parse.failed') {
-    return {
-      status: 400,
-      headers: {},
-      body: body(GrpcCode.InvalidArgument, 'Errors.Request.MalformedJson', 'Request body is not valid JSON'),
-    };
-  }
-  if (type === 'entity.too.large' || status === 413) {
-    return {
-      status: 413,
-      headers: {},
-      body: body(GrpcCode.ResourceExhausted, 'Errors.Request.TooLarge', 'Request body is too large'),
-    };
-  }
-  if (status === 415) {
-    return {
-      status: 415,
-      headers: {},
-      body: body(
-        GrpcCode.InvalidArgument,
-        'Errors.Request.UnsupportedMediaType',
-        'Request body must be JSON in UTF-8 (Content-Type: application/json)',
-      ),
-    };
-  }
-  return {
-    status: 400,
-    headers: {},
-    body: body(GrpcCode.InvalidArgument, 'Errors.Request.Invalid', 'Request is invalid'),
-  };
+  if (e.type === 'entity.parse.failed') return MALFORMED_JSON;
+  if (e.type === 'entity.too.large' || status === 413) return TOO_LARGE;
+  if (status === 415) return UNSUPPORTED_MEDIA_TYPE;
+  return INVALID_REQUEST;
 }
 
 /**
- * Maps any error to its HTTP answer. LockgateErrors keep their stable id and message; a locked
- * user answers 423, busy and rate-limited answer 429 with `Retry-After`, a wrong credential 401
- * with a CredentialsCheckError detail. Anything else is a 500 with a generic message.
+ * Maps any error to its HTTP answer. A LockgateError carries its own: status, headers, gRPC
+ * code, stable id, the message a client may see and any further details (a wrong credential's
+ * CredentialsCheckError). An error of body-parser or express answers as the RequestError it
+ * stands for; anything else is a 500 with a generic message.
  */
 export function toHttpError(error: unknown): HttpError {
-  if (isLockgateError(error)) {
-    if (error instanceof InvalidCredentialsError) {
-      return {
-        status: 401,
-        headers: {},
-        body: body(error.grpcCode, error.code, error.message, [
-          {
-            '@type': CREDENTIALS_CHECK_ERROR_TYPE,
-            id: error.code,
-            message: error.message,
-            failedAttempts: String(error.failedAttempts),
-          },
-        ]),
-      };
-    }
-    if (error instanceof UserLockedError) {
-      return {
-        status: 423,
-        headers: {},
-        body: body(GrpcCode.FailedPrecondition, error.code, 'User is locked'),
-      };
-    }
-    if (error instanceof BusyError || error instanceof RateLimitedError) {
-      return {
-        status: 429,
-        headers: { 'Retry-After': retryAfterSeconds(error.retryAfterMs) },
-        body: body(GrpcCode.ResourceExhausted, error.code, error.message),
-      };
-    }
-    if (error instanceof StoreUnavailableError) {
-      // Its message may name driver details (timeouts, commands): a fixed text instead.
-      return {
-        status: 503,
-        headers: {},
-        body: body(GrpcCode.Unavailable, error.code, 'Lockout store unavailable'),
-      };
-    }
-    if (error instanceof UnauthenticatedError) {
-      return {
-        status: 401,
-        headers: { 'WWW-Authenticate': 'Bearer realm="lockgate"' },
-        body: body(error.grpcCode, error.code, error.message),
-      };
-    }
-    if (error instanceof RequestError) {
-      return { status: error.status, headers: {}, body: body(error.grpcCode, error.code, error.message) };
-    }
-    const status = httpStatusOf(error.grpcCode);
-    if (status === 500) return INTERNAL;
-    return { status, headers: {}, body: body(error.grpcCode, error.code, error.message) };
-  }
-  const lib = asHttpLibraryError(error);
-  if (lib) return fromHttpLibrary(lib.status, lib.type);
-  return INTERNAL;
+  const e = isLockgateError(error) ? error : fromHttpLibrary(error);
+  if (e === undefined) return INTERNAL;
+  return {
+    status: e.httpStatus,
+    headers: e.httpHeaders,
+    body: body(e.grpcCode, e.code, e.publicMessage, e.extraDetails),
+  };
 }
 
 /** Sends an error as its ZITADEL-compatible answer. */
@@ -265,7 +194,7 @@ function writeHttpError(res: Response, answer: HttpError): void {
 }
 
 /** The answer to a locked user (423): the same for every request, so serialized once. */
-const LOCKED_BODY = body(GrpcCode.FailedPrecondition, 'Errors.User.Locked', 'User is locked');
+const LOCKED_BODY = toHttpError(new UserLockedError(undefined)).body;
 const LOCKED_JSON = JSON.stringify(LOCKED_BODY);
 
 /**
@@ -316,9 +245,11 @@ export function createErrorHandler(options: ErrorHandlerOptions = {}): ErrorRequ
   };
 }
 
+const ROUTE_NOT_FOUND = new NotFoundError('Errors.Route.NotFound', 'Route not found');
+
 /** A 404 code 5 for routes that do not exist; mount it last. */
 export function createNotFoundHandler(): RequestHandler {
   return (_req, res) => {
-    res.status(404).json(body(GrpcCode.NotFound, 'Errors.Route.NotFound', 'Route not found'));
+    sendError(res, ROUTE_NOT_FOUND);
   };
 }

@@ -27,10 +27,11 @@ export const VerifyErrorCodes = {
  */
 export class RateLimitedError extends LockgateError {
   readonly grpcCode = GrpcCode.ResourceExhausted;
+  readonly httpStatus = 429;
   readonly code = VerifyErrorCodes.OtpTooManyCodes;
   constructor(
     /** Milliseconds until a code may be issued again. */
-    readonly retryAfterMs: number,
+    override readonly retryAfterMs: number,
     options?: { cause?: unknown },
   ) {
     super('Too many codes issued, retry later', options);

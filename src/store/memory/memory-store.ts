@@ -1,5 +1,6 @@
 import { timingSafeEqual } from 'node:crypto';
-import { InvalidArgumentError, StoreUnavailableError } from '../../core/errors';
+import { StoreUnavailableError } from '../../core/errors';
+import { integerOption } from '../../core/option-checks';
 import type {
   CodeChannel,
   LockedPage,
@@ -116,13 +117,22 @@ export class MemoryStore implements LockoutStore {
 
   constructor(options: MemoryStoreOptions = {}) {
     this.now = options.now ?? Date.now;
-    this.idleTtlMs = nonNegativeInteger(options.idleTtlMs, 86_400_000, 'idleTtlMs');
-    this.maxUsers = nonNegativeInteger(options.maxUsers, 100_000, 'maxUsers');
-    if (this.maxUsers < 1) {
-      throw new InvalidArgumentError('Errors.Options.Invalid', 'maxUsers must be at least 1', 'maxUsers');
-    }
+    this.idleTtlMs = integerOption('MemoryStore', 'idleTtlMs', options.idleTtlMs, {
+      fallback: 86_400_000,
+      min: 0,
+      fix: 'omit it for 86400000 (24 h), or pass 0 to keep an idle user until a success, an unlock or a password change',
+    });
+    this.maxUsers = integerOption('MemoryStore', 'maxUsers', options.maxUsers, {
+      fallback: 100_000,
+      min: 1,
+      fix: 'omit it for 100000 users (about 400 B each)',
+    });
     this.onWarning = options.onWarning;
-    const every = nonNegativeInteger(options.purgeIntervalMs, 60_000, 'purgeIntervalMs');
+    const every = integerOption('MemoryStore', 'purgeIntervalMs', options.purgeIntervalMs, {
+      fallback: 60_000,
+      min: 0,
+      fix: 'omit it for 60000 (ms), or pass 0 to expire state only when it is read',
+    });
     if (every > 0) {
       this.timer = setInterval(() => this.purge(), every);
       this.timer.unref();
@@ -671,18 +681,6 @@ function pruneTombs(tombs: Tombs, now: number): Tombs | undefined {
 
 function isEmpty(rec: UserRecord): boolean {
   return rec.lockedAt === undefined && !rec.failed && !rec.res && !rec.tomb && !rec.once && !rec.codes;
-}
-
-function nonNegativeInteger(value: number | undefined, fallback: number, field: string): number {
-  if (value === undefined) return fallback;
-  if (!Number.isSafeInteger(value) || value < 0) {
-    throw new InvalidArgumentError(
-      'Errors.Options.Invalid',
-      `${field} must be a non-negative integer, got ${String(value)}`,
-      field,
-    );
-  }
-  return value;
 }
 
 function addTo(index: Map<string, Set<string>>, key: string, member: string): void {

@@ -1,5 +1,6 @@
 import { ReplyError, type Cluster, type Redis } from 'ioredis';
-import { StoreUnavailableError } from '../../core/errors';
+import { OptionError, StoreUnavailableError } from '../../core/errors';
+import { describeOptionValue, integerOption } from '../../core/option-checks';
 import type {
   CodeChannel,
   LockedPage,
@@ -165,25 +166,33 @@ export class RedisStore implements LockoutStore {
   private closed = false;
 
   constructor(options: RedisStoreOptions) {
-    if (
-      !options?.client ||
-      typeof (options.client as { defineCommand?: unknown }).defineCommand !== 'function'
-    ) {
-      throw new TypeError('RedisStore: options.client must be an ioredis Redis or Cluster client');
+    const client = (options as Partial<RedisStoreOptions> | undefined)?.client;
+    if (typeof (client as { defineCommand?: unknown } | undefined)?.defineCommand !== 'function') {
+      throw new OptionError(
+        'RedisStore.client',
+        'client',
+        `RedisStore: client must be an ioredis Redis or Cluster client, got ${describeOptionValue(client)}; pass new RedisStore({ client: new Redis(url) })`,
+      );
     }
     this.client = options.client;
     this.prefix = options.prefix ?? 'lg';
     if (!/^[A-Za-z0-9_.-]{1,64}$/.test(this.prefix)) {
-      throw new TypeError('RedisStore: prefix must be 1-64 characters of A-Z a-z 0-9 _ . -');
+      throw new OptionError(
+        'RedisStore.prefix',
+        'prefix',
+        `RedisStore: prefix must be 1-64 characters of A-Z a-z 0-9 _ . -, got ${describeOptionValue(this.prefix)}; omit it for "lg", or give each deployment sharing a Redis its own`,
+      );
     }
-    this.timeoutMs = options.commandTimeoutMs ?? 2000;
-    if (!Number.isInteger(this.timeoutMs) || this.timeoutMs < 1) {
-      throw new TypeError('RedisStore: commandTimeoutMs must be a positive integer');
-    }
-    this.idleTtlMs = options.idleTtlMs ?? DEFAULT_IDLE_TTL_MS;
-    if (!Number.isInteger(this.idleTtlMs) || this.idleTtlMs < 0) {
-      throw new TypeError('RedisStore: idleTtlMs must be an integer >= 0 (0 = never expire)');
-    }
+    this.timeoutMs = integerOption('RedisStore', 'commandTimeoutMs', options.commandTimeoutMs ?? undefined, {
+      fallback: 2000,
+      min: 1,
+      fix: 'omit it for 2000 (ms); a command that outlives it is answered as an outage (503 or fail-open)',
+    });
+    this.idleTtlMs = integerOption('RedisStore', 'idleTtlMs', options.idleTtlMs ?? undefined, {
+      fallback: DEFAULT_IDLE_TTL_MS,
+      min: 0,
+      fix: 'omit it for 86400000 (24 h), or pass 0 to keep an idle user until a success, an unlock or a password change',
+    });
     this.channel = `${this.prefix}:settings`;
     this.givenSubscriber = options.subscriber;
     this.ownSubscriber = !options.subscriber;

@@ -1,0 +1,37 @@
+import { OptionError } from './errors';
+
+/**
+ * Helpers of the option checks of the engine and the stores (internal: not exported by the
+ * package). Each check throws an OptionError with its own `check` code and a corrective message.
+ */
+
+/** A received option value as an option error shows it: `"text"`, `1.5`, `a function`, `an object`. */
+export function describeOptionValue(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value);
+  if (typeof value === 'function') return 'a function';
+  if (Array.isArray(value)) return 'an array';
+  if (value === null) return 'null';
+  if (typeof value === 'object') return 'an object';
+  return String(value);
+}
+
+/**
+ * An integer option of at least `min`, or `fallback` when it is absent. Anything else is an
+ * OptionError `<where>.<field>` whose message ends with `fix`, the corrective advice.
+ */
+export function integerOption(
+  where: string,
+  field: string,
+  value: unknown,
+  rule: { fallback: number; min: number; fix: string },
+): number {
+  if (value === undefined) return rule.fallback;
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < rule.min) {
+    throw new OptionError(
+      `${where}.${field}`,
+      field,
+      `${where}: ${field} must be an integer of at least ${rule.min}, got ${describeOptionValue(value)}; ${rule.fix}`,
+    );
+  }
+  return value;
+}
