@@ -8,7 +8,11 @@
  * declared type, a charset other than UTF-8, malformed percent-encoding, invalid UTF-8, a byte
  * order mark, a login name that is not a string.
  */
+import type { IncomingMessage } from 'node:http';
 import { InvalidArgumentError } from '../../core/errors';
+import { validateId } from '../../core/subjects';
+import type { Source } from './config';
+import type { Params } from './routes';
 
 /** Thrown for a request that can be read two ways, or not at all: answered 400. */
 export class AmbiguousRequestError extends InvalidArgumentError {
@@ -278,31 +282,123 @@ export function normalizeName(value: string, how: Normalization, what: string): 
   return v;
 }
 
-// ---- paths ----------------------------------------------------------------------------------
+// ---- the login request ----------------------------------------------------------------------
 
-/**
- * The path a login route is matched against: percent-decoded (repeatedly, so double encoding
- * does not hide a login path), backslashes as slashes, `;params` removed from each segment, `.`
- * and `..` resolved, empty segments dropped. Upstreams differ in which of these they apply;
- * applying all of them can only make more requests count as logins, never fewer. (Express's own
- * reading, the raw path with parameters decoded once, is matched too: see proxy.ts.)
- */
-export function normalizePath(path: string): string {
-  let p = path;
-  for (let i = 0; i < 3 && p.includes('%'); i++) p = percentDecode(p);
-  const out: string[] = [];
-  for (const raw of p.replace(/\\/g, '/').split('/')) {
-    const semi = raw.indexOf(';');
-    const segment = semi < 0 ? raw : raw.slice(0, semi);
-    if (segment === '' || segment === '.') continue;
-    if (segment === '..') out.pop();
-    else out.push(segment);
-  }
-  return `/${out.join('/')}`;
+/** Reads the whole body, at most `limit` bytes. */
+export function readBody(req: IncomingMessage, limit: number): Promise<Buffer | 'too_large' | 'aborted'> {
+  const declared = req.headers['content-length'];
+  if (declared !== undefined && Number(declared) > limit) return Promise.resolve('too_large');
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const finish = (result: Buffer | 'too_large' | 'aborted'): void => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('error', onAbort);
+      req.off('close', onAbort);
+      resolve(result);
+    };
+    const onData = (chunk: Buffer): void => {
+      size += chunk.length;
+      if (size > limit) {
+        // Discard the rest; the answer closes the connection.
+        finish('too_large');
+        return;
+      }
+      chunks.push(chunk);
+    };
+    const onEnd = (): void => finish(Buffer.concat(chunks, size));
+    const onAbort = (): void => finish('aborted');
+    req.on('data', onData);
+    req.on('end', onEnd);
+    req.on('error', onAbort);
+    req.on('close', onAbort);
+  });
 }
 
-function percentDecode(s: string): string {
-  return s.replace(/(?:%[0-9A-Fa-f]{2})+/g, (run) =>
-    Buffer.from(run.replace(/%/g, ''), 'hex').toString('utf8'),
-  );
+/** A value source of a route (user, or org read from the request). */
+export type ValueSource = { readonly from: Source; readonly name: string } & Normalization;
+
+/** Reads user and org from a buffered login request: one reading, the upstream's. */
+export class LoginRequest {
+  private type: BodyType | undefined;
+  private json: unknown;
+  private form: string | undefined;
+
+  constructor(
+    private readonly req: IncomingMessage,
+    private readonly body: Buffer,
+    private readonly target: string,
+    private readonly params: Params,
+  ) {}
+
+  /**
+   * The value of `source`, normalized as configured and validated as an id. A missing value is a
+   * 400 (or `fallback`); a value given twice, or that readers could take differently, is a 400
+   * too: the upstream might read the other one.
+   */
+  value(source: ValueSource, field: 'userId' | 'orgId', fallback?: string): string {
+    const what = `${source.name} (${source.from})`;
+    let raw: unknown;
+    switch (source.from) {
+      case 'json':
+      case 'form':
+        raw = this.bodyField(source.name, what);
+        break;
+      case 'query': {
+        const q = this.target.indexOf('?');
+        raw = single(formValues(q < 0 ? '' : this.target.slice(q + 1), source.name, 'query'), what);
+        break;
+      }
+      case 'header': {
+        const lower = source.name.toLowerCase();
+        // CGI-style readers (PHP, WSGI, Rack) take X_User for X-User: a second spelling is a 400.
+        const raw2 = this.req.rawHeaders;
+        for (let i = 0; i < raw2.length; i += 2) {
+          const n = raw2[i]!.toLowerCase();
+          if (n !== lower && n.replace(/_/g, '-') === lower.replace(/_/g, '-')) {
+            throw new AmbiguousRequestError(`${what} is also given as ${raw2[i]!}`, what);
+          }
+        }
+        raw = single(this.req.headersDistinct[lower] ?? [], what);
+        break;
+      }
+      case 'param': {
+        const v = this.params[source.name];
+        raw = Array.isArray(v) ? v.join('/') : v;
+        break;
+      }
+    }
+    if (raw !== undefined && typeof raw !== 'string') {
+      throw new InvalidArgumentError('Errors.Request.Invalid', `${what} must be a string`, field);
+    }
+    let value = raw;
+    if (value !== undefined) value = normalizeName(value, source, what);
+    if (value === undefined || value === '') {
+      if (fallback !== undefined) return fallback;
+      throw new InvalidArgumentError('Errors.Request.Missing', `${what} is required`, field);
+    }
+    return validateId(value, field === 'userId' ? `user ${what}` : `org ${what}`);
+  }
+
+  /** A field of the body, read as its Content-Type says (as express.json / express.urlencoded). */
+  private bodyField(name: string, what: string): unknown {
+    this.type ??= bodyType(this.req.headersDistinct['content-type'] ?? [], this.body);
+    switch (this.type) {
+      case 'none':
+        return undefined;
+      case 'json':
+        this.json ??= parseJson(strictUtf8(this.body, 'Request body'));
+        if (!isJsonObject(this.json)) return undefined;
+        return jsonField(this.json, name, what);
+      case 'form':
+        this.form ??= strictUtf8(this.body, 'Request body');
+        return single(formValues(this.form, name, 'body'), what);
+    }
+  }
+}
+
+function single(values: readonly string[], what: string): string | undefined {
+  if (values.length > 1) throw new AmbiguousRequestError(`${what} must be given once`, what);
+  return values[0];
 }
