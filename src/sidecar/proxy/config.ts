@@ -6,6 +6,7 @@
  * Parsing is idempotent: a parsed ProxyConfig parses again to the same value, so createProxy
  * accepts both the raw file section and an already parsed one.
  */
+import bytes from 'bytes';
 import proxyAddr from 'proxy-addr';
 import { pathToRegexp } from 'path-to-regexp';
 import { z } from 'zod';
@@ -36,14 +37,17 @@ const id = (what: string) => {
     .refine((v) => !CONTROL.test(v), { error });
 };
 
-/** Bytes of a size: a number of bytes, or "64kb", "1mb", "512b" (1 kb = 1024 bytes). */
+/**
+ * Bytes of a size: a number of bytes, or "64kb", "1mb", "512b" (1 kb = 1024 bytes, counted by
+ * `bytes` as express.json's limit is). Anything else is refused, not read leniently.
+ */
 export function parseSize(value: number | string): number | undefined {
   if (typeof value === 'number') return Number.isInteger(value) && value > 0 ? value : undefined;
   const m = SIZE.exec(value.trim());
   if (!m) return undefined;
   const unit = (m[2] ?? 'b').toLowerCase();
-  const bytes = Math.floor(Number(m[1]) * (unit === 'mb' ? 1024 * 1024 : unit === 'kb' ? 1024 : 1));
-  return bytes > 0 ? bytes : undefined;
+  const count = bytes.parse(unit === 'b' ? m[1]! : `${m[1]!}${unit}`);
+  return count !== null && count > 0 ? count : undefined;
 }
 
 const size = z

@@ -4,6 +4,7 @@
  */
 import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders } from 'node:http';
 import type { TLSSocket } from 'node:tls';
+import typeis from 'type-is';
 
 /**
  * Hop-by-hop fields (RFC 9110 7.6.1, and RFC 2616 13.5.1's Proxy-* fields): never forwarded, in
@@ -134,8 +135,5 @@ function peerAddress(req: IncomingMessage): string {
   return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
 }
 
-/** Whether the request has a body (as type-is's hasBody). */
-export function hasBody(req: IncomingMessage): boolean {
-  const length = req.headers['content-length'];
-  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
-}
+/** Whether the request has a body (Transfer-Encoding or Content-Length, even 0): type-is's hasBody. */
+export const hasBody: (req: IncomingMessage) => boolean = typeis.hasBody;

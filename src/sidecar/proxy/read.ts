@@ -9,6 +9,7 @@
  * order mark, a login name that is not a string.
  */
 import type { IncomingMessage } from 'node:http';
+import getRawBody from 'raw-body';
 import { InvalidArgumentError } from '../../core/errors';
 import { validateId } from '../../core/subjects';
 import type { Source } from './config';
@@ -284,36 +285,25 @@ export function normalizeName(value: string, how: Normalization, what: string): 
 
 // ---- the login request ----------------------------------------------------------------------
 
-/** Reads the whole body, at most `limit` bytes. */
-export function readBody(req: IncomingMessage, limit: number): Promise<Buffer | 'too_large' | 'aborted'> {
-  const declared = req.headers['content-length'];
-  if (declared !== undefined && Number(declared) > limit) return Promise.resolve('too_large');
-  return new Promise((resolve) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const finish = (result: Buffer | 'too_large' | 'aborted'): void => {
-      req.off('data', onData);
-      req.off('end', onEnd);
-      req.off('error', onAbort);
-      req.off('close', onAbort);
-      resolve(result);
-    };
-    const onData = (chunk: Buffer): void => {
-      size += chunk.length;
-      if (size > limit) {
-        // Discard the rest; the answer closes the connection.
-        finish('too_large');
-        return;
-      }
-      chunks.push(chunk);
-    };
-    const onEnd = (): void => finish(Buffer.concat(chunks, size));
-    const onAbort = (): void => finish('aborted');
-    req.on('data', onData);
-    req.on('end', onEnd);
-    req.on('error', onAbort);
-    req.on('close', onAbort);
-  });
+/**
+ * Reads the whole body, at most `limit` bytes (raw-body, as express.json reads it): a declared
+ * Content-Length over the limit is refused unread; a body that grows past it is discarded.
+ */
+export async function readBody(
+  req: IncomingMessage,
+  limit: number,
+): Promise<Buffer | 'too_large' | 'aborted'> {
+  try {
+    return await getRawBody(req, { length: req.headers['content-length'], limit });
+  } catch (error) {
+    const { type, received } = error as { type?: unknown; received?: unknown };
+    if (type === 'stream.encoding.set') throw error;
+    if (type !== 'entity.too.large') return 'aborted';
+    // Over the limit while streaming: raw-body paused the request; the rest is read and dropped
+    // while the answer closes the connection.
+    if (received !== undefined) req.resume();
+    return 'too_large';
+  }
 }
 
 /** A value source of a route (user, or org read from the request). */
