@@ -80,11 +80,12 @@ export function bodyType(contentTypes: readonly string[], body: Buffer): BodyTyp
   );
 }
 
-const TOKEN = "[!#$%&'*+.^_`|~0-9A-Za-z-]+";
-const MEDIA_TYPE = new RegExp(`^(${TOKEN}/${TOKEN})[ \\t]*`);
+/** An HTTP token (RFC 9110 5.6.2), as a regular expression's source. */
+export const HTTP_TOKEN = "[!#$%&'*+.^_`|~0-9A-Za-z-]+";
+const MEDIA_TYPE = new RegExp(`^(${HTTP_TOKEN}/${HTTP_TOKEN})[ \\t]*`);
 
 const PARAMETER = new RegExp(
-  `^;[ \\t]*(${TOKEN})=(${TOKEN}|"(?:[^"\\\\\\x00-\\x08\\x0a-\\x1f\\x7f]|\\\\[^\\x00-\\x08\\x0a-\\x1f\\x7f])*")[ \\t]*`,
+  `^;[ \\t]*(${HTTP_TOKEN})=(${HTTP_TOKEN}|"(?:[^"\\\\\\x00-\\x08\\x0a-\\x1f\\x7f]|\\\\[^\\x00-\\x08\\x0a-\\x1f\\x7f])*")[ \\t]*`,
 );
 
 /** A Content-Type as RFC 9110 8.3.1 writes it (the `content-type` package's grammar). */
