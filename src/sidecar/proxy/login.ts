@@ -188,20 +188,20 @@ export function createLogin(ctx: LoginContext): Login {
     let reservation: Reservation;
     const reservedAt = process.hrtime.bigint();
     const mimic = mimics.get(route);
+    /** A locked user's answer. Mimic mode: the upstream's own failure answer (after one of its own failure latencies when `wait`). */
+    const answerLocked = async (wait: boolean): Promise<void> => {
+      const replay = mimic?.answer();
+      if (!replay) return refuse('locked', locked);
+      if (wait) await mimic!.wait(res);
+      writeReplay(res, replay);
+      done('locked', replay.status);
+    };
     let answeredAt: bigint;
     try {
       const r = await engine.reserve(orgId, userId, route.factor);
       answeredAt = process.hrtime.bigint();
       if (r.status === 'locked') {
-        // Mimic mode: the upstream's own failure answer, after one of its own failure latencies.
-        const replay = mimic?.answer();
-        if (replay) {
-          await mimic!.wait(res);
-          writeReplay(res, replay);
-          done('locked', replay.status);
-          return;
-        }
-        refuse('locked', locked);
+        await answerLocked(true);
         return;
       }
       if (r.status === 'busy') {
@@ -299,10 +299,7 @@ export function createLogin(ctx: LoginContext): Login {
     if (verdict === 'success' && s?.locked) {
       // Locked (by an admin) while the upstream evaluated: the lock wins, as engine.check's.
       if (read === undefined || !read.complete) up.body.dump().catch(noop);
-      const replay = mimic?.answer();
-      if (replay) writeReplay(res, replay);
-      else refuse('locked', locked);
-      if (replay) done('locked', replay.status);
+      await answerLocked(false);
       return;
     }
     if (verdict === 'failure' && mimic !== undefined && read?.complete && enforced) {

@@ -1,5 +1,6 @@
 /**
- * One reading of a login request, the upstream's (G6).
+ * Reading a login request: its body, bounded (readBody), and the user and org in it
+ * (LoginRequest) — one reading, the upstream's (G6).
  *
  * The user and org are read the way a typical upstream reads them (Express 5: `express.json()`,
  * `express.urlencoded()` with `extended: false`, the "simple" query parser), and anything that
