@@ -6,17 +6,16 @@
  * Parsing is idempotent: a parsed ProxyConfig parses again to the same value, so createProxy
  * accepts both the raw file section and an already parsed one.
  */
+import bytes from 'bytes';
 import proxyAddr from 'proxy-addr';
 import { pathToRegexp } from 'path-to-regexp';
 import { z } from 'zod';
 import { InvalidArgumentError } from '../../core/errors';
-import { FACTORS } from '../../core/subjects';
+import { FACTORS, MAX_ID_LENGTH, validateId } from '../../core/subjects';
+import { HTTP_TOKEN } from './read';
 
-const ID_MAX = 256;
-// eslint-disable-next-line no-control-regex
-const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
 /** An HTTP token (RFC 9110 5.6.2): method and header names. */
-const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+const TOKEN = new RegExp(`^${HTTP_TOKEN}$`);
 /** A header value without CR, LF or NUL. */
 const HEADER_VALUE = /^[^\r\n\0]*$/;
 const SIZE = /^([0-9]+(?:\.[0-9]+)?)\s*(b|kb|mb)?$/i;
@@ -27,23 +26,32 @@ const intIn = (min: number, max: number) => {
   return z.number({ error }).int({ error }).min(min, { error }).max(max, { error });
 };
 
+/** An id as the engine takes it (validateId): checked here so that a bad one fails at start, not per login. */
 const id = (what: string) => {
-  const error = `expected ${what}: a string of 1 to ${ID_MAX} characters without control characters`;
-  return z
-    .string({ error })
-    .min(1, { error })
-    .max(ID_MAX, { error })
-    .refine((v) => !CONTROL.test(v), { error });
+  const error = `expected ${what}: a string of 1 to ${MAX_ID_LENGTH} characters without control characters`;
+  return z.string({ error }).refine(isId, { error });
 };
 
-/** Bytes of a size: a number of bytes, or "64kb", "1mb", "512b" (1 kb = 1024 bytes). */
+function isId(value: string): boolean {
+  try {
+    validateId(value, 'id');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Bytes of a size: a number of bytes, or "64kb", "1mb", "512b" (1 kb = 1024 bytes, counted by
+ * `bytes` as express.json's limit is). Anything else is refused, not read leniently.
+ */
 export function parseSize(value: number | string): number | undefined {
   if (typeof value === 'number') return Number.isInteger(value) && value > 0 ? value : undefined;
   const m = SIZE.exec(value.trim());
   if (!m) return undefined;
   const unit = (m[2] ?? 'b').toLowerCase();
-  const bytes = Math.floor(Number(m[1]) * (unit === 'mb' ? 1024 * 1024 : unit === 'kb' ? 1024 : 1));
-  return bytes > 0 ? bytes : undefined;
+  const count = bytes.parse(unit === 'b' ? m[1]! : `${m[1]!}${unit}`);
+  return count !== null && count > 0 ? count : undefined;
 }
 
 const size = z

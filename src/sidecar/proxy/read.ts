@@ -1,5 +1,6 @@
 /**
- * One reading of a login request, the upstream's (G6).
+ * Reading a login request: its body, bounded (readBody), and the user and org in it
+ * (LoginRequest) — one reading, the upstream's (G6).
  *
  * The user and org are read the way a typical upstream reads them (Express 5: `express.json()`,
  * `express.urlencoded()` with `extended: false`, the "simple" query parser), and anything that
@@ -8,7 +9,12 @@
  * declared type, a charset other than UTF-8, malformed percent-encoding, invalid UTF-8, a byte
  * order mark, a login name that is not a string.
  */
+import type { IncomingMessage } from 'node:http';
+import getRawBody from 'raw-body';
 import { InvalidArgumentError } from '../../core/errors';
+import { validateId } from '../../core/subjects';
+import type { Source } from './config';
+import type { Params } from './routes';
 
 /** Thrown for a request that can be read two ways, or not at all: answered 400. */
 export class AmbiguousRequestError extends InvalidArgumentError {
@@ -75,11 +81,12 @@ export function bodyType(contentTypes: readonly string[], body: Buffer): BodyTyp
   );
 }
 
-const TOKEN = "[!#$%&'*+.^_`|~0-9A-Za-z-]+";
-const MEDIA_TYPE = new RegExp(`^(${TOKEN}/${TOKEN})[ \\t]*`);
+/** An HTTP token (RFC 9110 5.6.2), as a regular expression's source. */
+export const HTTP_TOKEN = "[!#$%&'*+.^_`|~0-9A-Za-z-]+";
+const MEDIA_TYPE = new RegExp(`^(${HTTP_TOKEN}/${HTTP_TOKEN})[ \\t]*`);
 
 const PARAMETER = new RegExp(
-  `^;[ \\t]*(${TOKEN})=(${TOKEN}|"(?:[^"\\\\\\x00-\\x08\\x0a-\\x1f\\x7f]|\\\\[^\\x00-\\x08\\x0a-\\x1f\\x7f])*")[ \\t]*`,
+  `^;[ \\t]*(${HTTP_TOKEN})=(${HTTP_TOKEN}|"(?:[^"\\\\\\x00-\\x08\\x0a-\\x1f\\x7f]|\\\\[^\\x00-\\x08\\x0a-\\x1f\\x7f])*")[ \\t]*`,
 );
 
 /** A Content-Type as RFC 9110 8.3.1 writes it (the `content-type` package's grammar). */
@@ -278,31 +285,112 @@ export function normalizeName(value: string, how: Normalization, what: string): 
   return v;
 }
 
-// ---- paths ----------------------------------------------------------------------------------
+// ---- the login request ----------------------------------------------------------------------
 
 /**
- * The path a login route is matched against: percent-decoded (repeatedly, so double encoding
- * does not hide a login path), backslashes as slashes, `;params` removed from each segment, `.`
- * and `..` resolved, empty segments dropped. Upstreams differ in which of these they apply;
- * applying all of them can only make more requests count as logins, never fewer. (Express's own
- * reading, the raw path with parameters decoded once, is matched too: see proxy.ts.)
+ * Reads the whole body, at most `limit` bytes (raw-body, as express.json reads it): a declared
+ * Content-Length over the limit is refused unread; a body that grows past it is discarded.
  */
-export function normalizePath(path: string): string {
-  let p = path;
-  for (let i = 0; i < 3 && p.includes('%'); i++) p = percentDecode(p);
-  const out: string[] = [];
-  for (const raw of p.replace(/\\/g, '/').split('/')) {
-    const semi = raw.indexOf(';');
-    const segment = semi < 0 ? raw : raw.slice(0, semi);
-    if (segment === '' || segment === '.') continue;
-    if (segment === '..') out.pop();
-    else out.push(segment);
+export async function readBody(
+  req: IncomingMessage,
+  limit: number,
+): Promise<Buffer | 'too_large' | 'aborted'> {
+  try {
+    return await getRawBody(req, { length: req.headers['content-length'], limit });
+  } catch (error) {
+    const { type, received } = error as { type?: unknown; received?: unknown };
+    if (type === 'stream.encoding.set') throw error;
+    if (type !== 'entity.too.large') return 'aborted';
+    // Over the limit while streaming: raw-body paused the request; the rest is read and dropped
+    // while the answer closes the connection.
+    if (received !== undefined) req.resume();
+    return 'too_large';
   }
-  return `/${out.join('/')}`;
 }
 
-function percentDecode(s: string): string {
-  return s.replace(/(?:%[0-9A-Fa-f]{2})+/g, (run) =>
-    Buffer.from(run.replace(/%/g, ''), 'hex').toString('utf8'),
-  );
+/** A value source of a route (user, or org read from the request). */
+export type ValueSource = { readonly from: Source; readonly name: string } & Normalization;
+
+/** Reads user and org from a buffered login request: one reading, the upstream's. */
+export class LoginRequest {
+  private type: BodyType | undefined;
+  private json: unknown;
+  private form: string | undefined;
+
+  constructor(
+    private readonly req: IncomingMessage,
+    private readonly body: Buffer,
+    private readonly target: string,
+    private readonly params: Params,
+  ) {}
+
+  /**
+   * The value of `source`, normalized as configured and validated as an id. A missing value is a
+   * 400 (or `fallback`); a value given twice, or that readers could take differently, is a 400
+   * too: the upstream might read the other one.
+   */
+  value(source: ValueSource, field: 'userId' | 'orgId', fallback?: string): string {
+    const what = `${source.name} (${source.from})`;
+    let raw: unknown;
+    switch (source.from) {
+      case 'json':
+      case 'form':
+        raw = this.bodyField(source.name, what);
+        break;
+      case 'query': {
+        const q = this.target.indexOf('?');
+        raw = single(formValues(q < 0 ? '' : this.target.slice(q + 1), source.name, 'query'), what);
+        break;
+      }
+      case 'header': {
+        const lower = source.name.toLowerCase();
+        // CGI-style readers (PHP, WSGI, Rack) take X_User for X-User: a second spelling is a 400.
+        const raw2 = this.req.rawHeaders;
+        for (let i = 0; i < raw2.length; i += 2) {
+          const n = raw2[i]!.toLowerCase();
+          if (n !== lower && n.replace(/_/g, '-') === lower.replace(/_/g, '-')) {
+            throw new AmbiguousRequestError(`${what} is also given as ${raw2[i]!}`, what);
+          }
+        }
+        raw = single(this.req.headersDistinct[lower] ?? [], what);
+        break;
+      }
+      case 'param': {
+        const v = this.params[source.name];
+        raw = Array.isArray(v) ? v.join('/') : v;
+        break;
+      }
+    }
+    if (raw !== undefined && typeof raw !== 'string') {
+      throw new InvalidArgumentError('Errors.Request.Invalid', `${what} must be a string`, field);
+    }
+    let value = raw;
+    if (value !== undefined) value = normalizeName(value, source, what);
+    if (value === undefined || value === '') {
+      if (fallback !== undefined) return fallback;
+      throw new InvalidArgumentError('Errors.Request.Missing', `${what} is required`, field);
+    }
+    return validateId(value, field === 'userId' ? `user ${what}` : `org ${what}`);
+  }
+
+  /** A field of the body, read as its Content-Type says (as express.json / express.urlencoded). */
+  private bodyField(name: string, what: string): unknown {
+    this.type ??= bodyType(this.req.headersDistinct['content-type'] ?? [], this.body);
+    switch (this.type) {
+      case 'none':
+        return undefined;
+      case 'json':
+        this.json ??= parseJson(strictUtf8(this.body, 'Request body'));
+        if (!isJsonObject(this.json)) return undefined;
+        return jsonField(this.json, name, what);
+      case 'form':
+        this.form ??= strictUtf8(this.body, 'Request body');
+        return single(formValues(this.form, name, 'body'), what);
+    }
+  }
+}
+
+function single(values: readonly string[], what: string): string | undefined {
+  if (values.length > 1) throw new AmbiguousRequestError(`${what} must be given once`, what);
+  return values[0];
 }
