@@ -84,8 +84,6 @@ export function describeLockoutStore(name: string, makeContext: () => Promise<St
       maxOtpAttempts: otp,
     });
     const zero = () => ({ password: 0, totp: 0, otp_sms: 0, otp_email: 0, recovery_code: 0 });
-    const nonceOf = (r: { reservation: { attemptId: string } }) =>
-      r.reservation.attemptId.slice(r.reservation.attemptId.lastIndexOf('.') + 1);
 
     async function elapse(ms: number, holds: () => Promise<boolean>): Promise<void> {
       if (ctx.advance) {
