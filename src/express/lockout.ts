@@ -82,10 +82,12 @@ export interface Lockout {
   /** Resolves when every settlement under way has finished. */
   drain(): Promise<void>;
   /**
-   * Waits for settlements under way, then stops the engine and closes the store (its own
-   * resources: a RedisStore's subscriber; the ioredis client you gave it stays open). Idempotent.
+   * Waits for settlements under way and for store writes of unknown outcome still being retried
+   * (G5; at most `timeoutMs`, default 5000, after which those are abandoned), then stops the
+   * engine and closes the store (its own resources: a RedisStore's subscriber; the ioredis
+   * client you gave it stays open). Idempotent.
    */
-  close(): Promise<void>;
+  close(timeoutMs?: number): Promise<void>;
 }
 
 function defaultReport(error: unknown, context: LockoutErrorContext): void {
@@ -271,9 +273,18 @@ export function createLockout(options: LockoutOptions = {}): Lockout {
     checks,
     routers,
     drain,
-    close() {
+    close(timeoutMs = 5000) {
       closing ??= (async () => {
+        const deadline = Date.now() + timeoutMs;
         await drain();
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([
+          engine.flushCompensations(),
+          new Promise<void>((resolve) => {
+            timer = setTimeout(resolve, Math.max(0, deadline - Date.now()));
+          }),
+        ]);
+        clearTimeout(timer);
         engine.close();
         await store.close();
       })();

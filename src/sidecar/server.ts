@@ -361,6 +361,7 @@ export async function startSidecar(
     (closed ??= (async () => {
       closing = true;
       logger.info({ timeoutMs: config.shutdownTimeoutMs }, 'shutting down: draining in-flight requests');
+      const deadline = Date.now() + config.shutdownTimeoutMs;
       const drained = Promise.all(
         servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))),
       );
@@ -386,6 +387,20 @@ export async function startSidecar(
         await drained;
       }
       await proxyClosed;
+      // Writes of unknown outcome (G5) still queued are made before the store closes, within
+      // what is left of shutdownTimeoutMs; those still pending then are abandoned (and logged).
+      const pending = engine.compensationStats().pending;
+      if (pending > 0) {
+        logger.info({ pending }, 'shutting down: finishing store writes of unknown outcome');
+        let flushTimer: NodeJS.Timeout | undefined;
+        await Promise.race([
+          engine.flushCompensations(),
+          new Promise<void>((resolve) => {
+            flushTimer = setTimeout(resolve, Math.max(0, deadline - Date.now()));
+          }),
+        ]);
+        clearTimeout(flushTimer);
+      }
       engine.close();
       await sidecarStore.close();
       logger.info('stopped');
