@@ -707,9 +707,26 @@ export class LockoutEngine {
     return this.compensation.stats();
   }
 
-  /** Resolves when no compensation is pending (tests; a graceful stop that may wait for leases). */
-  flushCompensations(): Promise<void> {
-    return this.compensation.idle();
+  /**
+   * Resolves when no compensation is pending (true), or after `timeoutMs` (false) with some still
+   * pending (a graceful stop: every task ends by its lease end at the latest).
+   */
+  async flushCompensations(timeoutMs = Infinity): Promise<boolean> {
+    if (timeoutMs === Infinity) {
+      await this.compensation.idle();
+      return true;
+    }
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      return await Promise.race([
+        this.compensation.idle().then(() => true),
+        new Promise<boolean>((resolve) => {
+          timer = setTimeout(() => resolve(false), Math.max(0, timeoutMs));
+        }),
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   // ---- users ----------------------------------------------------------------------------

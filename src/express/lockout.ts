@@ -277,14 +277,7 @@ export function createLockout(options: LockoutOptions = {}): Lockout {
       closing ??= (async () => {
         const deadline = Date.now() + timeoutMs;
         await drain();
-        let timer: NodeJS.Timeout | undefined;
-        await Promise.race([
-          engine.flushCompensations(),
-          new Promise<void>((resolve) => {
-            timer = setTimeout(resolve, Math.max(0, deadline - Date.now()));
-          }),
-        ]);
-        clearTimeout(timer);
+        await engine.flushCompensations(deadline - Date.now());
         engine.close();
         await store.close();
       })();

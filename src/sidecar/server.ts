@@ -392,14 +392,7 @@ export async function startSidecar(
       const pending = engine.compensationStats().pending;
       if (pending > 0) {
         logger.info({ pending }, 'shutting down: finishing store writes of unknown outcome');
-        let flushTimer: NodeJS.Timeout | undefined;
-        await Promise.race([
-          engine.flushCompensations(),
-          new Promise<void>((resolve) => {
-            flushTimer = setTimeout(resolve, Math.max(0, deadline - Date.now()));
-          }),
-        ]);
-        clearTimeout(flushTimer);
+        await engine.flushCompensations(deadline - Date.now());
       }
       engine.close();
       await sidecarStore.close();

@@ -26,6 +26,27 @@ const FAST_ARGON2 = { memoryCost: 1024, timeCost: 1, parallelism: 1 };
 const LEASE = 2000;
 const PAUSE = 1200;
 
+/** Past the lease end, read through a clean connection: the user has no failure and no lock. */
+async function expectNoFailureAfterLease(instanceId: string, org: string, user: string): Promise<void> {
+  await new Promise((r) => setTimeout(r, LEASE + 200));
+  const client = new Redis(server.url);
+  const store = new RedisStore({ client });
+  const engine = new LockoutEngine({
+    store,
+    instanceId,
+    defaults: { maxPasswordAttempts: 1, maxOtpAttempts: 1 },
+  });
+  try {
+    const status = await engine.getUserStatus(org, user);
+    expect(status.locked).toBe(false);
+    expect(status.failedAttempts.password).toBe(0);
+  } finally {
+    engine.close();
+    await store.close();
+    client.disconnect();
+  }
+}
+
 let server: RedisServerHandle;
 beforeAll(async () => {
   server = await startStandalone();
@@ -73,24 +94,7 @@ test('close() makes the pending release of a timed-out reserve before closing th
     if (!closed) await sidecar.close();
   }
 
-  // Past the lease end, the user has no failure and no lock.
-  await new Promise((r) => setTimeout(r, LEASE + 200));
-  const client = new Redis(server.url);
-  const store = new RedisStore({ client });
-  const engine = new LockoutEngine({
-    store,
-    instanceId,
-    defaults: { maxPasswordAttempts: 1, maxOtpAttempts: 1 },
-  });
-  try {
-    const status = await engine.getUserStatus('org-a', 'ursula');
-    expect(status.locked).toBe(false);
-    expect(status.failedAttempts.password).toBe(0);
-  } finally {
-    engine.close();
-    await store.close();
-    client.disconnect();
-  }
+  await expectNoFailureAfterLease(instanceId, 'org-a', 'ursula');
 });
 
 test('the middleware: lockout.close() makes the pending release too, within its timeout', async () => {
@@ -122,22 +126,7 @@ test('the middleware: lockout.close() makes the pending release too, within its 
     await lockout.close();
     expect(Date.now() - paused).toBeGreaterThanOrEqual(PAUSE - 50);
     expect(lockout.engine.compensationStats()).toMatchObject({ pending: 0, compensated: 1, abandoned: 0 });
-
-    await new Promise((r) => setTimeout(r, LEASE + 200));
-    const store = new RedisStore({ client });
-    const engine = new LockoutEngine({
-      store,
-      instanceId,
-      defaults: { maxPasswordAttempts: 1, maxOtpAttempts: 1 },
-    });
-    try {
-      const status = await engine.getUserStatus('default', 'una');
-      expect(status.locked).toBe(false);
-      expect(status.failedAttempts.password).toBe(0);
-    } finally {
-      engine.close();
-      await store.close();
-    }
+    await expectNoFailureAfterLease(instanceId, 'default', 'una');
   } finally {
     await lockout.close();
     client.disconnect();
