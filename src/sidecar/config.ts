@@ -546,6 +546,42 @@ function resolve(c: ParsedConfig, env: Env): SidecarConfig {
   };
 }
 
+/** How an environment variable's text becomes a configuration value. */
+type EnvReader = (text: string, variable: string) => unknown;
+
+/** A number when the text is digits (else the text, for the schema to refuse with its message). */
+const integer: EnvReader = (text) => (/^[0-9]{1,6}$/.test(text) ? Number(text) : text);
+const text: EnvReader = (t) => t;
+/** A JSON or YAML value (proxy.routes: the same list as in the file). */
+const yamlValue: EnvReader = (t, variable) => {
+  try {
+    const doc = parseDocument(t, { prettyErrors: false, uniqueKeys: true });
+    if (doc.errors.length > 0) throw doc.errors[0];
+    return doc.toJS();
+  } catch {
+    throw new ConfigError(
+      `proxy.routes (from ${variable}): expected a JSON or YAML list of routes`,
+      'proxy.routes',
+    );
+  }
+};
+
+/**
+ * Every environment variable that sets a configuration path: the one table of them
+ * (LOCKGATE_CONFIG names the file, LOCKGATE_ADMIN_TOKEN is applied after validation).
+ */
+const ENV_PATHS: ReadonlyArray<{ variable: string; path: readonly string[]; read: EnvReader }> = [
+  { variable: ENV.port, path: ['server', 'port'], read: integer },
+  { variable: ENV.host, path: ['server', 'host'], read: text },
+  { variable: ENV.instanceId, path: ['instance', 'id'], read: text },
+  { variable: ENV.logLevel, path: ['log', 'level'], read: text },
+  { variable: ENV.onStoreError, path: ['onStoreError'], read: text },
+  { variable: ENV.otpPepper, path: ['otp', 'pepper'], read: text },
+  { variable: ENV.proxyUpstream, path: ['proxy', 'upstream'], read: text },
+  { variable: ENV.proxyRoutes, path: ['proxy', 'routes'], read: yamlValue },
+  { variable: ENV.proxyPort, path: ['proxy', 'listen', 'port'], read: integer },
+];
+
 /** Environment variables onto the raw object; `fromEnv` records which path came from which variable. */
 function applyEnv(
   raw: Record<string, unknown>,
@@ -553,58 +589,21 @@ function applyEnv(
   fromEnv: Map<string, string>,
 ): Record<string, unknown> {
   const out = structuredClone(raw);
-  const set = (pathParts: string[], value: unknown, variable: string) => {
+  for (const { variable, path: parts, read } of ENV_PATHS) {
+    const value = nonEmpty(env[variable]);
+    if (value === undefined) continue;
     let node = out;
-    for (const part of pathParts.slice(0, -1)) {
-      const next = node[part];
-      if (!isPlainObject(next)) node[part] = {};
+    for (const part of parts.slice(0, -1)) {
+      if (!isPlainObject(node[part])) node[part] = {};
       node = node[part] as Record<string, unknown>;
     }
-    node[pathParts[pathParts.length - 1]!] = value;
-    fromEnv.set(pathParts.join('.'), variable);
-  };
-  const port = nonEmpty(env[ENV.port]);
-  if (port !== undefined) set(['server', 'port'], /^[0-9]{1,6}$/.test(port) ? Number(port) : port, ENV.port);
-  const host = nonEmpty(env[ENV.host]);
-  if (host !== undefined) set(['server', 'host'], host, ENV.host);
-  const instanceId = nonEmpty(env[ENV.instanceId]);
-  if (instanceId !== undefined) set(['instance', 'id'], instanceId, ENV.instanceId);
-  const level = nonEmpty(env[ENV.logLevel]);
-  if (level !== undefined) set(['log', 'level'], level, ENV.logLevel);
-  const onStoreError = nonEmpty(env[ENV.onStoreError]);
-  if (onStoreError !== undefined) set(['onStoreError'], onStoreError, ENV.onStoreError);
-  const pepper = nonEmpty(env[ENV.otpPepper]);
-  if (pepper !== undefined) set(['otp', 'pepper'], pepper, ENV.otpPepper);
-  // Reverse-proxy mode from the environment: the upstream, the login routes (JSON or YAML, the
-  // same list as proxy.routes in the file) and the proxy's own port (proxy.listen.port).
-  const upstream = nonEmpty(env[ENV.proxyUpstream]);
-  if (upstream !== undefined) set(['proxy', 'upstream'], upstream, ENV.proxyUpstream);
-  const routes = nonEmpty(env[ENV.proxyRoutes]);
-  if (routes !== undefined) {
-    let parsed: unknown;
-    try {
-      const doc = parseDocument(routes, { prettyErrors: false, uniqueKeys: true });
-      if (doc.errors.length > 0) throw doc.errors[0];
-      parsed = doc.toJS();
-    } catch {
-      throw new ConfigError(
-        `proxy.routes (from ${ENV.proxyRoutes}): expected a JSON or YAML list of routes`,
-        'proxy.routes',
-      );
-    }
-    set(['proxy', 'routes'], parsed, ENV.proxyRoutes);
-  }
-  const proxyPort = nonEmpty(env[ENV.proxyPort]);
-  if (proxyPort !== undefined) {
-    set(
-      ['proxy', 'listen', 'port'],
-      /^[0-9]{1,6}$/.test(proxyPort) ? Number(proxyPort) : proxyPort,
-      ENV.proxyPort,
-    );
+    node[parts[parts.length - 1]!] = read(value, variable);
+    fromEnv.set(parts.join('.'), variable);
   }
   const redisUrl = nonEmpty(env[ENV.redisUrl]);
   if (redisUrl !== undefined) {
-    // A URL from the environment replaces whatever connection the file chose.
+    // A URL from the environment replaces whatever connection the file chose (and so sets
+    // store.type too): the one variable that is more than a path.
     const store = isPlainObject(out.store) ? out.store : {};
     const redis = isPlainObject(store.redis) ? { ...store.redis } : {};
     delete redis.cluster;

@@ -96,6 +96,22 @@ describe('sidecar configuration', () => {
     expect(c.onStoreError).toBe('fail-closed');
   });
 
+  it('LOCKGATE_OTP_PEPPER sets otp.pepper over the file, and an error names the variable', () => {
+    const file = 'otp:\n  pepper: pepper-from-the-file-0123456789abcdef\n';
+    const files = { '/c.yaml': file };
+    expect(load({ LOCKGATE_CONFIG: '/c.yaml' }, files).otp.pepper).toBe(
+      'pepper-from-the-file-0123456789abcdef',
+    );
+    const c = load(
+      { LOCKGATE_CONFIG: '/c.yaml', LOCKGATE_OTP_PEPPER: 'pepper-from-the-env-0123456789abcdef' },
+      files,
+    );
+    expect(c.otp.pepper).toBe('pepper-from-the-env-0123456789abcdef');
+    expect(configError(() => load({ LOCKGATE_OTP_PEPPER: 'x' })).message).toContain(
+      'otp.pepper (from LOCKGATE_OTP_PEPPER)',
+    );
+  });
+
   it('reads the reverse proxy from the environment, over the file', () => {
     const routes = JSON.stringify([
       { path: '/login', user: { from: 'json', name: 'username' }, org: { fixed: 'org-a' } },
