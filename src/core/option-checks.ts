@@ -5,6 +5,11 @@ import { OptionError } from './errors';
  * package). Each check throws an OptionError with its own `check` code and a corrective message.
  */
 
+/** A mapping (not null, not an array). */
+export function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
 /** A received option value as an option error shows it: `"text"`, `1.5`, `a function`, `an object`. */
 export function describeOptionValue(value: unknown): string {
   if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value);

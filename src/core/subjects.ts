@@ -27,9 +27,9 @@ export function isFactor(value: unknown): value is Factor {
 }
 
 export const MAX_ID_LENGTH = 256;
-// C0 controls, DEL and C1 controls.
+/** C0 and C1 control characters and DEL: refused in ids and configured names. */
 // eslint-disable-next-line no-control-regex
-const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
+export const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f-\u009f]/;
 // A high surrogate not followed by a low one, or a low surrogate not preceded by a high one:
 // such a string is not well-formed Unicode (String.prototype.isWellFormed), cannot be encoded as
 // UTF-8 or by encodeURIComponent, and so cannot name a user in a key, a URL or a log line.
@@ -51,7 +51,7 @@ export function validateId(value: unknown, field: string): string {
       field,
     );
   }
-  if (CONTROL.test(value)) {
+  if (CONTROL_CHARACTERS.test(value)) {
     throw new InvalidArgumentError(
       'Errors.Id.Invalid',
       `${field} must not contain control characters`,

@@ -6,6 +6,7 @@ import {
   type StoreUnavailableError,
   type UserLockedError,
 } from '../core/errors';
+import { isPlainObject } from '../core/option-checks';
 import { MAX_SETTING_VALUE } from '../core/settings';
 import type { LockoutStore, SettingsValues } from '../core/store';
 import { validateId, type Factor } from '../core/subjects';
@@ -234,10 +235,6 @@ export function withPrefix<T>(where: string, make: () => T, fieldPrefix?: string
     }
     throw error;
   }
-}
-
-function isPlainObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
 function optionalFunction(where: string, value: unknown, field: string, shape: string): void {

@@ -12,7 +12,10 @@ import path from 'node:path';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { hashToken, PERMISSIONS, type Permission, type TokenOptions } from '../http/auth';
-import { proxyConfigSchema, type ProxyConfig } from './proxy/config';
+import { isPlainObject } from '../core/option-checks';
+import { MAX_SETTING_VALUE } from '../core/settings';
+import { CONTROL_CHARACTERS, MAX_ID_LENGTH } from '../core/subjects';
+import { formatPath, proxyConfigSchema, type ProxyConfig } from './proxy/config';
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -53,9 +56,6 @@ export type FileReader = (path: string) => string;
 
 // ---- the schema ---------------------------------------------------------------------------
 
-const ID_MAX = 256;
-// eslint-disable-next-line no-control-regex
-const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
 const ENV_REF = /\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
 const SHA256_PREFIX = 'sha256:';
 const HEX64 = /^[0-9a-fA-F]{64}$/;
@@ -67,10 +67,10 @@ const intIn = (min: number, max: number) => {
 
 const id = (what: string) =>
   z
-    .string({ error: `expected ${what}: a string of 1 to ${ID_MAX} characters` })
-    .min(1, { error: `expected ${what}: a string of 1 to ${ID_MAX} characters` })
-    .max(ID_MAX, { error: `expected ${what}: a string of 1 to ${ID_MAX} characters` })
-    .refine((v) => !CONTROL.test(v), { error: `${what} must not contain control characters` });
+    .string({ error: `expected ${what}: a string of 1 to ${MAX_ID_LENGTH} characters` })
+    .min(1, { error: `expected ${what}: a string of 1 to ${MAX_ID_LENGTH} characters` })
+    .max(MAX_ID_LENGTH, { error: `expected ${what}: a string of 1 to ${MAX_ID_LENGTH} characters` })
+    .refine((v) => !CONTROL_CHARACTERS.test(v), { error: `${what} must not contain control characters` });
 
 const oneOf = <const T extends readonly [string, ...string[]]>(values: T) =>
   z.enum(values, { error: `expected one of ${values.join(', ')}` });
@@ -213,8 +213,8 @@ function buildSchema(env: Env) {
         .strictObject({
           id: id('an instance id').default('default'),
           /** Instance default settings, until changed at run time through the admin API. */
-          maxPasswordAttempts: intIn(0, 4294967295).default(10),
-          maxOtpAttempts: intIn(0, 4294967295).default(10),
+          maxPasswordAttempts: intIn(0, MAX_SETTING_VALUE).default(10),
+          maxOtpAttempts: intIn(0, MAX_SETTING_VALUE).default(10),
         })
         .prefault({}),
       /** How long a reservation may stay unsettled before it counts as a failure (at least 1 s). */
@@ -659,21 +659,8 @@ function toConfigError(
   return new ConfigError(lines.join('; '), firstField);
 }
 
-function formatPath(parts: readonly PropertyKey[]): string {
-  let out = '';
-  for (const p of parts) {
-    if (typeof p === 'number') out += `[${p}]`;
-    else out += out === '' ? String(p) : `.${String(p)}`;
-  }
-  return out;
-}
-
 function nonEmpty(value: string | undefined): string | undefined {
   return value === undefined || value === '' ? undefined : value;
-}
-
-function isPlainObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
 /** Mappings merge key by key; anything else (lists included) is replaced. */

@@ -457,7 +457,8 @@ export function parseProxyConfig(raw: unknown): ProxyConfig {
   throw new InvalidArgumentError('Errors.Options.Invalid', `${field}: ${message}`, field);
 }
 
-function formatPath(parts: readonly PropertyKey[]): string {
+/** A configuration path as an error names it: `proxy.routes[0].user.name`. */
+export function formatPath(parts: readonly PropertyKey[]): string {
   let out = '';
   for (const p of parts) out += typeof p === 'number' ? `[${p}]` : out === '' ? String(p) : `.${String(p)}`;
   return out;
