@@ -1,9 +1,18 @@
-import { OptionError } from './errors';
+import { InvalidArgumentError, OptionError } from './errors';
 
 /**
  * Helpers of the option checks of the engine and the stores (internal: not exported by the
  * package). Each check throws an OptionError with its own `check` code and a corrective message.
  */
+
+/**
+ * An invalid option of the HTTP faces (code `Errors.Options.Invalid`, field `field`): the message
+ * is `<where>: <field> <message>`, or `<field> <message>` without `where`.
+ */
+export function invalidOption(field: string, message: string, where?: string): InvalidArgumentError {
+  const text = `${field} ${message}`;
+  return new InvalidArgumentError('Errors.Options.Invalid', where ? `${where}: ${text}` : text, field);
+}
 
 /** A mapping (not null, not an array). */
 export function isPlainObject(value: unknown): value is Record<string, unknown> {

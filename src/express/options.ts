@@ -6,7 +6,7 @@ import {
   type StoreUnavailableError,
   type UserLockedError,
 } from '../core/errors';
-import { isPlainObject } from '../core/option-checks';
+import { invalidOption, isPlainObject } from '../core/option-checks';
 import { MAX_SETTING_VALUE } from '../core/settings';
 import type { LockoutStore, SettingsValues } from '../core/store';
 import { validateId, type Factor } from '../core/subjects';
@@ -207,7 +207,7 @@ export function describe(value: unknown): string {
 
 /** An option error of `where` (e.g. `createLockout`) naming the option. */
 export function optionError(where: string, field: string, message: string): InvalidArgumentError {
-  return new InvalidArgumentError('Errors.Options.Invalid', `${where}: ${field} ${message}`, field);
+  return invalidOption(field, message, where);
 }
 
 /**

@@ -2,6 +2,7 @@ import express, { Router, type Request, type RequestHandler, type Response } fro
 import { decodeAttemptId, type AttemptRef } from '../core/attempt-id';
 import type { CheckOutcome, CheckResult, LockoutEngine } from '../core/engine';
 import { BusyError, GrpcCode, InvalidArgumentError, UserLockedError, isLockgateError } from '../core/errors';
+import { invalidOption } from '../core/option-checks';
 import type { CodeChannel } from '../core/store';
 import { makeSubject, validateFactor, validateId, type Factor, type Subject } from '../core/subjects';
 import type { AuthContext, Authorize, Permission } from '../http/auth';
@@ -80,18 +81,14 @@ const ORG_LIST_LIMIT_MAX = 1000;
 type AuthedHandler = (req: Request, res: Response, ctx: AuthContext) => Promise<void>;
 type Body = Record<string, unknown>;
 
-function optionError(field: string, message: string): InvalidArgumentError {
-  return new InvalidArgumentError('Errors.Options.Invalid', `${field} ${message}`, field);
-}
-
 function validateBase(options: RouterBaseOptions): void {
-  if (!options || typeof options !== 'object') throw optionError('options', 'must be an object');
+  if (!options || typeof options !== 'object') throw invalidOption('options', 'must be an object');
   const engine = options.engine as Partial<LockoutEngine> | undefined;
   if (!engine || typeof engine.check !== 'function' || typeof engine.reserve !== 'function') {
-    throw optionError('engine', 'must be a LockoutEngine (new LockoutEngine({ store }))');
+    throw invalidOption('engine', 'must be a LockoutEngine (new LockoutEngine({ store }))');
   }
   if (typeof options.authorize !== 'function') {
-    throw optionError(
+    throw invalidOption(
       'authorize',
       'must be a function (req, permission, target?) => Promise<{ principal, orgId }>',
     );
@@ -102,28 +99,28 @@ function validateBase(options: RouterBaseOptions): void {
     !(typeof limit === 'string' && limit.length > 0) &&
     !(typeof limit === 'number' && Number.isInteger(limit) && limit > 0)
   ) {
-    throw optionError('bodyLimit', "must be a size such as '16kb' or a positive number of bytes");
+    throw invalidOption('bodyLimit', "must be a size such as '16kb' or a positive number of bytes");
   }
   if (options.audit !== undefined && typeof options.audit !== 'function')
-    throw optionError('audit', 'must be a function');
+    throw invalidOption('audit', 'must be a function');
   if (options.onError !== undefined && typeof options.onError !== 'function') {
-    throw optionError('onError', 'must be a function');
+    throw invalidOption('onError', 'must be a function');
   }
 }
 
 function validateChecks(options: ChecksRouterOptions): void {
   validateBase(options);
   if (typeof options.passwordVerifier?.verify !== 'function') {
-    throw optionError('passwordVerifier', 'must be a PasswordVerifier (createPasswordVerifier())');
+    throw invalidOption('passwordVerifier', 'must be a PasswordVerifier (createPasswordVerifier())');
   }
   if (typeof options.totpVerifier?.verify !== 'function') {
-    throw optionError('totpVerifier', 'must be a TotpVerifier (createTotpVerifier({ store }))');
+    throw invalidOption('totpVerifier', 'must be a TotpVerifier (createTotpVerifier({ store }))');
   }
   if (typeof options.otpCodes?.issue !== 'function' || typeof options.otpCodes?.verify !== 'function') {
-    throw optionError('otpCodes', 'must be OtpCodes (createOtpCodes({ store }))');
+    throw invalidOption('otpCodes', 'must be OtpCodes (createOtpCodes({ store }))');
   }
   if (options.observeCheck !== undefined && typeof options.observeCheck !== 'function') {
-    throw optionError('observeCheck', 'must be a function');
+    throw invalidOption('observeCheck', 'must be a function');
   }
 }
 

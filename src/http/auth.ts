@@ -1,6 +1,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Request } from 'express';
-import { InvalidArgumentError } from '../core/errors';
+import { invalidOption } from '../core/option-checks';
 import { validateId } from '../core/subjects';
 import { PermissionDeniedError, UnauthenticatedError } from './errors';
 
@@ -90,39 +90,36 @@ function isPermission(value: unknown): value is Permission {
   return typeof value === 'string' && (PERMISSIONS as readonly string[]).includes(value);
 }
 
-function optionError(field: string, message: string): InvalidArgumentError {
-  return new InvalidArgumentError('Errors.Options.Invalid', `${field} ${message}`, field);
-}
-
 /** Validates and resolves configured tokens; throws InvalidArgumentError naming the field. */
 export function resolveTokens(tokens: readonly TokenOptions[]): TokenConfig[] {
-  if (!Array.isArray(tokens)) throw optionError('tokens', 'must be a list');
+  if (!Array.isArray(tokens)) throw invalidOption('tokens', 'must be a list');
   const digests: Buffer[] = [];
   const names = new Set<string>();
   return tokens.map((t: TokenOptions, i) => {
     const at = `tokens[${i}]`;
-    if (typeof t !== 'object' || t === null) throw optionError(at, 'must be an object');
+    if (typeof t !== 'object' || t === null) throw invalidOption(at, 'must be an object');
     if (typeof t.name !== 'string' || t.name.length === 0)
-      throw optionError(`${at}.name`, 'must be a non-empty string');
-    if (names.has(t.name)) throw optionError(`${at}.name`, `repeats the name "${t.name}"`);
+      throw invalidOption(`${at}.name`, 'must be a non-empty string');
+    if (names.has(t.name)) throw invalidOption(`${at}.name`, `repeats the name "${t.name}"`);
     names.add(t.name);
     let digest: Buffer;
     if (t.token !== undefined && t.sha256 !== undefined) {
-      throw optionError(at, 'must have either token or sha256, not both');
+      throw invalidOption(at, 'must have either token or sha256, not both');
     } else if (t.token !== undefined) {
       if (typeof t.token !== 'string' || t.token.length === 0) {
-        throw optionError(`${at}.token`, 'must be a non-empty string');
+        throw invalidOption(`${at}.token`, 'must be a non-empty string');
       }
       digest = createHash('sha256').update(t.token, 'utf8').digest();
     } else if (t.sha256 !== undefined) {
       if (typeof t.sha256 !== 'string' || !/^[0-9a-fA-F]{64}$/.test(t.sha256)) {
-        throw optionError(`${at}.sha256`, 'must be 64 hex digits (the SHA-256 of the token)');
+        throw invalidOption(`${at}.sha256`, 'must be 64 hex digits (the SHA-256 of the token)');
       }
       digest = Buffer.from(t.sha256, 'hex');
     } else {
-      throw optionError(at, 'must have token or sha256');
+      throw invalidOption(at, 'must have token or sha256');
     }
-    if (digests.some((d) => d.equals(digest))) throw optionError(at, 'repeats the token of an earlier entry');
+    if (digests.some((d) => d.equals(digest)))
+      throw invalidOption(at, 'repeats the token of an earlier entry');
     digests.push(digest);
     const org = validateId(t.org, `${at}.org`);
     let orgs: Set<string> | undefined;
@@ -131,16 +128,17 @@ export function resolveTokens(tokens: readonly TokenOptions[]): TokenConfig[] {
       orgs = undefined;
     } else if (Array.isArray(rawOrgs)) {
       orgs = new Set(rawOrgs.map((o, j) => validateId(o, `${at}.orgs[${j}]`)));
-      if (orgs.has('*')) throw optionError(`${at}.orgs`, "must be ['*'] alone or a list of org ids");
-      if (!orgs.has(org)) throw optionError(`${at}.orgs`, `must include the home org "${org}" (or be ['*'])`);
+      if (orgs.has('*')) throw invalidOption(`${at}.orgs`, "must be ['*'] alone or a list of org ids");
+      if (!orgs.has(org))
+        throw invalidOption(`${at}.orgs`, `must include the home org "${org}" (or be ['*'])`);
     } else {
-      throw optionError(`${at}.orgs`, "must be a list of org ids or ['*']");
+      throw invalidOption(`${at}.orgs`, "must be a list of org ids or ['*']");
     }
-    if (!Array.isArray(t.permissions)) throw optionError(`${at}.permissions`, 'must be a list');
+    if (!Array.isArray(t.permissions)) throw invalidOption(`${at}.permissions`, 'must be a list');
     const permissions = new Set<Permission>();
     t.permissions.forEach((p, j) => {
       if (!isPermission(p)) {
-        throw optionError(`${at}.permissions[${j}]`, `must be one of ${PERMISSIONS.join(', ')}`);
+        throw invalidOption(`${at}.permissions[${j}]`, `must be one of ${PERMISSIONS.join(', ')}`);
       }
       permissions.add(p);
     });
