@@ -18,15 +18,17 @@ import {
 import { describeOptionValue } from './option-checks';
 import { parseSettingsValues, SHIPPED_DEFAULT, type Details, type EffectiveSettings } from './settings';
 import { SettingsCache } from './settings-cache';
-import type {
-  LockedPage,
-  LockoutStore,
-  Owner,
-  SettingsChange,
-  SettingsRecord,
-  SettingsValues,
-  SettleOutcome,
-  SettleResult,
+import {
+  missingStoreMembers,
+  type LockedPage,
+  type LockoutStore,
+  type Owner,
+  type ReserveResult,
+  type SettingsChange,
+  type SettingsRecord,
+  type SettingsValues,
+  type SettleOutcome,
+  type SettleResult,
 } from './store';
 import { makeSubject, validateFactor, validateId, type Factor, type Limits, type Subject } from './subjects';
 
@@ -212,29 +214,18 @@ export function resolveEngineConfig(options: LockoutEngineOptions): LockoutEngin
   return { instanceId, defaults, leaseMs, settingsCacheTtlMs, evaluationTimeoutMs, onStoreError };
 }
 
-/** The store members the engine calls: a store that lacks one is refused when the engine is made. */
-const ENGINE_STORE_MEMBERS: readonly (keyof LockoutStore)[] = [
-  'reserve',
-  'settle',
-  'getUser',
-  'lock',
-  'unlock',
-  'resetFactor',
-  'listLocked',
-  'getSettings',
-  'writeSettings',
-  'onSettingsChanged',
-];
-
-/** Throws an OptionError (`LockoutEngine.store`) unless `store` has every member the engine calls. */
+/**
+ * Throws an OptionError (`LockoutEngine.store`) unless `store` has every member of LockoutStore
+ * (all four ports: attempts and locks, settings, one-time material, lifecycle); the message names
+ * each missing member with the port and concern it belongs to.
+ */
 function checkStore(store: unknown): void {
-  const missing =
-    typeof store === 'object' && store !== null
-      ? ENGINE_STORE_MEMBERS.filter((m) => typeof (store as Record<string, unknown>)[m] !== 'function')
-      : ENGINE_STORE_MEMBERS;
+  const missing = missingStoreMembers(store);
   if (missing.length === 0) return;
   const lacks =
-    store === undefined ? '' : ` (it lacks ${missing.join(', ')}), got ${describeOptionValue(store)}`;
+    store === undefined
+      ? ''
+      : ` (it lacks ${missing.map((p) => `${p.members.join(', ')} (${p.port}: ${p.concern})`).join('; ')}), got ${describeOptionValue(store)}`;
   throw new OptionError(
     'LockoutEngine.store',
     'store',
@@ -420,7 +411,7 @@ export class LockoutEngine {
       return this.reserveWithoutStore(subject, factor, error);
     }
     const nonce = newNonce();
-    let r: Awaited<ReturnType<LockoutStore['reserve']>>;
+    let r: ReserveResult;
     try {
       r = await this.store.reserve(subject, factor, limits, this.config.leaseMs, nonce);
     } catch (error) {

@@ -1,17 +1,31 @@
 import type { Factor, Limits, Subject } from './subjects';
 
-/**
- * The store port: everything the engine needs from a place that keeps lockout state.
+/*
+ * The store port: everything the engine and the verifiers need from a place that keeps lockout
+ * state, split by concern into three narrow ports and the lifecycle every store has:
+ *   - AttemptStore: attempts (reservations, their leases and tombstones), failure counters and locks;
+ *   - SettingsStore: lockout settings and the notices of their changes;
+ *   - OneTimeStore: one-time material, i.e. issued SMS/Email codes and used TOTP steps;
+ *   - StoreLifecycle: the store's name, its health probe and close.
+ * One class may implement several; LockoutStore is all of them (MemoryStore and RedisStore
+ * implement it). The members of each port are listed in ATTEMPT_STORE_MEMBERS,
+ * SETTINGS_STORE_MEMBERS, ONE_TIME_STORE_MEMBERS and STORE_LIFECYCLE_MEMBERS; LockoutEngine
+ * refuses, when it is made, a store that lacks any member of LockoutStore (missingStoreMembers).
  *
- * Each user operation is ONE atomic step in the store (one Lua script, one round trip, on Redis),
+ * The rules common to every port (clock, outages, bounded state) are on LockoutStore.
+ */
+
+/**
+ * Attempts and locks: the reservation protocol (reserve → settle), the failure counters and the
+ * lock of each user, and the locked-users listing. This is what the engine's hot path calls.
+ *
+ * Each operation is ONE atomic step in the store (one Lua script, one round trip, on Redis),
  * and every one of them first applies expired leases: a reservation whose lease has passed is
  * removed and counted as a failure of its factor (and may lock the user), exactly once.
  * The lockout rules are applied inside the store, because they must be atomic with the counters:
  *   - failure: counter + 1; if the factor's limit is > 0 and the new count >= limit, lock (lockedAt = now);
  *   - success: the factor's counter is reset (unless the user is locked by then: nothing changes);
  *   - release: the reservation goes away, nothing is counted.
- * Times are milliseconds since the epoch, taken from the store's own clock (Redis TIME), so that
- * processes with skewed clocks agree on lease expiry.
  *
  * Idempotence (G5). A command may run twice (a client resends it after a reconnect) or run
  * although its caller saw a timeout. So every reserve, settle and release is keyed by its id
@@ -27,19 +41,8 @@ import type { Factor, Limits, Subject } from './subjects';
  * An operation that committed never fails afterwards: secondary writes (the locked-users index)
  * are made so that they converge (a locked user is listed, an unlocked one is not) without
  * failing the operation that caused them.
- *
- * Bounded state. State of a user that is not locked expires `idleTtlMs` after the user's last
- * write (a store option; 0 = never, ZITADEL's strict semantics); in-flight reservations and
- * tombstones keep the user's state at least until their lease ends. Locked users keep their lock.
- *
- * Every method rejects with StoreUnavailableError when the store cannot be reached; the outcome
- * of a write that rejected is unknown (it may have been applied).
- * State of a user with no failures, no lock, no reservation, no tombstone and no codes takes no space.
  */
-export interface LockoutStore {
-  /** A short name for logs and metrics ("memory", "redis"). */
-  readonly kind: string;
-
+export interface AttemptStore {
   /**
    * Reserves one attempt of `factor` for `subject` under id `id` (unique, made by the engine).
    * Admitted only when the user is not locked and (limit = 0 or failures + in-flight < limit).
@@ -115,7 +118,14 @@ export interface LockoutStore {
     limit: number,
     cursor?: string,
   ): Promise<LockedPage>;
+}
 
+/**
+ * Settings and their change notices: the stored lockout settings of the instance and of each
+ * org, written atomically with a sequence per owner, and the notices that tell every process
+ * (the engines' settings caches) that they changed.
+ */
+export interface SettingsStore {
   /** Stored settings of an owner, or null when it has none (an org without custom settings). */
   getSettings(instance: string, owner: Owner): Promise<SettingsRecord | null>;
 
@@ -133,7 +143,13 @@ export interface LockoutStore {
 
   /** Calls `listener` when any process changed settings of `instance`. Returns an unsubscribe function. */
   onSettingsChanged(listener: (instance: string, owner: Owner) => void): () => void;
+}
 
+/**
+ * One-time material: issued SMS/Email codes (stored as hashes, single use) and the TOTP time
+ * steps already used (RFC 6238 §5.2 replay protection). Records expire after their own `ttlMs`.
+ */
+export interface OneTimeStore {
   /**
    * Records that time step `step` of counter `key` was used by the user, and answers true only when
    * `step` is greater than every step recorded for that key before (RFC 6238 §5.2: once a step
@@ -153,12 +169,127 @@ export interface LockoutStore {
     channel: CodeChannel,
     codeHash: string,
   ): Promise<'match' | 'mismatch' | 'missing'>;
+}
+
+/** What every store has whatever its concerns: a name, a health probe and close. */
+export interface StoreLifecycle {
+  /** A short name for logs and metrics ("memory", "redis"). */
+  readonly kind: string;
 
   /** Resolves when the store answers; rejects with StoreUnavailableError otherwise. */
   ping(): Promise<void>;
 
   /** Releases the store's own resources (subscriptions, timers). Does not close a client it was given. */
   close(): Promise<void>;
+}
+
+/**
+ * The whole store port: attempts and locks, settings and their change notices, one-time material,
+ * and the lifecycle. What LockoutEngine takes (and checks member by member when it is made),
+ * and what MemoryStore and RedisStore implement.
+ *
+ * Common to every port:
+ *   - Times are milliseconds since the epoch, taken from the store's own clock (Redis TIME), so
+ *     that processes with skewed clocks agree on lease and record expiry.
+ *   - Every method that answers a Promise rejects with StoreUnavailableError when the store cannot
+ *     be reached; the outcome of a write that rejected is unknown (it may have been applied).
+ *   - Bounded state. State of a user that is not locked expires `idleTtlMs` after the user's last
+ *     write (a store option; 0 = never, ZITADEL's strict semantics); in-flight reservations and
+ *     tombstones keep the user's state at least until their lease ends. Locked users keep their
+ *     lock. State of a user with no failures, no lock, no reservation, no tombstone and no codes
+ *     takes no space.
+ */
+export interface LockoutStore extends AttemptStore, SettingsStore, OneTimeStore, StoreLifecycle {}
+
+/** The members of AttemptStore, in declaration order. */
+export const ATTEMPT_STORE_MEMBERS = [
+  'reserve',
+  'settle',
+  'getUser',
+  'lock',
+  'unlock',
+  'resetFactor',
+  'listLocked',
+] as const satisfies readonly (keyof AttemptStore)[];
+
+/** The members of SettingsStore, in declaration order. */
+export const SETTINGS_STORE_MEMBERS = [
+  'getSettings',
+  'writeSettings',
+  'onSettingsChanged',
+] as const satisfies readonly (keyof SettingsStore)[];
+
+/** The members of OneTimeStore, in declaration order. */
+export const ONE_TIME_STORE_MEMBERS = [
+  'useStep',
+  'putCode',
+  'takeCode',
+] as const satisfies readonly (keyof OneTimeStore)[];
+
+/** The members of StoreLifecycle, in declaration order (`kind` is a string, the others methods). */
+export const STORE_LIFECYCLE_MEMBERS = [
+  'kind',
+  'ping',
+  'close',
+] as const satisfies readonly (keyof StoreLifecycle)[];
+
+/** Compiles only when `T` is `never`: used below to prove that the member lists are complete. */
+type ExpectNever<T extends never> = T;
+// Each list names every member of its port, and together they name every member of LockoutStore:
+// a member added to a port (or to LockoutStore itself) without adding it to a list fails to compile.
+type _AttemptStoreListed = ExpectNever<Exclude<keyof AttemptStore, (typeof ATTEMPT_STORE_MEMBERS)[number]>>;
+type _SettingsStoreListed = ExpectNever<
+  Exclude<keyof SettingsStore, (typeof SETTINGS_STORE_MEMBERS)[number]>
+>;
+type _OneTimeStoreListed = ExpectNever<Exclude<keyof OneTimeStore, (typeof ONE_TIME_STORE_MEMBERS)[number]>>;
+type _StoreLifecycleListed = ExpectNever<
+  Exclude<keyof StoreLifecycle, (typeof STORE_LIFECYCLE_MEMBERS)[number]>
+>;
+type _LockoutStoreListed = ExpectNever<Exclude<keyof LockoutStore, LockoutStoreMember>>;
+
+/** The name of a member of LockoutStore. */
+export type LockoutStoreMember =
+  | (typeof ATTEMPT_STORE_MEMBERS)[number]
+  | (typeof SETTINGS_STORE_MEMBERS)[number]
+  | (typeof ONE_TIME_STORE_MEMBERS)[number]
+  | (typeof STORE_LIFECYCLE_MEMBERS)[number];
+
+/** One port of LockoutStore: its interface's name, its concern, its members. */
+export interface StorePort {
+  readonly port: 'AttemptStore' | 'SettingsStore' | 'OneTimeStore' | 'StoreLifecycle';
+  readonly concern: string;
+  readonly members: readonly LockoutStoreMember[];
+}
+
+/** The ports that make LockoutStore, in the order their members are checked and named. */
+export const STORE_PORTS: readonly StorePort[] = [
+  { port: 'AttemptStore', concern: 'attempts and locks', members: ATTEMPT_STORE_MEMBERS },
+  { port: 'SettingsStore', concern: 'settings and their change notices', members: SETTINGS_STORE_MEMBERS },
+  { port: 'OneTimeStore', concern: 'one-time codes and used TOTP steps', members: ONE_TIME_STORE_MEMBERS },
+  { port: 'StoreLifecycle', concern: 'name, health and close', members: STORE_LIFECYCLE_MEMBERS },
+];
+
+/** Every member of LockoutStore, port by port. */
+export const LOCKOUT_STORE_MEMBERS: readonly LockoutStoreMember[] = STORE_PORTS.flatMap((p) => p.members);
+
+/** Whether `value` is a usable `member` of a store: `kind` a string, every other member a function. */
+function hasMember(value: unknown, member: LockoutStoreMember): boolean {
+  const v = (value as Record<string, unknown>)[member];
+  return member === 'kind' ? typeof v === 'string' : typeof v === 'function';
+}
+
+/**
+ * The members of LockoutStore that `store` lacks, grouped by port (ports it lacks nothing of are
+ * left out): every member of every port when `store` is not an object. Empty: a complete store.
+ */
+export function missingStoreMembers(store: unknown): StorePort[] {
+  const isObject = typeof store === 'object' && store !== null;
+  const missing: StorePort[] = [];
+  for (const port of STORE_PORTS) {
+    const members = isObject ? port.members.filter((m) => !hasMember(store, m)) : port.members;
+    if (members.length > 0) missing.push({ ...port, members });
+  }
+  return missing;
 }
 
 export type Owner = { readonly type: 'instance' } | { readonly type: 'org'; readonly org: string };

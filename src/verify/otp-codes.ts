@@ -1,6 +1,6 @@
 import { createHmac, randomBytes, randomInt } from 'node:crypto';
 import { InvalidArgumentError } from '../core/errors';
-import type { CodeChannel, LockoutStore } from '../core/store';
+import type { CodeChannel, OneTimeStore } from '../core/store';
 import type { Subject } from '../core/subjects';
 import { VerifyErrorCodes } from './errors';
 import { createIssueLimiter, type IssueLimiter } from './issue-limiter';
@@ -15,8 +15,8 @@ const CODE = /^[0-9]{6}$/;
 const MIN_PEPPER_LENGTH = 16;
 
 export interface OtpCodesOptions {
-  /** Where code hashes are kept (`putCode`, `takeCode`). */
-  readonly store: Pick<LockoutStore, 'putCode' | 'takeCode'>;
+  /** Where code hashes are kept (`putCode`, `takeCode` of the OneTimeStore port; any LockoutStore). */
+  readonly store: Pick<OneTimeStore, 'putCode' | 'takeCode'>;
   /** Lifetime of an issued code per channel, in milliseconds. Default sms 5 min, email 10 min. */
   readonly ttlMs?: Partial<Record<CodeChannel, number>>;
   /**

@@ -6,7 +6,7 @@ import { intOption } from './options';
 import { createCryptoPlugin, createGuardrails, type CryptoPlugin, type OTPGuardrails } from '@otplib/core';
 import { generateSync, verify as otpVerify } from '@otplib/totp';
 import { InvalidArgumentError } from '../core/errors';
-import type { LockoutStore } from '../core/store';
+import type { OneTimeStore } from '../core/store';
 import type { Subject } from '../core/subjects';
 import { VerifyErrorCodes } from './errors';
 
@@ -71,8 +71,11 @@ function base32Decode(text: string): Uint8Array | undefined {
 }
 
 export interface TotpVerifierOptions {
-  /** Where used time steps are recorded (a code is accepted once per user). */
-  readonly store: Pick<LockoutStore, 'useStep'>;
+  /**
+   * Where used time steps are recorded (`useStep` of the OneTimeStore port; any LockoutStore): a
+   * code is accepted once per user.
+   */
+  readonly store: Pick<OneTimeStore, 'useStep'>;
   /** Steps accepted either side of the current one. Default 1 (±30 s), at most 10. */
   readonly window?: number;
   /** Time step in seconds. Default 30 (RFC 6238 and every authenticator app). */

@@ -83,7 +83,7 @@ describe('option errors: a code per check and a corrective message', () => {
       () => new LockoutEngine({ store: partial }),
       'LockoutEngine.store',
       'store',
-      /\(it lacks getUser, lock, unlock, resetFactor, listLocked, getSettings, writeSettings, onSettingsChanged\), got an object$/,
+      /\(it lacks getUser, lock, unlock, resetFactor, listLocked \(AttemptStore: attempts and locks\); getSettings, writeSettings, onSettingsChanged \(SettingsStore: settings and their change notices\); useStep, putCode, takeCode \(OneTimeStore: one-time codes and used TOTP steps\); kind, ping, close \(StoreLifecycle: name, health and close\)\), got an object$/,
     );
     expectOptionError(
       () => new LockoutEngine({ store: 'redis://x' as never }),
