@@ -8,7 +8,7 @@ import {
 } from '../core/errors';
 import { invalidOption, isPlainObject } from '../core/option-checks';
 import { MAX_SETTING_VALUE } from '../core/settings';
-import type { LockoutStore, SettingsValues } from '../core/store';
+import { missingStoreMembers, type LockoutStore, type SettingsValues } from '../core/store';
 import { validateId, type Factor } from '../core/subjects';
 import type { Authorize, TokenOptions } from '../http/auth';
 import type { HttpError } from '../http/errors';
@@ -184,8 +184,6 @@ const KNOWN_OPTIONS = new Set<string>([
   'bodyLimit',
 ]);
 
-const STORE_METHODS = ['reserve', 'settle', 'getUser', 'getSettings', 'writeSettings', 'onSettingsChanged'];
-
 /** A short description of a value for error messages ("a string", "null", "3"). */
 export function describe(value: unknown): string {
   if (value === null) return 'null';
@@ -340,11 +338,8 @@ export function resolveLockoutOptions(options: LockoutOptions | undefined): Lock
   const o = options;
 
   if (o.store !== undefined) {
-    const store = o.store as unknown as Record<string, unknown> | null;
-    const missing =
-      isPlainObject(store) || (typeof store === 'object' && store !== null)
-        ? STORE_METHODS.filter((m) => typeof store[m] !== 'function')
-        : STORE_METHODS;
+    // Every member of the port (the engine checks the same, by concern).
+    const missing = missingStoreMembers(o.store).flatMap((port) => port.members);
     if (missing.length > 0) {
       throw optionError(
         where,
