@@ -1,7 +1,11 @@
 /**
  * The OpenAPI 3.1 document of the sidecar's HTTP API (served at /openapi.json). Every route the
  * sidecar's Express app serves is listed in ROUTES; a test walks the app's router stack and
- * checks that the two agree, so a route cannot be added without documenting it.
+ * checks that the two agree, so a route cannot be added without documenting it. Another
+ * (test/integration/openapi-responses.test.ts) calls every route for real and validates its
+ * answers — success and errors — against this document's schemas, which are closed
+ * (`additionalProperties: false`) wherever an answer's shape is fixed: a field added to or dropped
+ * from an answer fails it until the document says so.
  */
 
 type Json = Record<string, unknown>;
@@ -215,7 +219,7 @@ export const ROUTES: readonly RouteDoc[] = [
       permission: 'lockout.check',
       body: 'UserRequest',
       success: { status: '201', schema: 'IssuedCode', description: 'The code and its expiry' },
-      errors: ['429'],
+      errors: ['423', '429'],
     },
     {
       method: 'post',
@@ -266,7 +270,7 @@ export const ROUTES: readonly RouteDoc[] = [
     operationId: 'Readyz',
     summary: 'Readiness: 200 when the store answers, else 503 code 14',
     tag: 'service',
-    success: { status: '200', schema: 'Health', description: 'Ready' },
+    success: { status: '200', schema: 'Readiness', description: 'Ready' },
     errors: ['503'],
   },
   {
@@ -303,111 +307,126 @@ const id = {
 };
 const time = { type: 'string', format: 'date-time' };
 
+/** An object of exactly these properties (`required` lists the ones always present). */
+const object = (properties: Json, required: readonly string[], extra: Json = {}): Json => ({
+  type: 'object',
+  required,
+  properties,
+  additionalProperties: false,
+  ...extra,
+});
+
 const SCHEMAS: Json = {
   ErrorDetail: {
-    type: 'object',
-    required: ['@type', 'id', 'message'],
-    properties: {
-      '@type': {
-        type: 'string',
-        enum: [
-          'type.googleapis.com/zitadel.v1.ErrorDetail',
-          'type.googleapis.com/zitadel.v1.CredentialsCheckError',
-        ],
+    oneOf: [
+      object(
+        {
+          '@type': { const: 'type.googleapis.com/zitadel.v1.ErrorDetail' },
+          id: { type: 'string', description: 'Stable error id, e.g. Errors.User.Locked' },
+          message: { type: 'string' },
+        },
+        ['@type', 'id', 'message'],
+      ),
+      object(
+        {
+          '@type': { const: 'type.googleapis.com/zitadel.v1.CredentialsCheckError' },
+          id: { type: 'string', description: 'Stable error id of the wrong credential' },
+          message: { type: 'string' },
+          failedAttempts: { ...uint, description: 'Failed attempts of the factor, this one included' },
+        },
+        ['@type', 'id', 'message', 'failedAttempts'],
+        { description: 'A wrong credential (401 of the check routes) only' },
+      ),
+    ],
+  },
+  Error: object(
+    {
+      code: {
+        type: 'integer',
+        enum: [3, 5, 6, 7, 8, 9, 13, 14, 16],
+        description: 'gRPC status code (3, 5, 6, 7, 8, 9, 13, 14, 16)',
       },
-      id: { type: 'string', description: 'Stable error id, e.g. Errors.User.Locked' },
       message: { type: 'string' },
-      failedAttempts: { ...uint, description: 'CredentialsCheckError only: failed attempts of the factor' },
+      details: { type: 'array', minItems: 1, items: ref('ErrorDetail') },
     },
-  },
-  Error: {
-    type: 'object',
-    required: ['code', 'message', 'details'],
-    properties: {
-      code: { type: 'integer', description: 'gRPC status code (3, 5, 6, 7, 8, 9, 13, 14, 16)' },
-      message: { type: 'string' },
-      details: { type: 'array', items: ref('ErrorDetail') },
-    },
-  },
-  Details: {
-    type: 'object',
-    required: ['sequence', 'resourceOwner'],
-    properties: { sequence: uint, creationDate: time, changeDate: time, resourceOwner: { type: 'string' } },
-  },
-  DetailsResponse: { type: 'object', required: ['details'], properties: { details: ref('Details') } },
-  Policy: {
-    type: 'object',
-    required: ['details', 'maxPasswordAttempts', 'maxOtpAttempts', 'isDefault'],
-    properties: {
+    ['code', 'message', 'details'],
+  ),
+  Details: object(
+    { sequence: uint, creationDate: time, changeDate: time, resourceOwner: { type: 'string' } },
+    ['sequence', 'resourceOwner'],
+  ),
+  DetailsV2: object({ sequence: uint, changeDate: time, resourceOwner: { type: 'string' } }, [
+    'sequence',
+    'resourceOwner',
+  ]),
+  DetailsResponse: object({ details: ref('Details') }, ['details']),
+  Policy: object(
+    {
       details: ref('Details'),
       maxPasswordAttempts: uint,
       maxOtpAttempts: uint,
       isDefault: { type: 'boolean' },
     },
-  },
-  PolicyResponse: { type: 'object', required: ['policy'], properties: { policy: ref('Policy') } },
-  GetPolicyResponse: {
-    type: 'object',
-    required: ['policy', 'isDefault'],
-    properties: { policy: ref('Policy'), isDefault: { type: 'boolean' } },
-  },
+    ['details', 'maxPasswordAttempts', 'maxOtpAttempts', 'isDefault'],
+  ),
+  PolicyResponse: object({ policy: ref('Policy') }, ['policy']),
+  GetPolicyResponse: object({ policy: ref('Policy'), isDefault: { type: 'boolean' } }, [
+    'policy',
+    'isDefault',
+  ]),
   ResourceOwnerType: { type: 'string', enum: ['RESOURCE_OWNER_TYPE_INSTANCE', 'RESOURCE_OWNER_TYPE_ORG'] },
-  SettingsV2Response: {
-    type: 'object',
-    required: ['details', 'settings'],
-    properties: {
-      details: ref('Details'),
-      settings: {
-        type: 'object',
-        required: ['maxPasswordAttempts', 'maxOtpAttempts', 'resourceOwnerType'],
-        properties: {
+  SettingsV2Response: object(
+    {
+      details: ref('DetailsV2'),
+      settings: object(
+        {
           maxPasswordAttempts: uint,
           maxOtpAttempts: uint,
           resourceOwnerType: ref('ResourceOwnerType'),
         },
-      },
+        ['maxPasswordAttempts', 'maxOtpAttempts', 'resourceOwnerType'],
+      ),
     },
-  },
+    ['details', 'settings'],
+  ),
   SettingsRequest: {
     type: 'object',
     properties: { maxPasswordAttempts: uintIn, maxOtpAttempts: uintIn },
   },
-  UserLockout: {
-    type: 'object',
-    required: ['userId', 'orgId', 'state', 'failedAttempts', 'settings'],
-    properties: {
+  UserLockout: object(
+    {
       userId: id,
       orgId: id,
       state: { type: 'string', enum: ['USER_STATE_ACTIVE', 'USER_STATE_LOCKED'] },
-      lockedAt: time,
-      failedAttempts: {
-        type: 'object',
-        required: ['password', 'totp', 'otpSms', 'otpEmail', 'recoveryCode'],
-        properties: { password: uint, totp: uint, otpSms: uint, otpEmail: uint, recoveryCode: uint },
-      },
-      settings: {
-        allOf: [
-          ref('Policy'),
-          { type: 'object', properties: { resourceOwnerType: ref('ResourceOwnerType') } },
-        ],
-      },
+      lockedAt: { ...time, description: 'When the user was locked (USER_STATE_LOCKED only)' },
+      failedAttempts: object(
+        { password: uint, totp: uint, otpSms: uint, otpEmail: uint, recoveryCode: uint },
+        ['password', 'totp', 'otpSms', 'otpEmail', 'recoveryCode'],
+      ),
+      settings: object(
+        {
+          details: ref('Details'),
+          maxPasswordAttempts: uint,
+          maxOtpAttempts: uint,
+          isDefault: { type: 'boolean' },
+          resourceOwnerType: ref('ResourceOwnerType'),
+        },
+        ['details', 'maxPasswordAttempts', 'maxOtpAttempts', 'isDefault', 'resourceOwnerType'],
+        { description: 'The effective settings of the user’s org' },
+      ),
     },
-  },
-  LockedUsers: {
-    type: 'object',
-    required: ['users'],
-    properties: {
+    ['userId', 'orgId', 'state', 'failedAttempts', 'settings'],
+  ),
+  LockedUsers: object(
+    {
       users: {
         type: 'array',
-        items: {
-          type: 'object',
-          required: ['userId', 'lockedAt'],
-          properties: { userId: id, lockedAt: time },
-        },
+        items: object({ userId: id, lockedAt: time }, ['userId', 'lockedAt']),
       },
-      nextCursor: { type: 'string' },
+      nextCursor: { type: 'string', description: 'Present when there may be a further page' },
     },
-  },
+    ['users'],
+  ),
   Factor: { type: 'string', enum: ['password', 'totp', 'otp_sms', 'otp_email', 'recovery_code'] },
   UserRequest: { type: 'object', required: ['userId'], properties: { userId: id } },
   PasswordCheckRequest: {
@@ -437,32 +456,40 @@ const SCHEMAS: Json = {
     required: ['userId', 'code'],
     properties: { userId: id, code: { type: 'string', pattern: '^[0-9]{6}$' } },
   },
-  IssuedCode: {
-    type: 'object',
-    required: ['code', 'expiresAt'],
-    properties: { code: { type: 'string', pattern: '^[0-9]{6}$' }, expiresAt: time },
-  },
-  CheckSuccess: {
-    type: 'object',
-    required: ['userId', 'factor', 'failedAttempts', 'locked'],
-    properties: { userId: id, factor: ref('Factor'), failedAttempts: uint, locked: { type: 'boolean' } },
-  },
+  IssuedCode: object({ code: { type: 'string', pattern: '^[0-9]{6}$' }, expiresAt: time }, [
+    'code',
+    'expiresAt',
+  ]),
+  CheckSuccess: object(
+    {
+      userId: id,
+      factor: ref('Factor'),
+      failedAttempts: { const: '0', description: 'A success resets the factor’s counter' },
+      locked: { const: false },
+    },
+    ['userId', 'factor', 'failedAttempts', 'locked'],
+  ),
   AttemptRequest: {
     type: 'object',
     required: ['userId', 'factor'],
     properties: { userId: id, factor: ref('Factor') },
   },
-  Attempt: {
-    type: 'object',
-    required: ['attemptId', 'expiresAt'],
-    properties: { attemptId: { type: 'string' }, expiresAt: time },
-  },
-  Settlement: {
-    type: 'object',
-    required: ['failedAttempts', 'locked'],
-    properties: { failedAttempts: uint, locked: { type: 'boolean' } },
-  },
-  Health: { type: 'object', required: ['status'], properties: { status: { type: 'string' } } },
+  Attempt: object({ attemptId: { type: 'string' }, expiresAt: time }, ['attemptId', 'expiresAt']),
+  Settlement: object({ failedAttempts: uint, locked: { type: 'boolean' } }, ['failedAttempts', 'locked']),
+  Health: object({ status: { const: 'ok' } }, ['status']),
+  Readiness: object(
+    {
+      status: { const: 'ok' },
+      store: { type: 'string', enum: ['memory', 'redis'], description: 'The lockout store' },
+      persistence: {
+        type: 'string',
+        enum: ['persistent', 'none', 'unknown'],
+        description: 'Redis only: whether Redis keeps locks and counters across a restart (AOF or RDB)',
+      },
+      warning: { type: 'string', description: 'Redis only, when persistence is not `persistent`' },
+    },
+    ['status', 'store'],
+  ),
 };
 
 const ERROR_RESPONSES: Record<string, string> = {
@@ -472,7 +499,8 @@ const ERROR_RESPONSES: Record<string, string> = {
   '403': 'The token may not act on the org or lacks the permission (code 7)',
   '404': 'Not found (code 5)',
   '409': 'Already exists (code 6)',
-  '413': 'Body too large',
+  '413': 'Body too large (code 8)',
+  '415': 'The body is not JSON (Content-Type other than application/json; code 3)',
   '423': 'The user is locked (code 9, Errors.User.Locked): the credential was not evaluated',
   '429': 'Busy or rate limited (code 8), retry after Retry-After seconds',
   '503': 'The lockout store is unavailable (code 14)',
@@ -516,13 +544,23 @@ function operation(route: RouteDoc): Json {
   const errorStatuses = new Set<string>(route.errors ?? []);
   if (route.permission) {
     for (const s of ['400', '401', '403', '503']) errorStatuses.add(s);
-    if (route.body) errorStatuses.add('413');
+    if (route.body) {
+      errorStatuses.add('413');
+      errorStatuses.add('415');
+    }
   }
   for (const status of [...errorStatuses].sort()) {
     const headers =
       status === '429'
-        ? { 'Retry-After': { description: 'Seconds to wait', schema: { type: 'integer' } } }
-        : undefined;
+        ? { 'Retry-After': { description: 'Seconds to wait', schema: { type: 'integer', minimum: 1 } } }
+        : status === '401'
+          ? {
+              'WWW-Authenticate': {
+                description: 'A missing or unknown token only (not a wrong credential)',
+                schema: { type: 'string' },
+              },
+            }
+          : undefined;
     responses[status] = {
       description: ERROR_RESPONSES[status] ?? 'Error',
       ...(headers ? { headers } : {}),
