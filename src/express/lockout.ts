@@ -25,6 +25,7 @@ import {
   createSettingsRouter,
   createUsersRouter,
   type AuditEntry,
+  type ObservedCheckOutcome,
   type RouterBaseOptions,
 } from './routers';
 
@@ -36,6 +37,8 @@ export interface LockoutRouterOptions {
   readonly tokens?: readonly TokenOptions[];
   readonly audit?: (entry: AuditEntry) => void;
   readonly bodyLimit?: string | number;
+  /** Check routes (checks(), all()): told of each check's factor, outcome and duration (metrics). Must not throw. */
+  readonly observeCheck?: (factor: Factor, outcome: ObservedCheckOutcome, seconds: number) => void;
 }
 
 /** The admin routers of API.md 2.1 and 2.2, to mount in the app (`app.use('/admin', lockout.routers.users())`). */
@@ -131,8 +134,14 @@ export function createLockout(options: LockoutOptions = {}): Lockout {
           ? { evaluationTimeoutMs: config.evaluationTimeoutMs }
           : {}),
         onStoreError: config.onStoreError,
-        // A write whose outcome is unknown and could not be compensated before its lease ended.
+        ...(options.onFailOpen ? { onFailOpen: options.onFailOpen } : {}),
         onCompensation: (event) => {
+          try {
+            options.onCompensation?.(event);
+          } catch {
+            // an observer must not change what is compensated
+          }
+          // A write whose outcome is unknown and could not be compensated before its lease ended.
           if (event.type !== 'abandoned') return;
           const { task } = event;
           report(event.error ?? new StoreUnavailableError(`compensation ${event.reason}`), {
@@ -243,6 +252,7 @@ export function createLockout(options: LockoutOptions = {}): Lockout {
     passwordVerifier: getPasswordVerifier(),
     totpVerifier,
     otpCodes,
+    ...(o?.observeCheck !== undefined ? { observeCheck: o.observeCheck } : {}),
   });
 
   const routers: LockoutRouters = {

@@ -1,5 +1,12 @@
 import type { Request, Response } from 'express';
-import { MIN_LEASE_MS, SETTLE_MARGIN_MS, type LockoutEvent, type StoreErrorPolicy } from '../core/engine';
+import {
+  MIN_LEASE_MS,
+  SETTLE_MARGIN_MS,
+  type CompensationEvent,
+  type FailOpenNotice,
+  type LockoutEvent,
+  type StoreErrorPolicy,
+} from '../core/engine';
 import {
   InvalidArgumentError,
   type BusyError,
@@ -128,6 +135,17 @@ export interface LockoutOptions {
   /** Told of every lockout event (checks, locks, unlocks, settings changes). Must not throw. */
   readonly onEvent?: (event: LockoutEvent) => void;
   /**
+   * Told of every pass without lockout under `fail-open`, from guards, checks and routers alike
+   * (for metrics; the engine's notice). Must not throw.
+   */
+  readonly onFailOpen?: (notice: FailOpenNotice) => void;
+  /**
+   * Told of every event of the engine's compensation queue (queued, retried, compensated,
+   * abandoned: store writes of unknown outcome, G5), for metrics. An abandoned one is also
+   * reported to `onError` (outcome `uncompensated`). Must not throw.
+   */
+  readonly onCompensation?: (event: CompensationEvent) => void;
+  /**
    * Cost of the dummy argon2 hash verified for unknown users by `checks.password` (set it to your
    * users' hash parameters) and bounds on stored hashes. Default: argon2's defaults.
    */
@@ -175,6 +193,8 @@ const KNOWN_OPTIONS = new Set<string>([
   'unavailableResponse',
   'onError',
   'onEvent',
+  'onFailOpen',
+  'onCompensation',
   'password',
   'totp',
   'codes',
@@ -421,6 +441,8 @@ export function resolveLockoutOptions(options: LockoutOptions | undefined): Lock
 
   optionalFunction(where, o.onError, 'onError', '(error, context) => void');
   optionalFunction(where, o.onEvent, 'onEvent', '(event) => void');
+  optionalFunction(where, o.onFailOpen, 'onFailOpen', '(notice) => void');
+  optionalFunction(where, o.onCompensation, 'onCompensation', '(event) => void');
   optionalFunction(where, o.audit, 'audit', '(entry) => void');
   optionalFunction(
     where,

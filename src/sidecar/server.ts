@@ -1,6 +1,8 @@
 /**
- * The sidecar decision service: composes the store, the engine, the verifiers and the API router
- * into an Express app, adds /healthz, /readyz, /metrics and /openapi.json, and listens.
+ * The sidecar decision service: `createLockout` (the one composition root of the engine, the
+ * verifiers, the codes and the API routers, shared with the middleware) on the configured store,
+ * plus what only a server has: /healthz, /readyz, /metrics, /openapi.json, the reverse proxy,
+ * logs, audit lines and a graceful stop.
  *
  * `startSidecar(config)` resolves once the server listens and answers its real address (port 0
  * picks a free port); `close()` stops accepting, drains in-flight requests (up to
@@ -21,13 +23,11 @@ import {
 import { StoreUnavailableError } from '../core/errors';
 import type { LockoutStore } from '../core/store';
 import { persistenceWarning, readRedisPersistence, type RedisPersistence } from '../store/redis/persistence';
-import { createApiRouter, type AuditEntry } from '../express/routers';
+import { createLockout } from '../express/lockout';
+import type { AuditEntry } from '../express/routers';
 import { createTokenAuthorizer, type Authorize } from '../http/auth';
 import { createErrorHandler, createNotFoundHandler, sendError } from '../http/errors';
 import { createIssueLimiter } from '../verify/issue-limiter';
-import { createOtpCodes } from '../verify/otp-codes';
-import { createPasswordVerifier } from '../verify/password';
-import { createTotpVerifier } from '../verify/totp';
 import type { SidecarConfig } from './config';
 import { createLogger, redactPath, type Logger } from './logger';
 import { createMetrics, type SidecarMetrics } from './metrics';
@@ -157,10 +157,26 @@ export async function startSidecar(
       'store write of unknown outcome could not be compensated before its lease ended',
     );
   };
-  const engine = new LockoutEngine({
+  // The sidecar is createLockout (the engine, the verifiers, the codes and the API routers: the
+  // one composition root it shares with the middleware) plus what only a server has: health,
+  // metrics, OpenAPI, the reverse proxy, logs and signals.
+  const tokenAuthorizer = createTokenAuthorizer({ tokens: config.auth.tokens });
+  // Remembers who made the request, for the audit line of a lock by failures.
+  const authorize: Authorize = async (req, permission, target) => {
+    const ctx = await tokenAuthorizer(req, permission, target);
+    const s = scope.getStore();
+    if (s) s.principal = ctx.principal;
+    return ctx;
+  };
+  if (config.otp.pepper === undefined && config.store.type === 'redis') {
+    logger.warn(
+      'otp.pepper is not set: SMS/Email codes issued by this process can be checked only by this process',
+    );
+  }
+  const lockout = createLockout({
     store,
     instanceId: config.instance.id,
-    defaults: {
+    instance: {
       maxPasswordAttempts: config.instance.maxPasswordAttempts,
       maxOtpAttempts: config.instance.maxOtpAttempts,
     },
@@ -170,43 +186,37 @@ export async function startSidecar(
     onFailOpen,
     onCompensation,
     onEvent,
+    // Abandoned compensations are logged by onCompensation; the sidecar uses no guards or checks.
+    onError: (error, context) => {
+      if (context.operation !== 'router' || !context.req) return;
+      logger.error(
+        { err: error, method: context.req.method, path: redactPath(context.req.path) },
+        'request failed',
+      );
+    },
+    password: {
+      ...config.password.argon2,
+      onWarning: (message) => logger.warn({ setting: 'password.argon2' }, message),
+    },
+    codes: {
+      ttlMs: { sms: config.otp.smsTtlSeconds * 1000, email: config.otp.emailTtlSeconds * 1000 },
+      ...(config.otp.pepper !== undefined ? { pepper: config.otp.pepper } : {}),
+      limiter: createIssueLimiter({
+        ...(sidecarStore.client
+          ? { redis: sidecarStore.client, keyPrefix: `${config.store.redis.prefix}:otp-issue` }
+          : {}),
+        points: config.otp.issueLimit.points,
+        durationSec: config.otp.issueLimit.durationSeconds,
+      }),
+    },
+    authorize,
+    audit: (entry: AuditEntry): void => {
+      logger.info({ audit: true, ...entry }, `audit: ${entry.action}`);
+    },
+    bodyLimit: config.server.bodyLimit,
   });
+  const { engine } = lockout;
   metrics.watchEngine(engine);
-
-  const passwordVerifier = createPasswordVerifier({
-    ...config.password.argon2,
-    onWarning: (message) => logger.warn({ setting: 'password.argon2' }, message),
-  });
-  const totpVerifier = createTotpVerifier({ store });
-  const otpCodes = createOtpCodes({
-    store,
-    ttlMs: { sms: config.otp.smsTtlSeconds * 1000, email: config.otp.emailTtlSeconds * 1000 },
-    ...(config.otp.pepper !== undefined ? { pepper: config.otp.pepper } : {}),
-    limiter: createIssueLimiter({
-      ...(sidecarStore.client
-        ? { redis: sidecarStore.client, keyPrefix: `${config.store.redis.prefix}:otp-issue` }
-        : {}),
-      points: config.otp.issueLimit.points,
-      durationSec: config.otp.issueLimit.durationSeconds,
-    }),
-  });
-  if (config.otp.pepper === undefined && config.store.type === 'redis') {
-    logger.warn(
-      'otp.pepper is not set: SMS/Email codes issued by this process can be checked only by this process',
-    );
-  }
-
-  const tokenAuthorizer = createTokenAuthorizer({ tokens: config.auth.tokens });
-  // Remembers who made the request, for the audit line of a lock by failures.
-  const authorize: Authorize = async (req, permission, target) => {
-    const ctx = await tokenAuthorizer(req, permission, target);
-    const s = scope.getStore();
-    if (s) s.principal = ctx.principal;
-    return ctx;
-  };
-  const audit = (entry: AuditEntry): void => {
-    logger.info({ audit: true, ...entry }, `audit: ${entry.action}`);
-  };
 
   const version = packageVersion();
   const openApi = JSON.stringify(buildOpenApiDocument({ version }));
@@ -278,17 +288,8 @@ export async function startSidecar(
   });
 
   app.use(
-    createApiRouter({
-      engine,
-      authorize,
-      passwordVerifier,
-      totpVerifier,
-      otpCodes,
-      bodyLimit: config.server.bodyLimit,
-      audit,
+    lockout.routers.all({
       observeCheck: (factor, outcome, seconds) => metrics.observeCheckLatency(factor, outcome, seconds),
-      onError: (error, req) =>
-        logger.error({ err: error, method: req.method, path: redactPath(req.path) }, 'request failed'),
     }),
   );
   // Reverse-proxy mode: everything that is not lockgate's own goes to the auth service.
@@ -314,7 +315,7 @@ export async function startSidecar(
 
   const server = await listen(app, config.server.host, config.server.port).catch(async (error: unknown) => {
     await proxy?.close();
-    engine.close();
+    await lockout.close(0);
     await sidecarStore.close();
     throw error;
   });
@@ -333,7 +334,7 @@ export async function startSidecar(
         ).catch(async (error: unknown) => {
           server.close();
           await proxy.close();
-          engine.close();
+          await lockout.close(0);
           await sidecarStore.close();
           throw error;
         })
@@ -390,11 +391,8 @@ export async function startSidecar(
       // Writes of unknown outcome (G5) still queued are made before the store closes, within
       // what is left of shutdownTimeoutMs; those still pending then are abandoned (and logged).
       const pending = engine.compensationStats().pending;
-      if (pending > 0) {
-        logger.info({ pending }, 'shutting down: finishing store writes of unknown outcome');
-        await engine.flushCompensations(deadline - Date.now());
-      }
-      engine.close();
+      if (pending > 0) logger.info({ pending }, 'shutting down: finishing store writes of unknown outcome');
+      await lockout.close(Math.max(0, deadline - Date.now()));
       await sidecarStore.close();
       logger.info('stopped');
     })());

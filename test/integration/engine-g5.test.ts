@@ -483,4 +483,51 @@ describe('G4 fail-open in the engine; defect 7: TOTP answers 503 under fail-open
     s.down.value = false;
     expect(await state(lockout.engine, 'lee')).toEqual({ password: 0, locked: false });
   });
+
+  test("createLockout passes the engine's notices on: onFailOpen (routers too), onCompensation, a router's observeCheck", async () => {
+    const s = switchable();
+    const failOpen: unknown[] = [];
+    const compensation: CompensationEvent[] = [];
+    const observed: unknown[] = [];
+    const lockout = createLockout({
+      store: s.store,
+      leaseMs: LEASE,
+      onStoreError: 'fail-open',
+      instance: { maxPasswordAttempts: 1, maxOtpAttempts: 1 },
+      password: { memoryCost: 1024, timeCost: 1, parallelism: 1 },
+      tokens: [{ name: 'login', token: 'g5-login-token-0002', org: ORG, permissions: ['lockout.check'] }],
+      onError: () => undefined,
+      onFailOpen: (n) => failOpen.push(n),
+      onCompensation: (e) => compensation.push(e),
+    });
+    lockouts.push(lockout);
+    const hash = await hashPassword('right', { memoryCost: 1024, timeCost: 1, parallelism: 1 });
+    const app = express();
+    app.use(lockout.routers.checks({ observeCheck: (...args) => observed.push(args) }));
+    s.down.value = true;
+    await request(app)
+      .post('/v1/checks/password')
+      .set({ Authorization: 'Bearer g5-login-token-0002' })
+      .send({ userId: 'max', password: 'nope', encodedHash: hash })
+      .expect(401);
+    expect(failOpen).toEqual([
+      expect.objectContaining({ operation: 'reserve', user: 'max', factor: 'password' }),
+    ]);
+    expect(observed).toEqual([['password', 'failure', expect.any(Number)]]);
+    s.down.value = false;
+    // Fail-closed: a reserve whose reply is lost answers 503 and is released by its nonce.
+    const closed = createLockout({
+      store: s.store,
+      leaseMs: LEASE,
+      onError: () => undefined,
+      onCompensation: (e) => compensation.push(e),
+    });
+    lockouts.push(closed);
+    s.faults.reserveReplyLost = 1;
+    await expect(closed.checks.check(ORG, 'ned', 'password', () => true)).rejects.toBeInstanceOf(
+      StoreUnavailableError,
+    );
+    await closed.engine.flushCompensations();
+    expect(compensation.map((e) => e.type)).toEqual(['queued', 'compensated']);
+  });
 });
