@@ -15,7 +15,7 @@ import { hashToken, PERMISSIONS, type Permission, type TokenOptions } from '../h
 import { isPlainObject } from '../core/option-checks';
 import { MAX_SETTING_VALUE } from '../core/settings';
 import { CONTROL_CHARACTERS, MAX_ID_LENGTH } from '../core/subjects';
-import { formatPath, proxyConfigSchema, type ProxyConfig } from './proxy/config';
+import { formatPath, proxyConfigSchema } from './proxy/config';
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -356,62 +356,16 @@ export interface SidecarToken extends TokenOptions {
   readonly permissions: readonly Permission[];
 }
 
-export interface RedisConnectionConfig {
-  readonly url?: string;
-  readonly cluster?: { readonly nodes: ReadonlyArray<{ host: string; port: number }> };
-  readonly sentinel?: {
-    readonly sentinels: ReadonlyArray<{ host: string; port: number }>;
-    readonly name: string;
-    readonly password?: string;
-  };
-  readonly username?: string;
-  readonly password?: string;
-  readonly tls: boolean;
-  readonly prefix: string;
-  readonly commandTimeoutMs: number;
-}
+/** How the sidecar connects to Redis (`store.redis`). */
+export type RedisConnectionConfig = SidecarConfig['store']['redis'];
 
-/** The resolved configuration of the sidecar. */
-export interface SidecarConfig {
-  readonly server: {
-    readonly host: string;
-    readonly port: number;
-    readonly bodyLimit: string | number;
-    readonly trustProxy: boolean | number | string | readonly string[];
-  };
-  readonly instance: {
-    readonly id: string;
-    readonly maxPasswordAttempts: number;
-    readonly maxOtpAttempts: number;
-  };
-  readonly leaseMs: number;
-  /** Absent: the engine's default, min(leaseMs / 2, 10 000). */
-  readonly evaluationTimeoutMs?: number;
-  readonly store: {
-    readonly type: 'memory' | 'redis';
-    /** Idle expiry of users that are not locked (ms; 0 = never). Both stores. */
-    readonly idleTtlMs: number;
-    readonly memory: { readonly maxUsers: number };
-    readonly redis: RedisConnectionConfig;
-  };
-  readonly onStoreError: 'fail-closed' | 'fail-open';
-  readonly auth: {
-    readonly tokens: readonly SidecarToken[];
-  };
-  readonly otp: {
-    readonly smsTtlSeconds: number;
-    readonly emailTtlSeconds: number;
-    readonly pepper?: string;
-    readonly issueLimit: { readonly points: number; readonly durationSeconds: number };
-  };
-  readonly password: {
-    readonly argon2: { readonly memoryCost: number; readonly timeCost: number; readonly parallelism: number };
-  };
-  readonly log: { readonly level: LogLevel };
-  readonly shutdownTimeoutMs: number;
-  /** Reverse-proxy mode: absent, the sidecar answers 404 to routes it does not have. */
-  readonly proxy?: ProxyConfig;
-}
+/**
+ * The resolved configuration of the sidecar: the schema's output (one definition: the schema
+ * above), with the configured tokens resolved to their digests (`SidecarToken`).
+ */
+export type SidecarConfig = Omit<ParsedConfig, 'auth'> & {
+  readonly auth: { readonly tokens: readonly SidecarToken[] };
+};
 
 // ---- loading ------------------------------------------------------------------------------
 
@@ -506,44 +460,7 @@ function resolve(c: ParsedConfig, env: Env): SidecarConfig {
     }
   }
   const tokens = entries.map((e) => e.token);
-  const r = c.store.redis;
-  const redis: RedisConnectionConfig = {
-    ...(r.url !== undefined ? { url: r.url } : {}),
-    ...(r.cluster ? { cluster: { nodes: r.cluster.nodes } } : {}),
-    ...(r.sentinel
-      ? {
-          sentinel: {
-            sentinels: r.sentinel.sentinels,
-            name: r.sentinel.name,
-            ...(r.sentinel.password !== undefined ? { password: r.sentinel.password } : {}),
-          },
-        }
-      : {}),
-    ...(r.username !== undefined ? { username: r.username } : {}),
-    ...(r.password !== undefined ? { password: r.password } : {}),
-    tls: r.tls,
-    prefix: r.prefix,
-    commandTimeoutMs: r.commandTimeoutMs,
-  };
-  return {
-    server: c.server,
-    instance: c.instance,
-    leaseMs: c.leaseMs,
-    ...(c.evaluationTimeoutMs !== undefined ? { evaluationTimeoutMs: c.evaluationTimeoutMs } : {}),
-    store: { type: c.store.type, idleTtlMs: c.store.idleTtlMs, memory: c.store.memory, redis },
-    onStoreError: c.onStoreError,
-    auth: { tokens },
-    otp: {
-      smsTtlSeconds: c.otp.smsTtlSeconds,
-      emailTtlSeconds: c.otp.emailTtlSeconds,
-      ...(c.otp.pepper !== undefined ? { pepper: c.otp.pepper } : {}),
-      issueLimit: c.otp.issueLimit,
-    },
-    password: c.password,
-    log: c.log,
-    shutdownTimeoutMs: c.shutdownTimeoutMs,
-    ...(c.proxy ? { proxy: c.proxy } : {}),
-  };
+  return { ...c, auth: { tokens } };
 }
 
 /** How an environment variable's text becomes a configuration value. */
