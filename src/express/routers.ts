@@ -1,3 +1,4 @@
+import type { z } from 'zod';
 import express, { Router, type Request, type RequestHandler, type Response } from 'express';
 import { decodeAttemptId, type AttemptRef } from '../core/attempt-id';
 import type { CheckOutcome, CheckResult, LockoutEngine } from '../core/engine';
@@ -24,8 +25,10 @@ import {
   rfc3339,
 } from '../http/render';
 import {
+  type AttemptBody,
   AttemptRequest,
   type BodySchema,
+  type IssuedCodeBody,
   CodeCheckRequest,
   PasswordCheckRequest,
   SettingsRequest,
@@ -584,7 +587,11 @@ export function createChecksRouter(options: ChecksRouterOptions): Router {
       if (status.locked) throw new UserLockedError(status.lockedAt);
       const issued = await otpCodes.issue(makeSubject(engine.instanceId, ctx.orgId, userId), channel);
       res.setHeader('Cache-Control', 'no-store');
-      res.status(201).json({ code: issued.code, expiresAt: rfc3339(issued.expiresAt) });
+      const answer: z.output<typeof IssuedCodeBody> = {
+        code: issued.code,
+        expiresAt: rfc3339(issued.expiresAt),
+      };
+      res.status(201).json(answer);
     });
   router.post('/v1/otp/sms', ...issue('sms'));
   router.post('/v1/otp/email', ...issue('email'));
@@ -595,12 +602,15 @@ export function createChecksRouter(options: ChecksRouterOptions): Router {
       const { userId, factor } = parseBody(AttemptRequest, req);
       const r = await engine.reserve(ctx.orgId, userId, factor);
       switch (r.status) {
-        case 'admitted':
+        case 'admitted': {
           res.setHeader('Cache-Control', 'no-store');
-          res
-            .status(201)
-            .json({ attemptId: r.reservation.attemptId, expiresAt: rfc3339(r.reservation.expiresAt) });
+          const answer: z.output<typeof AttemptBody> = {
+            attemptId: r.reservation.attemptId,
+            expiresAt: rfc3339(r.reservation.expiresAt),
+          };
+          res.status(201).json(answer);
           return;
+        }
         case 'locked':
           throw new UserLockedError(r.lockedAt);
         case 'busy':

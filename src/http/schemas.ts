@@ -182,6 +182,56 @@ export function parseFields<Fields>(schema: BodySchema<Fields>, body: Record<str
   throw new InvalidArgumentError('Errors.Request.Invalid', 'Request body is invalid', 'body');
 }
 
+// ---- response bodies of a fixed shape -----------------------------------------------------
+// Not parsed by the server: the renderers and handlers are typed by them (z.output) and the
+// document's schemas are generated from them (closed objects: `additionalProperties: false`).
+
+/** uint64 as a decimal string (ZITADEL's JSON). */
+const Uint = z
+  .string()
+  .regex(/^[0-9]+$/)
+  .meta({ description: 'uint64 as a decimal string' });
+/** RFC 3339 (rfc3339 of src/http/render.ts). */
+const DateTime = z.string().meta({ format: 'date-time' });
+
+/** A code issued by `POST /v1/otp/{sms,email}`. */
+export const IssuedCodeBody = z.object({
+  code: z.string().regex(/^[0-9]{6}$/),
+  expiresAt: DateTime,
+});
+
+/** An attempt reserved by `POST /v1/attempts`. */
+export const AttemptBody = z.object({ attemptId: z.string(), expiresAt: DateTime });
+
+/** A settled attempt. */
+export const SettlementBody = z.object({ failedAttempts: Uint, locked: z.boolean() });
+
+/** `GET /healthz`. */
+export const HealthBody = z.object({ status: z.literal('ok') });
+
+/** The response bodies defined here, by their name in the OpenAPI document. */
+export const RESPONSE_BODIES = {
+  IssuedCode: IssuedCodeBody,
+  Attempt: AttemptBody,
+  Settlement: SettlementBody,
+  Health: HealthBody,
+} as const;
+
+/** JSON Schema (2020-12, as OpenAPI 3.1) of what the server answers with a response body schema. */
+export function responseJsonSchema(schema: z.ZodType): Record<string, unknown> {
+  const { $schema: _dialect, ...json } = z.toJSONSchema(schema, { target: 'draft-2020-12', io: 'output' });
+  return json;
+}
+
+/** The response body schemas of the OpenAPI document generated from zod, by name. */
+export function responseBodySchemas(): Record<keyof typeof RESPONSE_BODIES, Record<string, unknown>> {
+  const out = {} as Record<keyof typeof RESPONSE_BODIES, Record<string, unknown>>;
+  for (const name of Object.keys(RESPONSE_BODIES) as (keyof typeof RESPONSE_BODIES)[]) {
+    out[name] = responseJsonSchema(RESPONSE_BODIES[name]);
+  }
+  return out;
+}
+
 /** JSON Schema (2020-12, as OpenAPI 3.1) of what a request body schema accepts. */
 export function requestJsonSchema(schema: z.ZodType): Record<string, unknown> {
   const { $schema: _dialect, ...json } = z.toJSONSchema(schema, { target: 'draft-2020-12', io: 'input' });

@@ -8,7 +8,13 @@
  * from an answer fails it until the document says so.
  */
 
-import { Factor, requestBodySchemas, requestJsonSchema, type RequestBodyName } from '../http/schemas';
+import {
+  Factor,
+  requestBodySchemas,
+  requestJsonSchema,
+  responseBodySchemas,
+  type RequestBodyName,
+} from '../http/schemas';
 
 type Json = Record<string, unknown>;
 
@@ -420,10 +426,6 @@ const SCHEMAS: Json = {
     ['users'],
   ),
   Factor: requestJsonSchema(Factor),
-  IssuedCode: object({ code: { type: 'string', pattern: '^[0-9]{6}$' }, expiresAt: time }, [
-    'code',
-    'expiresAt',
-  ]),
   CheckSuccess: object(
     {
       userId: id,
@@ -433,9 +435,6 @@ const SCHEMAS: Json = {
     },
     ['userId', 'factor', 'failedAttempts', 'locked'],
   ),
-  Attempt: object({ attemptId: { type: 'string' }, expiresAt: time }, ['attemptId', 'expiresAt']),
-  Settlement: object({ failedAttempts: uint, locked: { type: 'boolean' } }, ['failedAttempts', 'locked']),
-  Health: object({ status: { const: 'ok' } }, ['status']),
   Readiness: object(
     {
       status: { const: 'ok' },
@@ -571,8 +570,9 @@ export function buildOpenApiDocument(options: { version?: string; serverUrl?: st
       securitySchemes: {
         bearer: { type: 'http', scheme: 'bearer', description: 'A token from the configuration' },
       },
-      // The request bodies are generated from the zod schemas their handlers parse them with.
-      schemas: { ...SCHEMAS, ...requestBodySchemas() },
+      // The request bodies are generated from the zod schemas their handlers parse them with;
+      // some response bodies from the zod schemas their renderers are typed by.
+      schemas: { ...SCHEMAS, ...responseBodySchemas(), ...requestBodySchemas() },
     },
   };
 }

@@ -14,6 +14,7 @@ import {
   CodeCheckRequest,
   PasswordCheckRequest,
   REQUEST_BODIES,
+  RESPONSE_BODIES,
   SettingsRequest,
   TotpCheckRequest,
   UserRequest,
@@ -72,6 +73,18 @@ describe('the OpenAPI request schemas are generated from the handlers’ schemas
     expect($schema).toBe('https://json-schema.org/draft/2020-12/schema');
     expect(doc.components.schemas[name]).toEqual(expected);
   });
+
+  it.each(Object.entries(RESPONSE_BODIES))(
+    'the response body %s is z.toJSONSchema of its zod schema (closed)',
+    (name, schema) => {
+      const { $schema: _dialect, ...expected } = z.toJSONSchema(schema, {
+        target: 'draft-2020-12',
+        io: 'output',
+      });
+      expect(doc.components.schemas[name]).toEqual(expected);
+      expect(expected).toMatchObject({ type: 'object', additionalProperties: false });
+    },
+  );
 
   it('every route with a body refers to one of them, and each is used', () => {
     const used = new Set<string>();
