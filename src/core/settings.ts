@@ -27,6 +27,9 @@ export interface EffectiveSettings extends Limits {
   readonly details: Details;
 }
 
+/** A settings value given as a string: 1–10 decimal digits (its value is then checked against MAX_SETTING_VALUE). */
+export const SETTING_VALUE_STRING = /^[0-9]{1,10}$/;
+
 /**
  * Parses one settings value: a non-negative integer up to 2^32−1, given as a number or a
  * numeric string (uint64 values travel as strings in JSON).
@@ -34,7 +37,7 @@ export interface EffectiveSettings extends Limits {
 export function parseSettingValue(value: unknown, field: string): number {
   let n: number;
   if (typeof value === 'number') n = value;
-  else if (typeof value === 'string' && /^[0-9]{1,10}$/.test(value)) n = Number(value);
+  else if (typeof value === 'string' && SETTING_VALUE_STRING.test(value)) n = Number(value);
   else
     throw new InvalidArgumentError('Errors.Settings.Invalid', `${field} must be an unsigned integer`, field);
   if (!Number.isInteger(n) || n < 0 || n > MAX_SETTING_VALUE) {

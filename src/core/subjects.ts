@@ -33,7 +33,7 @@ export const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f-\u009f]/;
 // A high surrogate not followed by a low one, or a low surrogate not preceded by a high one:
 // such a string is not well-formed Unicode (String.prototype.isWellFormed), cannot be encoded as
 // UTF-8 or by encodeURIComponent, and so cannot name a user in a key, a URL or a log line.
-const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+export const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 
 /**
  * Validates an org, user or instance id: a well-formed Unicode string (no lone UTF-16 surrogate)

@@ -1,10 +1,11 @@
+import type { z } from 'zod';
 import express, { Router, type Request, type RequestHandler, type Response } from 'express';
 import { decodeAttemptId, type AttemptRef } from '../core/attempt-id';
 import type { CheckOutcome, CheckResult, LockoutEngine } from '../core/engine';
 import { BusyError, GrpcCode, InvalidArgumentError, UserLockedError, isLockgateError } from '../core/errors';
 import { invalidOption } from '../core/option-checks';
 import type { CodeChannel } from '../core/store';
-import { makeSubject, validateFactor, validateId, type Factor, type Subject } from '../core/subjects';
+import { makeSubject, validateId, type Factor, type Subject } from '../core/subjects';
 import type { AuthContext, Authorize, Permission } from '../http/auth';
 import {
   InvalidCredentialsError,
@@ -23,6 +24,18 @@ import {
   renderUserStatus,
   rfc3339,
 } from '../http/render';
+import {
+  type AttemptBody,
+  AttemptRequest,
+  type BodySchema,
+  type IssuedCodeBody,
+  CodeCheckRequest,
+  PasswordCheckRequest,
+  SettingsRequest,
+  TotpCheckRequest,
+  UserRequest,
+  parseFields,
+} from '../http/schemas';
 import type { OtpCodes } from '../verify/otp-codes';
 import type { PasswordVerifier } from '../verify/password';
 import type { TotpVerifier } from '../verify/totp';
@@ -150,16 +163,9 @@ function readBody(req: Request): Body {
   return body as Body;
 }
 
-function requireString(body: Body, field: string): string {
-  const value = body[field];
-  if (typeof value !== 'string') {
-    throw new InvalidArgumentError(
-      value === undefined || value === null ? 'Errors.Request.Missing' : 'Errors.Request.Invalid',
-      `${field} must be a string`,
-      field,
-    );
-  }
-  return value;
+/** The JSON object body parsed by `schema` (src/http/schemas.ts): its typed fields, or the error of its first bad field. */
+function parseBody<Fields>(schema: BodySchema<Fields>, req: Request): Fields {
+  return parseFields(schema, readBody(req));
 }
 
 /** The query string, parsed independently of the app's `query parser` setting. */
@@ -287,6 +293,7 @@ export function createSettingsRouter(options: SettingsRouterOptions): Router {
     }),
   );
 
+  // The settings values are parsed inside `audited`: a refused value is audited, as every refusal of the engine.
   router.post(
     '/management/v1/policies/lockout',
     ...t.withBody('policy.write', async (req, res, ctx) => {
@@ -294,7 +301,7 @@ export function createSettingsRouter(options: SettingsRouterOptions): Router {
       const details = await audited(
         audit,
         { action: 'settings.org.add', principal: ctx.principal, orgId: ctx.orgId },
-        () => engine.addOrgSettings(ctx.orgId, settingsInput(body)),
+        () => engine.addOrgSettings(ctx.orgId, parseFields(SettingsRequest, body)),
       );
       res.json({ details: renderDetails(details) });
     }),
@@ -307,7 +314,7 @@ export function createSettingsRouter(options: SettingsRouterOptions): Router {
       const details = await audited(
         audit,
         { action: 'settings.org.update', principal: ctx.principal, orgId: ctx.orgId },
-        () => engine.updateOrgSettings(ctx.orgId, settingsInput(body)),
+        () => engine.updateOrgSettings(ctx.orgId, parseFields(SettingsRequest, body)),
       );
       res.json({ details: renderDetails(details) });
     }),
@@ -337,7 +344,7 @@ export function createSettingsRouter(options: SettingsRouterOptions): Router {
     const details = await audited(
       audit,
       { action: 'settings.instance.update', principal: ctx.principal, orgId: engine.instanceId },
-      () => engine.updateInstanceSettings(settingsInput(body)),
+      () => engine.updateInstanceSettings(parseFields(SettingsRequest, body)),
     );
     res.json({ details: renderDetails(details) });
   });
@@ -380,11 +387,6 @@ export function createSettingsRouter(options: SettingsRouterOptions): Router {
   });
 
   return finish(router, options);
-}
-
-function settingsInput(body: Body): { maxPasswordAttempts?: unknown; maxOtpAttempts?: unknown } {
-  // The engine parses the values (numbers or numeric strings, 0 … 2^32−1) and names a bad field.
-  return { maxPasswordAttempts: body.maxPasswordAttempts, maxOtpAttempts: body.maxOtpAttempts };
 }
 
 // ---- users ------------------------------------------------------------------------------
@@ -513,12 +515,16 @@ export function createChecksRouter(options: ChecksRouterOptions): Router {
   ): Promise<CheckResult> =>
     engine.check(orgId, userId, factor, () => evaluate(makeSubject(engine.instanceId, orgId, userId)));
 
-  /** A check route: `parse` validates the body's credential fields and returns the evaluation. */
-  const checkRoute = (factor: Factor, parse: (body: Body) => Evaluate): RequestHandler[] =>
+  /** A check route: its body (`schema`: userId, then the credential's fields) and the evaluation of a parsed body. */
+  const checkRoute = <Fields extends { userId: string }>(
+    factor: Factor,
+    schema: BodySchema<Fields>,
+    evaluation: (body: Fields) => Evaluate,
+  ): RequestHandler[] =>
     t.withBody('lockout.check', async (req, res, ctx) => {
-      const body = readBody(req);
-      const userId = validateId(body.userId, 'userId');
-      const evaluate = parse(body);
+      const body = parseBody(schema, req);
+      const { userId } = body;
+      const evaluate = evaluation(body);
       const started = process.hrtime.bigint();
       let outcome: ObservedCheckOutcome = 'error';
       try {
@@ -544,49 +550,48 @@ export function createChecksRouter(options: ChecksRouterOptions): Router {
 
   router.post(
     '/v1/checks/password',
-    ...checkRoute('password', (body) => {
-      const password = requireString(body, 'password');
-      const hash = body.encodedHash;
-      if (hash !== undefined && hash !== null && typeof hash !== 'string') {
-        throw new InvalidArgumentError(
-          'Errors.Request.Invalid',
-          'encodedHash must be a string',
-          'encodedHash',
-        );
-      }
+    ...checkRoute('password', PasswordCheckRequest, ({ password, encodedHash }) => {
       // No hash (unknown user): the verifier runs a dummy verification and answers false.
-      const encodedHash = typeof hash === 'string' && hash.length > 0 ? hash : undefined;
-      return () => passwordVerifier.verify(encodedHash, password);
+      const hash = encodedHash ? encodedHash : undefined;
+      return () => passwordVerifier.verify(hash, password);
     }),
   );
 
   router.post(
     '/v1/checks/totp',
-    ...checkRoute('totp', (body) => {
-      const code = requireString(body, 'code');
-      const secret = requireString(body, 'secret');
-      return (subject) => totpVerifier.verify(subject, secret, code);
-    }),
+    ...checkRoute(
+      'totp',
+      TotpCheckRequest,
+      ({ code, secret }) =>
+        (subject) =>
+          totpVerifier.verify(subject, secret, code),
+    ),
   );
 
   const codeCheck = (factor: Factor, channel: CodeChannel): RequestHandler[] =>
-    checkRoute(factor, (body) => {
-      const code = requireString(body, 'code');
-      return (subject) => otpCodes.verify(subject, channel, code);
-    });
+    checkRoute(
+      factor,
+      CodeCheckRequest,
+      ({ code }) =>
+        (subject) =>
+          otpCodes.verify(subject, channel, code),
+    );
   router.post('/v1/checks/otp_sms', ...codeCheck('otp_sms', 'sms'));
   router.post('/v1/checks/otp_email', ...codeCheck('otp_email', 'email'));
 
   const issue = (channel: CodeChannel): RequestHandler[] =>
     t.withBody('lockout.check', async (req, res, ctx) => {
-      const body = readBody(req);
-      const userId = validateId(body.userId, 'userId');
+      const { userId } = parseBody(UserRequest, req);
       // A locked user's codes would be refused anyway: do not send one (cost, SMS pumping).
       const status = await engine.getUserStatus(ctx.orgId, userId);
       if (status.locked) throw new UserLockedError(status.lockedAt);
       const issued = await otpCodes.issue(makeSubject(engine.instanceId, ctx.orgId, userId), channel);
       res.setHeader('Cache-Control', 'no-store');
-      res.status(201).json({ code: issued.code, expiresAt: rfc3339(issued.expiresAt) });
+      const answer: z.output<typeof IssuedCodeBody> = {
+        code: issued.code,
+        expiresAt: rfc3339(issued.expiresAt),
+      };
+      res.status(201).json(answer);
     });
   router.post('/v1/otp/sms', ...issue('sms'));
   router.post('/v1/otp/email', ...issue('email'));
@@ -594,17 +599,18 @@ export function createChecksRouter(options: ChecksRouterOptions): Router {
   router.post(
     '/v1/attempts',
     ...t.withBody('lockout.check', async (req, res, ctx) => {
-      const body = readBody(req);
-      const userId = validateId(body.userId, 'userId');
-      const factor = validateFactor(body.factor, 'factor');
+      const { userId, factor } = parseBody(AttemptRequest, req);
       const r = await engine.reserve(ctx.orgId, userId, factor);
       switch (r.status) {
-        case 'admitted':
+        case 'admitted': {
           res.setHeader('Cache-Control', 'no-store');
-          res
-            .status(201)
-            .json({ attemptId: r.reservation.attemptId, expiresAt: rfc3339(r.reservation.expiresAt) });
+          const answer: z.output<typeof AttemptBody> = {
+            attemptId: r.reservation.attemptId,
+            expiresAt: rfc3339(r.reservation.expiresAt),
+          };
+          res.status(201).json(answer);
           return;
+        }
         case 'locked':
           throw new UserLockedError(r.lockedAt);
         case 'busy':

@@ -2,6 +2,8 @@ import type { LockedPage } from '../core/store';
 import type { Details, EffectiveSettings, ResourceOwnerType } from '../core/settings';
 import type { CheckResult, Settlement, UserStatus } from '../core/engine';
 import type { Factor } from '../core/subjects';
+import type { z } from 'zod';
+import type { SettlementBody } from './schemas';
 
 /**
  * JSON renderers of the HTTP API, in ZITADEL's shapes: uint64 values as strings, times as
@@ -124,6 +126,6 @@ export function renderCheckSuccess(
 }
 
 /** A settled attempt: `{"failedAttempts", "locked"}`. */
-export function renderSettlement(s: Settlement): { failedAttempts: string; locked: boolean } {
+export function renderSettlement(s: Settlement): z.output<typeof SettlementBody> {
   return { failedAttempts: String(s.failedAttempts), locked: s.locked };
 }

@@ -8,6 +8,14 @@
  * from an answer fails it until the document says so.
  */
 
+import {
+  Factor,
+  requestBodySchemas,
+  requestJsonSchema,
+  responseBodySchemas,
+  type RequestBodyName,
+} from '../http/schemas';
+
 type Json = Record<string, unknown>;
 
 export type HttpMethod = 'get' | 'post' | 'put' | 'delete';
@@ -21,7 +29,8 @@ export interface RouteDoc {
   readonly tag: 'settings' | 'users' | 'checks' | 'attempts' | 'otp' | 'service';
   /** The permission the token needs; undefined: no authentication. */
   readonly permission?: string;
-  readonly body?: string;
+  /** The request body: a schema of src/http/schemas.ts, the one its handler parses the body with. */
+  readonly body?: RequestBodyName;
   readonly query?: ReadonlyArray<{ name: string; description: string; schema: Json }>;
   /** Success status and the schema of its body (a component name), or a literal media type. */
   readonly success: { status: string; schema?: string; description: string; contentType?: string };
@@ -292,13 +301,6 @@ export const ROUTES: readonly RouteDoc[] = [
 ];
 
 const uint = { type: 'string', pattern: '^[0-9]+$', description: 'uint64 as a decimal string' };
-const uintIn = {
-  oneOf: [
-    { type: 'integer', minimum: 0, maximum: 4294967295 },
-    { type: 'string', pattern: '^[0-9]{1,10}$' },
-  ],
-  description: 'An unsigned integer up to 2^32−1, as a number or a numeric string; 0 = never lock',
-};
 const id = {
   type: 'string',
   minLength: 1,
@@ -389,10 +391,6 @@ const SCHEMAS: Json = {
     },
     ['details', 'settings'],
   ),
-  SettingsRequest: {
-    type: 'object',
-    properties: { maxPasswordAttempts: uintIn, maxOtpAttempts: uintIn },
-  },
   UserLockout: object(
     {
       userId: id,
@@ -427,39 +425,7 @@ const SCHEMAS: Json = {
     },
     ['users'],
   ),
-  Factor: { type: 'string', enum: ['password', 'totp', 'otp_sms', 'otp_email', 'recovery_code'] },
-  UserRequest: { type: 'object', required: ['userId'], properties: { userId: id } },
-  PasswordCheckRequest: {
-    type: 'object',
-    required: ['userId', 'password'],
-    properties: {
-      userId: id,
-      password: { type: 'string', maxLength: 1024 },
-      encodedHash: {
-        type: 'string',
-        description:
-          'argon2i/argon2id PHC string; omit for an unknown user (a dummy verification, then a failure)',
-      },
-    },
-  },
-  TotpCheckRequest: {
-    type: 'object',
-    required: ['userId', 'code', 'secret'],
-    properties: {
-      userId: id,
-      code: { type: 'string', pattern: '^[0-9]{6}$' },
-      secret: { type: 'string', description: 'Base32 TOTP secret' },
-    },
-  },
-  CodeCheckRequest: {
-    type: 'object',
-    required: ['userId', 'code'],
-    properties: { userId: id, code: { type: 'string', pattern: '^[0-9]{6}$' } },
-  },
-  IssuedCode: object({ code: { type: 'string', pattern: '^[0-9]{6}$' }, expiresAt: time }, [
-    'code',
-    'expiresAt',
-  ]),
+  Factor: requestJsonSchema(Factor),
   CheckSuccess: object(
     {
       userId: id,
@@ -469,14 +435,6 @@ const SCHEMAS: Json = {
     },
     ['userId', 'factor', 'failedAttempts', 'locked'],
   ),
-  AttemptRequest: {
-    type: 'object',
-    required: ['userId', 'factor'],
-    properties: { userId: id, factor: ref('Factor') },
-  },
-  Attempt: object({ attemptId: { type: 'string' }, expiresAt: time }, ['attemptId', 'expiresAt']),
-  Settlement: object({ failedAttempts: uint, locked: { type: 'boolean' } }, ['failedAttempts', 'locked']),
-  Health: object({ status: { const: 'ok' } }, ['status']),
   Readiness: object(
     {
       status: { const: 'ok' },
@@ -612,7 +570,9 @@ export function buildOpenApiDocument(options: { version?: string; serverUrl?: st
       securitySchemes: {
         bearer: { type: 'http', scheme: 'bearer', description: 'A token from the configuration' },
       },
-      schemas: SCHEMAS,
+      // The request bodies are generated from the zod schemas their handlers parse them with;
+      // some response bodies from the zod schemas their renderers are typed by.
+      schemas: { ...SCHEMAS, ...responseBodySchemas(), ...requestBodySchemas() },
     },
   };
 }

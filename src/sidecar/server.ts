@@ -13,6 +13,7 @@ import { readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import path from 'node:path';
+import type { z } from 'zod';
 import express, { type Express, type Request, type RequestHandler, type Response } from 'express';
 import {
   LockoutEngine,
@@ -27,6 +28,7 @@ import { createLockout } from '../express/lockout';
 import type { AuditEntry } from '../express/routers';
 import { createTokenAuthorizer, type Authorize } from '../http/auth';
 import { createErrorHandler, createNotFoundHandler, sendError } from '../http/errors';
+import type { HealthBody } from '../http/schemas';
 import { createIssueLimiter } from '../verify/issue-limiter';
 import type { SidecarConfig } from './config';
 import { createLogger, redactPath, type Logger } from './logger';
@@ -251,7 +253,8 @@ export async function startSidecar(
 
   app.get('/healthz', (_req, res) => {
     res.setHeader('Cache-Control', 'no-store');
-    res.json({ status: 'ok' });
+    const answer: z.output<typeof HealthBody> = { status: 'ok' };
+    res.json(answer);
   });
   app.get('/readyz', async (_req, res) => {
     res.setHeader('Cache-Control', 'no-store');

@@ -1,0 +1,248 @@
+import { z } from 'zod';
+import { InvalidArgumentError } from '../core/errors';
+import { MAX_SETTING_VALUE, SETTING_VALUE_STRING } from '../core/settings';
+import { FACTORS, LONE_SURROGATE, MAX_ID_LENGTH } from '../core/subjects';
+
+/**
+ * The request bodies of the HTTP API, each ONE zod schema: the routers parse bodies with them
+ * (parseFields) and the OpenAPI document's request schemas are generated from them
+ * (requestBodySchemas, z.toJSONSchema), so the two cannot drift.
+ *
+ * A field that fails answers the InvalidArgumentError the API has always answered for it (ids as
+ * validateId, settings values as parseSettingValue, strings `Errors.Request.Missing`/`Invalid`):
+ * each field schema is registered with the error it answers. Fields are checked in the order of
+ * the object's shape; the first failing field is the one reported.
+ */
+
+/** The error a field answers: from its first zod issue and its raw value. */
+type FieldError = (issue: z.core.$ZodIssue, field: string, value: unknown) => InvalidArgumentError;
+
+const fieldErrors = new WeakMap<z.ZodType, FieldError>();
+
+/** `schema`, answering `error` when it fails. */
+function answering<T extends z.ZodType>(schema: T, error: FieldError): T {
+  fieldErrors.set(schema, error);
+  return schema;
+}
+
+/** Refuses C0 and C1 control characters and DEL (CONTROL_CHARACTERS of core/subjects). */
+// eslint-disable-next-line no-control-regex
+const NO_CONTROL_CHARACTERS = /^[^\u0000-\u001f\u007f-\u009f]*$/;
+
+/** An org or user id, as validateId: 1–256 UTF-16 code units, no control characters, no lone surrogate. */
+const Id = answering(
+  z
+    .string()
+    .min(1)
+    .max(MAX_ID_LENGTH)
+    .regex(NO_CONTROL_CHARACTERS)
+    .refine((value) => !LONE_SURROGATE.test(value))
+    .meta({ description: 'An opaque id, no control characters' }),
+  (issue, field) => {
+    switch (issue.code) {
+      case 'too_big':
+        return new InvalidArgumentError(
+          'Errors.Id.TooLong',
+          `${field} must be at most ${MAX_ID_LENGTH} characters`,
+          field,
+        );
+      case 'invalid_format':
+        return new InvalidArgumentError(
+          'Errors.Id.Invalid',
+          `${field} must not contain control characters`,
+          field,
+        );
+      case 'custom':
+        return new InvalidArgumentError(
+          'Errors.Id.Invalid',
+          `${field} must be well-formed Unicode (no lone surrogate)`,
+          field,
+        );
+      default:
+        // not a string, or empty
+        return new InvalidArgumentError('Errors.Id.Missing', `${field} is required`, field);
+    }
+  },
+);
+
+/** A string: missing (absent or null) is `Errors.Request.Missing`, another type `Errors.Request.Invalid`. */
+const requiredString = (meta: { description?: string } = {}) =>
+  answering(
+    z.string().meta(meta),
+    (_issue, field, value) =>
+      new InvalidArgumentError(
+        value === undefined || value === null ? 'Errors.Request.Missing' : 'Errors.Request.Invalid',
+        `${field} must be a string`,
+        field,
+      ),
+  );
+
+/** The factor of a credential. */
+export const Factor = answering(
+  z.enum(FACTORS),
+  (_issue, field) =>
+    new InvalidArgumentError('Errors.Factor.Invalid', `${field} must be one of ${FACTORS.join(', ')}`, field),
+);
+
+/**
+ * A settings value, as parseSettingValue: a non-negative integer up to 2^32−1 given as a number or
+ * a numeric string (uint64 values travel as strings in JSON); absent or null is 0.
+ */
+const SettingValue = answering(
+  z
+    .union([
+      z.number().int().min(0).max(MAX_SETTING_VALUE),
+      z
+        .string()
+        .regex(SETTING_VALUE_STRING)
+        .refine((value) => Number(value) <= MAX_SETTING_VALUE),
+    ])
+    .nullish()
+    .meta({
+      description: 'An unsigned integer up to 2^32−1, as a number or a numeric string; 0 = never lock',
+    })
+    .transform((value) => (value === undefined || value === null ? 0 : Number(value))),
+  (_issue, field, value) =>
+    typeof value === 'number' || (typeof value === 'string' && SETTING_VALUE_STRING.test(value))
+      ? new InvalidArgumentError(
+          'Errors.Settings.Invalid',
+          `${field} must be an integer from 0 to ${MAX_SETTING_VALUE}`,
+          field,
+        )
+      : new InvalidArgumentError('Errors.Settings.Invalid', `${field} must be an unsigned integer`, field),
+);
+
+// ---- the request bodies -----------------------------------------------------------------
+
+/** Lockout settings (org or instance); a value left out is 0, as ZITADEL's proto3 defaults. */
+export const SettingsRequest = z.object({ maxPasswordAttempts: SettingValue, maxOtpAttempts: SettingValue });
+
+/** A user (code issuance). */
+export const UserRequest = z.object({ userId: Id });
+
+export const PasswordCheckRequest = z.object({
+  userId: Id,
+  password: requiredString({
+    description: 'At most the verifier’s maxPasswordLength characters (default 1024); longer is a 400',
+  }),
+  encodedHash: answering(
+    z.string().nullish().meta({
+      description:
+        'argon2i/argon2id PHC string; omit (or empty, or null) for an unknown user (a dummy verification, then a failure)',
+    }),
+    (_issue, field) => new InvalidArgumentError('Errors.Request.Invalid', `${field} must be a string`, field),
+  ),
+});
+
+export const TotpCheckRequest = z.object({
+  userId: Id,
+  code: requiredString({ description: 'The 6-digit code (another string is a wrong code)' }),
+  secret: requiredString({ description: 'Base32 TOTP secret' }),
+});
+
+export const CodeCheckRequest = z.object({
+  userId: Id,
+  code: requiredString({ description: 'The 6-digit code issued (another string is a wrong code)' }),
+});
+
+export const AttemptRequest = z.object({ userId: Id, factor: Factor });
+
+/** Every request body, by its name in the OpenAPI document (`#/components/schemas/<name>`). */
+export const REQUEST_BODIES = {
+  SettingsRequest,
+  UserRequest,
+  PasswordCheckRequest,
+  TotpCheckRequest,
+  CodeCheckRequest,
+  AttemptRequest,
+} as const;
+
+export type RequestBodyName = keyof typeof REQUEST_BODIES;
+
+/** A request body schema: an object of fields (its `shape`), parsed into `Fields`. */
+export type BodySchema<Fields = unknown> = z.ZodType<Fields> & {
+  readonly shape: Readonly<Record<string, z.ZodType>>;
+};
+
+/**
+ * Parses a JSON object body with `schema`: its parsed, typed fields, or the InvalidArgumentError
+ * of the first field that fails.
+ */
+export function parseFields<Fields>(schema: BodySchema<Fields>, body: Record<string, unknown>): Fields {
+  const result = schema.safeParse(body);
+  if (result.success) return result.data;
+  const issue = result.error.issues[0];
+  const field = issue?.path[0];
+  if (issue && typeof field === 'string') {
+    const fieldSchema = schema.shape[field];
+    const answer = fieldSchema === undefined ? undefined : fieldErrors.get(fieldSchema);
+    if (answer) throw answer(issue, field, body[field]);
+  }
+  // Not reached with the schemas above (every field answers its own error).
+  throw new InvalidArgumentError('Errors.Request.Invalid', 'Request body is invalid', 'body');
+}
+
+// ---- response bodies of a fixed shape -----------------------------------------------------
+// Not parsed by the server: the renderers and handlers are typed by them (z.output) and the
+// document's schemas are generated from them (closed objects: `additionalProperties: false`).
+
+/** uint64 as a decimal string (ZITADEL's JSON). */
+const Uint = z
+  .string()
+  .regex(/^[0-9]+$/)
+  .meta({ description: 'uint64 as a decimal string' });
+/** RFC 3339 (rfc3339 of src/http/render.ts). */
+const DateTime = z.string().meta({ format: 'date-time' });
+
+/** A code issued by `POST /v1/otp/{sms,email}`. */
+export const IssuedCodeBody = z.object({
+  code: z.string().regex(/^[0-9]{6}$/),
+  expiresAt: DateTime,
+});
+
+/** An attempt reserved by `POST /v1/attempts`. */
+export const AttemptBody = z.object({ attemptId: z.string(), expiresAt: DateTime });
+
+/** A settled attempt. */
+export const SettlementBody = z.object({ failedAttempts: Uint, locked: z.boolean() });
+
+/** `GET /healthz`. */
+export const HealthBody = z.object({ status: z.literal('ok') });
+
+/** The response bodies defined here, by their name in the OpenAPI document. */
+export const RESPONSE_BODIES = {
+  IssuedCode: IssuedCodeBody,
+  Attempt: AttemptBody,
+  Settlement: SettlementBody,
+  Health: HealthBody,
+} as const;
+
+/** JSON Schema (2020-12, as OpenAPI 3.1) of what the server answers with a response body schema. */
+export function responseJsonSchema(schema: z.ZodType): Record<string, unknown> {
+  const { $schema: _dialect, ...json } = z.toJSONSchema(schema, { target: 'draft-2020-12', io: 'output' });
+  return json;
+}
+
+/** The response body schemas of the OpenAPI document generated from zod, by name. */
+export function responseBodySchemas(): Record<keyof typeof RESPONSE_BODIES, Record<string, unknown>> {
+  const out = {} as Record<keyof typeof RESPONSE_BODIES, Record<string, unknown>>;
+  for (const name of Object.keys(RESPONSE_BODIES) as (keyof typeof RESPONSE_BODIES)[]) {
+    out[name] = responseJsonSchema(RESPONSE_BODIES[name]);
+  }
+  return out;
+}
+
+/** JSON Schema (2020-12, as OpenAPI 3.1) of what a request body schema accepts. */
+export function requestJsonSchema(schema: z.ZodType): Record<string, unknown> {
+  const { $schema: _dialect, ...json } = z.toJSONSchema(schema, { target: 'draft-2020-12', io: 'input' });
+  return json;
+}
+
+/** The request body schemas of the OpenAPI document, by name. */
+export function requestBodySchemas(): Record<RequestBodyName, Record<string, unknown>> {
+  const out = {} as Record<RequestBodyName, Record<string, unknown>>;
+  for (const name of Object.keys(REQUEST_BODIES) as RequestBodyName[]) {
+    out[name] = requestJsonSchema(REQUEST_BODIES[name]);
+  }
+  return out;
+}
