@@ -649,47 +649,8 @@ export function createChecksRouter(options: ChecksRouterOptions): Router {
 export function createApiRouter(options: ApiRouterOptions): Router {
   validateChecks(options);
   const router = Router();
-  router.use(onlyFor(createSettingsRouter(options)));
-  router.use(onlyFor(createUsersRouter(options)));
+  router.use(createSettingsRouter(options));
+  router.use(createUsersRouter(options));
   router.use(createChecksRouter(options));
   return router;
-}
-
-/**
- * Hands a request to `router` only when its path can match one of the router's routes. A router
- * that matches nothing still tries each of its routes and lets the request go on a macrotask
- * later (setImmediate); this skips that. The paths are read off the router's own routes (their
- * literal prefixes, case-insensitive as Express's routing), so they cannot drift from them; a
- * router with a layer that could answer any path is not filtered. The router's `stack` stays
- * visible to tools that list an app's routes by walking the layers.
- */
-function onlyFor(router: Router): RequestHandler & { stack: Router['stack'] } {
-  const paths = routePrefixes(router);
-  const handler: RequestHandler = (req, res, next) => {
-    const path: unknown = req.path;
-    if (paths === undefined || typeof path !== 'string' || paths.test(path)) router(req, res, next);
-    else next();
-  };
-  return Object.assign(handler, { stack: router.stack });
-}
-
-/**
- * A regular expression matching every path that one of `router`'s routes can match (each
- * route's path up to its first parameter or pattern character), or undefined when the router has
- * a layer other than a route or an error handler (such a layer may answer any path).
- */
-export function routePrefixes(router: Router): RegExp | undefined {
-  const prefixes: string[] = [];
-  for (const layer of router.stack) {
-    if (layer.route) {
-      const path: unknown = layer.route.path;
-      if (typeof path !== 'string') return undefined;
-      const cut = path.search(/[:*?(){}\\]/);
-      prefixes.push(cut < 0 ? path : path.slice(0, cut));
-    } else if (layer.handle.length !== 4) {
-      return undefined;
-    }
-  }
-  const escaped = prefixes.map((p) => p.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&'));
-  return new RegExp(`^(?:${escaped.join('|')})`, 'i');
 }
