@@ -110,7 +110,7 @@ export class OptionError extends InvalidArgumentError {
   constructor(
     /** The check that failed, e.g. `LockoutEngine.leaseMs`. */
     readonly check: string,
-    field: string,
+    field: string | undefined,
     message: string,
   ) {
     super('Errors.Options.Invalid', message, field);

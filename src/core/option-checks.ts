@@ -1,4 +1,4 @@
-import { InvalidArgumentError, OptionError } from './errors';
+import { OptionError } from './errors';
 
 /**
  * Helpers of the option checks of the engine and the stores (internal: not exported by the
@@ -6,12 +6,13 @@ import { InvalidArgumentError, OptionError } from './errors';
  */
 
 /**
- * An invalid option of the HTTP faces (code `Errors.Options.Invalid`, field `field`): the message
- * is `<where>: <field> <message>`, or `<field> <message>` without `where`.
+ * An invalid option of the HTTP faces: an OptionError (code `Errors.Options.Invalid`) whose check
+ * is `<where>.<field>` (or `<field>`), with the message `<where>: <field> <message>` (or
+ * `<field> <message>` without `where`).
  */
-export function invalidOption(field: string, message: string, where?: string): InvalidArgumentError {
+export function invalidOption(field: string, message: string, where?: string): OptionError {
   const text = `${field} ${message}`;
-  return new InvalidArgumentError('Errors.Options.Invalid', where ? `${where}: ${text}` : text, field);
+  return new OptionError(where ? `${where}.${field}` : field, field, where ? `${where}: ${text}` : text);
 }
 
 /** A mapping (not null, not an array). */

@@ -9,6 +9,7 @@ import {
 } from '../core/engine';
 import {
   InvalidArgumentError,
+  OptionError,
   type BusyError,
   type StoreUnavailableError,
   type UserLockedError,
@@ -224,12 +225,12 @@ export function describe(value: unknown): string {
 }
 
 /** An option error of `where` (e.g. `createLockout`) naming the option. */
-export function optionError(where: string, field: string, message: string): InvalidArgumentError {
+export function optionError(where: string, field: string, message: string): OptionError {
   return invalidOption(field, message, where);
 }
 
 /**
- * Runs `make`, turning an InvalidArgumentError it throws into an option error of `where`: code
+ * Runs `make`, turning an InvalidArgumentError it throws into an OptionError of `where`: code
  * `Errors.Options.Invalid`, message prefixed with `where`, field prefixed with `fieldPrefix`.
  */
 export function withPrefix<T>(where: string, make: () => T, fieldPrefix?: string): T {
@@ -249,7 +250,11 @@ export function withPrefix<T>(where: string, make: () => T, fieldPrefix?: string
       ) {
         message = field + message.slice(error.field.length);
       }
-      throw new InvalidArgumentError('Errors.Options.Invalid', `${where}: ${message}`, field);
+      // The check that failed: the inner one when it names its owner (`LockoutEngine.leaseMs`),
+      // else `<where>.<field>`.
+      const qualified = error instanceof OptionError && error.check !== error.field;
+      const check = qualified ? error.check : `${where}.${field ?? 'options'}`;
+      throw new OptionError(check, field, `${where}: ${message}`);
     }
     throw error;
   }

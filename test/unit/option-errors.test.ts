@@ -1,4 +1,4 @@
-import { InvalidArgumentError, OptionError, toHttpError } from '../../src';
+import { createLockout, InvalidArgumentError, OptionError, toHttpError } from '../../src';
 import { describeOptionValue } from '../../src/core/option-checks';
 import { LockoutEngine, type LockoutEngineOptions } from '../../src/core/engine';
 import type { LockoutStore } from '../../src/core/store';
@@ -152,6 +152,35 @@ describe('option errors: a code per check and a corrective message', () => {
       'RedisStore.idleTtlMs',
       'idleTtlMs',
       /^RedisStore: idleTtlMs must be an integer of at least 0, got 0\.5; omit it for 86400000/,
+    );
+  });
+
+  it('createLockout, its routers and its tokens: each option its own check', () => {
+    expectOptionError(() => createLockout({ leaseMs: 5 }), 'createLockout.leaseMs', 'leaseMs', /from 1000/);
+    expectOptionError(
+      () => createLockout({ onFailOpen: 3 as never }),
+      'createLockout.onFailOpen',
+      'onFailOpen',
+      /^createLockout: onFailOpen must be a function \(notice\) => void, got 3$/,
+    );
+    expectOptionError(
+      () => createLockout({ password: { memoryCost: -1 } as never }),
+      'createLockout.password.memoryCost',
+      'password.memoryCost',
+      /got -1/,
+    );
+    expectOptionError(
+      () => createLockout({ onError: () => undefined }).routers.all(),
+      'routers.all.authorize',
+      'authorize',
+      /^routers\.all: authorize is needed/,
+    );
+    expectOptionError(
+      () =>
+        createLockout({ tokens: [{ name: 'a', token: 'tok-a', org: 'o', permissions: ['bogus' as never] }] }),
+      'createLockout.tokens[0].permissions[0]',
+      'tokens[0].permissions[0]',
+      /must be one of/,
     );
   });
 
