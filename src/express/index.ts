@@ -30,4 +30,4 @@ export {
   type RouterBaseOptions,
   type SettingsRouterOptions,
   type UsersRouterOptions,
-} from './routers';
+} from '../http/routers';

@@ -27,7 +27,7 @@ import {
   type AuditEntry,
   type ObservedCheckOutcome,
   type RouterBaseOptions,
-} from './routers';
+} from '../http/routers';
 
 /** Options of one mounted router; omitted ones come from createLockout's. */
 export interface LockoutRouterOptions {

@@ -23,7 +23,7 @@ import type { HttpError } from '../http/errors';
 import type { OtpCodesOptions } from '../verify/otp-codes';
 import type { PasswordVerifierOptions } from '../verify/password';
 import type { TotpVerifierOptions } from '../verify/totp';
-import type { AuditEntry } from './routers';
+import type { AuditEntry } from '../http/routers';
 
 /**
  * Options of `createLockout` and their validation. Every option is checked when `createLockout` is

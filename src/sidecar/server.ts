@@ -25,7 +25,7 @@ import { StoreUnavailableError } from '../core/errors';
 import type { LockoutStore } from '../core/store';
 import { persistenceWarning, readRedisPersistence, type RedisPersistence } from '../store/redis/persistence';
 import { createLockout } from '../express/lockout';
-import type { AuditEntry } from '../express/routers';
+import type { AuditEntry } from '../http/routers';
 import { createTokenAuthorizer, type Authorize } from '../http/auth';
 import { createErrorHandler, createNotFoundHandler, sendError } from '../http/errors';
 import type { HealthBody } from '../http/schemas';

@@ -4,7 +4,7 @@
  */
 import express from 'express';
 import { LockoutEngine } from '../../src/core/engine';
-import { createApiRouter, type ApiRouterOptions, type AuditEntry } from '../../src/express/routers';
+import { createApiRouter, type ApiRouterOptions, type AuditEntry } from '../../src/http/routers';
 import { createNotFoundHandler, createTokenAuthorizer, type TokenOptions } from '../../src/http';
 import { MemoryStore } from '../../src/store';
 import {

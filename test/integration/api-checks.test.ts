@@ -7,7 +7,7 @@ import {
   createChecksRouter,
   type ApiRouterOptions,
   type ObservedCheckOutcome,
-} from '../../src/express/routers';
+} from '../../src/http/routers';
 import { createNotFoundHandler, createTokenAuthorizer, type TokenOptions } from '../../src/http';
 import { MemoryStore } from '../../src/store';
 import {

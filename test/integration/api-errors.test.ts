@@ -10,7 +10,7 @@ import {
   StoreUnavailableError,
   UserLockedError,
 } from '../../src/core/errors';
-import { type ApiRouterOptions } from '../../src/express/routers';
+import { type ApiRouterOptions } from '../../src/http/routers';
 import {
   InvalidCredentialsError,
   PermissionDeniedError,

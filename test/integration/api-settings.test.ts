@@ -1,7 +1,7 @@
 import express from 'express';
 import request from 'supertest';
 import { RFC3339_MS, auth, makeApiApp } from '../helpers/api-app';
-import { createSettingsRouter } from '../../src/express/routers';
+import { createSettingsRouter } from '../../src/http/routers';
 import { PERMISSIONS, createTokenAuthorizer, type TokenOptions } from '../../src/http';
 
 const INSTANCE = 'inst-1';

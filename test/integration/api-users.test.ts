@@ -1,7 +1,7 @@
 import express from 'express';
 import request from 'supertest';
 import { RFC3339_MS, auth, makeApiApp } from '../helpers/api-app';
-import { createUsersRouter } from '../../src/express/routers';
+import { createUsersRouter } from '../../src/http/routers';
 import { createTokenAuthorizer, type TokenOptions } from '../../src/http';
 
 const INSTANCE = 'inst-1';

@@ -8,7 +8,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import express from 'express';
 import { LockoutEngine } from '../../src/core/engine';
-import { createApiRouter } from '../../src/express/routers';
+import { createApiRouter } from '../../src/http/routers';
 import { PERMISSIONS, createTokenAuthorizer } from '../../src/http/auth';
 import { createProxy, type LockgateProxy } from '../../src/sidecar/proxy/proxy';
 import { MemoryStore } from '../../src/store';

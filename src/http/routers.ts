@@ -6,14 +6,14 @@ import { BusyError, GrpcCode, InvalidArgumentError, UserLockedError, isLockgateE
 import { invalidOption } from '../core/option-checks';
 import type { CodeChannel } from '../core/store';
 import { makeSubject, validateId, type Factor, type Subject } from '../core/subjects';
-import type { AuthContext, Authorize, Permission } from '../http/auth';
+import type { AuthContext, Authorize, Permission } from './auth';
 import {
   InvalidCredentialsError,
   PermissionDeniedError,
   RequestError,
   createErrorHandler,
   sendLocked,
-} from '../http/errors';
+} from './errors';
 import {
   renderCheckSuccess,
   renderDetails,
@@ -23,7 +23,7 @@ import {
   renderSettlement,
   renderUserStatus,
   rfc3339,
-} from '../http/render';
+} from './render';
 import {
   type AttemptBody,
   AttemptRequest,
@@ -35,7 +35,7 @@ import {
   TotpCheckRequest,
   UserRequest,
   parseFields,
-} from '../http/schemas';
+} from './schemas';
 import type { OtpCodes } from '../verify/otp-codes';
 import type { PasswordVerifier } from '../verify/password';
 import type { TotpVerifier } from '../verify/totp';
