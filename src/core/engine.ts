@@ -171,7 +171,7 @@ const MAX_OPEN_ATTEMPTS = 100_000;
  * Checks the engine's options and fills in their defaults. A bad one throws an OptionError
  * (`Errors.Options.Invalid`) whose `check` is `LockoutEngine.<option>`.
  */
-export function resolveEngineConfig(options: LockoutEngineOptions): LockoutEngineConfig {
+export function resolveEngineConfig(options: Omit<LockoutEngineOptions, 'store'>): LockoutEngineConfig {
   const instanceId = validateId(options.instanceId ?? 'default', 'instanceId');
   const defaults = parseSettingsValues({ ...SHIPPED_DEFAULT, ...options.defaults });
   const leaseMs = options.leaseMs ?? DEFAULT_LEASE_MS;

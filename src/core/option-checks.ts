@@ -1,3 +1,4 @@
+import bytes from 'bytes';
 import { OptionError } from './errors';
 
 /**
@@ -49,4 +50,34 @@ export function integerOption(
     );
   }
   return value;
+}
+
+const SIZE = /^([0-9]+(?:\.[0-9]+)?)\s*(b|kb|mb)?$/i;
+
+/**
+ * Bytes of a size: a number of bytes, or "64kb", "1mb", "512b" (1 kb = 1024 bytes, counted by
+ * `bytes` as express.json's limit is). Anything else is refused, not read leniently.
+ */
+export function parseSize(value: number | string): number | undefined {
+  if (typeof value === 'number') return Number.isInteger(value) && value > 0 ? value : undefined;
+  const m = SIZE.exec(value.trim());
+  if (!m) return undefined;
+  const unit = (m[2] ?? 'b').toLowerCase();
+  const count = bytes.parse(unit === 'b' ? m[1]! : `${m[1]!}${unit}`);
+  return count !== null && count > 0 ? count : undefined;
+}
+
+/**
+ * Checks a JSON body limit option (`bodyLimit` of createLockout and the routers): a size that
+ * `parseSize` reads. Anything else — '16 kilobytes', 'abc' — would leave express.json unbounded
+ * (bytes.parse answers null), so it is refused.
+ */
+export function checkBodyLimit(value: unknown, where?: string): void {
+  if (value === undefined) return;
+  if ((typeof value === 'number' || typeof value === 'string') && parseSize(value) !== undefined) return;
+  throw invalidOption(
+    'bodyLimit',
+    `must be a size such as '16kb' or a positive number of bytes, got ${describeOptionValue(value)}`,
+    where,
+  );
 }

@@ -1,7 +1,6 @@
 import type { Request, Response } from 'express';
 import {
-  MIN_LEASE_MS,
-  SETTLE_MARGIN_MS,
+  resolveEngineConfig,
   type CompensationEvent,
   type FailOpenNotice,
   type LockoutEvent,
@@ -14,7 +13,7 @@ import {
   type StoreUnavailableError,
   type UserLockedError,
 } from '../core/errors';
-import { invalidOption, isPlainObject } from '../core/option-checks';
+import { checkBodyLimit, invalidOption, isPlainObject } from '../core/option-checks';
 import { MAX_SETTING_VALUE } from '../core/settings';
 import { missingStoreMembers, type LockoutStore, type SettingsValues } from '../core/store';
 import { validateId, type Factor } from '../core/subjects';
@@ -393,52 +392,21 @@ export function resolveLockoutOptions(options: LockoutOptions | undefined): Lock
     maxOtpAttempts: limit(where, instance.maxOtpAttempts, 'instance.maxOtpAttempts') ?? 10,
   };
 
-  const leaseMs = o.leaseMs;
-  if (
-    leaseMs !== undefined &&
-    (typeof leaseMs !== 'number' ||
-      !Number.isInteger(leaseMs) ||
-      leaseMs < MIN_LEASE_MS ||
-      leaseMs > 3_600_000)
-  ) {
-    throw optionError(
-      where,
-      'leaseMs',
-      `must be an integer number of milliseconds from ${MIN_LEASE_MS} to 3600000 (default 30000), got ${describe(leaseMs)}`,
-    );
-  }
-  const evaluationTimeoutMs = o.evaluationTimeoutMs;
-  const maxEvaluation = (leaseMs ?? 30_000) - SETTLE_MARGIN_MS;
-  if (
-    evaluationTimeoutMs !== undefined &&
-    (typeof evaluationTimeoutMs !== 'number' ||
-      !Number.isInteger(evaluationTimeoutMs) ||
-      evaluationTimeoutMs < 1 ||
-      evaluationTimeoutMs > maxEvaluation)
-  ) {
-    throw optionError(
-      where,
-      'evaluationTimeoutMs',
-      `must be an integer number of milliseconds from 1 to leaseMs − ${SETTLE_MARGIN_MS} (${maxEvaluation}), so that a check is settled before its lease ends; lower it or raise leaseMs; got ${describe(evaluationTimeoutMs)}`,
-    );
-  }
-  const ttl = o.settingsCacheTtlMs;
-  if (ttl !== undefined && (typeof ttl !== 'number' || !Number.isInteger(ttl) || ttl < 0 || ttl > 1000)) {
-    throw optionError(
-      where,
-      'settingsCacheTtlMs',
-      `must be an integer from 0 to 1000 (settings changes must be seen within 1 s), got ${describe(ttl)}`,
-    );
-  }
-
-  const policy = o.onStoreError ?? 'fail-closed';
-  if (policy !== 'fail-closed' && policy !== 'fail-open') {
-    throw optionError(
-      where,
-      'onStoreError',
-      `must be 'fail-closed' (the default: answer 503) or 'fail-open', got ${describe(policy)}`,
-    );
-  }
+  // leaseMs, evaluationTimeoutMs, settingsCacheTtlMs and onStoreError are the engine's options:
+  // checked by the engine's own checks (resolveEngineConfig), one place for both faces.
+  const engineConfig = withPrefix(where, () =>
+    resolveEngineConfig({
+      instanceId,
+      defaults,
+      ...(o.leaseMs !== undefined ? { leaseMs: o.leaseMs as number } : {}),
+      ...(o.evaluationTimeoutMs !== undefined
+        ? { evaluationTimeoutMs: o.evaluationTimeoutMs as number }
+        : {}),
+      ...(o.settingsCacheTtlMs !== undefined ? { settingsCacheTtlMs: o.settingsCacheTtlMs as number } : {}),
+      ...(o.onStoreError !== undefined ? { onStoreError: o.onStoreError as StoreErrorPolicy } : {}),
+    }),
+  );
+  const policy = engineConfig.onStoreError;
 
   const lockedResponse = validateRefusalResponse(where, o.lockedResponse, 'lockedResponse');
   const busyResponse = validateRefusalResponse(where, o.busyResponse, 'busyResponse');
@@ -472,26 +440,15 @@ export function resolveLockoutOptions(options: LockoutOptions | undefined): Lock
       'and authorize cannot both be given: authorize replaces the token model',
     );
   }
-  const bodyLimit = o.bodyLimit;
-  if (
-    bodyLimit !== undefined &&
-    !(typeof bodyLimit === 'string' && bodyLimit.length > 0) &&
-    !(typeof bodyLimit === 'number' && Number.isInteger(bodyLimit) && bodyLimit > 0)
-  ) {
-    throw optionError(
-      where,
-      'bodyLimit',
-      `must be a size such as '16kb' or a positive number of bytes, got ${describe(bodyLimit)}`,
-    );
-  }
+  checkBodyLimit(o.bodyLimit, where);
 
   return {
     instanceId,
     defaults,
     defaultOrg,
-    leaseMs,
-    evaluationTimeoutMs,
-    settingsCacheTtlMs: ttl,
+    leaseMs: engineConfig.leaseMs,
+    evaluationTimeoutMs: engineConfig.evaluationTimeoutMs,
+    settingsCacheTtlMs: engineConfig.settingsCacheTtlMs,
     onStoreError: policy,
     failOpen: policy === 'fail-open',
     lockedResponse,

@@ -3,7 +3,7 @@ import express, { Router, type Request, type RequestHandler, type Response } fro
 import { decodeAttemptId, type AttemptRef } from '../core/attempt-id';
 import type { CheckOutcome, CheckResult, LockoutEngine } from '../core/engine';
 import { BusyError, GrpcCode, InvalidArgumentError, UserLockedError, isLockgateError } from '../core/errors';
-import { invalidOption } from '../core/option-checks';
+import { checkBodyLimit, invalidOption } from '../core/option-checks';
 import type { CodeChannel } from '../core/store';
 import { makeSubject, validateId, type Factor, type Subject } from '../core/subjects';
 import type { AuthContext, Authorize, Permission } from './auth';
@@ -106,14 +106,7 @@ function validateBase(options: RouterBaseOptions): void {
       'must be a function (req, permission, target?) => Promise<{ principal, orgId }>',
     );
   }
-  const limit = options.bodyLimit;
-  if (
-    limit !== undefined &&
-    !(typeof limit === 'string' && limit.length > 0) &&
-    !(typeof limit === 'number' && Number.isInteger(limit) && limit > 0)
-  ) {
-    throw invalidOption('bodyLimit', "must be a size such as '16kb' or a positive number of bytes");
-  }
+  checkBodyLimit(options.bodyLimit);
   if (options.audit !== undefined && typeof options.audit !== 'function')
     throw invalidOption('audit', 'must be a function');
   if (options.onError !== undefined && typeof options.onError !== 'function') {

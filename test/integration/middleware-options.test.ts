@@ -51,19 +51,19 @@ test.each<[unknown, string, RegExp]>([
   ],
   [{ instanceId: '' }, 'instanceId', /createLockout: instanceId is required/],
   [{ defaultOrg: 'a\u0001' }, 'defaultOrg', /createLockout: defaultOrg must not contain control characters/],
-  [{ leaseMs: 0 }, 'leaseMs', /leaseMs must be an integer number of milliseconds from 1000 to 3600000/],
+  [{ leaseMs: 0 }, 'leaseMs', /createLockout: leaseMs must be an integer from 1000 to 3600000 \(ms\)/],
   [{ leaseMs: 999 }, 'leaseMs', /from 1000 to 3600000/],
   [
     { leaseMs: 2000, evaluationTimeoutMs: 1600 },
     'evaluationTimeoutMs',
-    /evaluationTimeoutMs must be an integer number of milliseconds from 1 to leaseMs − 500 \(1500\).*raise leaseMs/,
+    /evaluationTimeoutMs must be an integer from 1 to leaseMs − 500 \(1500 with leaseMs 2000\).*raise leaseMs/,
   ],
-  [{ evaluationTimeoutMs: 0 }, 'evaluationTimeoutMs', /from 1 to leaseMs − 500 \(29500\)/],
+  [{ evaluationTimeoutMs: 0 }, 'evaluationTimeoutMs', /from 1 to leaseMs − 500 \(29500 with leaseMs 30000\)/],
   [{ settingsCacheTtlMs: 5000 }, 'settingsCacheTtlMs', /from 0 to 1000/],
   [
     { onStoreError: 'open' },
     'onStoreError',
-    /must be 'fail-closed' \(the default: answer 503\) or 'fail-open', got "open"/,
+    /must be 'fail-closed' \(answer 503 while the store is down\) or 'fail-open' \(evaluate without lockout\), got "open"/,
   ],
   [{ lockedResponse: 401 }, 'lockedResponse', /must be \{ status\?, body\?, headers\? \} or a function/],
   [{ busyResponse: { status: 200 } }, 'busyResponse.status', /from 400 to 599, got 200/],
@@ -101,6 +101,9 @@ test.each<[unknown, string, RegExp]>([
     /authorize replaces the token model/,
   ],
   [{ bodyLimit: -1 }, 'bodyLimit', /must be a size such as '16kb'/],
+  // bytes.parse reads these as null: express.json would then read bodies of any size.
+  [{ bodyLimit: '16 kilobytes' }, 'bodyLimit', /must be a size such as '16kb'.*got "16 kilobytes"/],
+  [{ bodyLimit: 'abc' }, 'bodyLimit', /must be a size such as '16kb'/],
 ])('%j → %s', (options, field, message) => {
   const error = errorOf(options);
   expect(error.field).toBe(field);

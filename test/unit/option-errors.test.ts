@@ -156,7 +156,13 @@ describe('option errors: a code per check and a corrective message', () => {
   });
 
   it('createLockout, its routers and its tokens: each option its own check', () => {
-    expectOptionError(() => createLockout({ leaseMs: 5 }), 'createLockout.leaseMs', 'leaseMs', /from 1000/);
+    // An engine option is checked by the engine's own check, whatever the face.
+    expectOptionError(
+      () => createLockout({ leaseMs: 5 }),
+      'LockoutEngine.leaseMs',
+      'leaseMs',
+      /^createLockout: leaseMs must be an integer from 1000/,
+    );
     expectOptionError(
       () => createLockout({ onFailOpen: 3 as never }),
       'createLockout.onFailOpen',
@@ -168,6 +174,12 @@ describe('option errors: a code per check and a corrective message', () => {
       'createLockout.password.memoryCost',
       'password.memoryCost',
       /got -1/,
+    );
+    expectOptionError(
+      () => createLockout({ tokens: [] }).routers.all({ bodyLimit: '1 megabyte' }),
+      'routers.all.bodyLimit',
+      'bodyLimit',
+      /^routers\.all: bodyLimit must be a size such as '16kb' or a positive number of bytes, got "1 megabyte"$/,
     );
     expectOptionError(
       () => createLockout({ onError: () => undefined }).routers.all(),

@@ -6,11 +6,14 @@
  * Parsing is idempotent: a parsed ProxyConfig parses again to the same value, so createProxy
  * accepts both the raw file section and an already parsed one.
  */
-import bytes from 'bytes';
 import proxyAddr from 'proxy-addr';
 import { pathToRegexp } from 'path-to-regexp';
 import { z } from 'zod';
 import { InvalidArgumentError } from '../../core/errors';
+import { parseSize } from '../../core/option-checks';
+
+/** Bytes of a size (`64kb`, `1mb`, a number of bytes); one reading for every body limit. */
+export { parseSize };
 import { FACTORS, MAX_ID_LENGTH, validateId } from '../../core/subjects';
 import { HTTP_TOKEN } from './read';
 
@@ -18,7 +21,6 @@ import { HTTP_TOKEN } from './read';
 const TOKEN = new RegExp(`^${HTTP_TOKEN}$`);
 /** A header value without CR, LF or NUL. */
 const HEADER_VALUE = /^[^\r\n\0]*$/;
-const SIZE = /^([0-9]+(?:\.[0-9]+)?)\s*(b|kb|mb)?$/i;
 const MAX_BODY_LIMIT = 64 * 1024 * 1024;
 
 const intIn = (min: number, max: number) => {
@@ -39,19 +41,6 @@ function isId(value: string): boolean {
   } catch {
     return false;
   }
-}
-
-/**
- * Bytes of a size: a number of bytes, or "64kb", "1mb", "512b" (1 kb = 1024 bytes, counted by
- * `bytes` as express.json's limit is). Anything else is refused, not read leniently.
- */
-export function parseSize(value: number | string): number | undefined {
-  if (typeof value === 'number') return Number.isInteger(value) && value > 0 ? value : undefined;
-  const m = SIZE.exec(value.trim());
-  if (!m) return undefined;
-  const unit = (m[2] ?? 'b').toLowerCase();
-  const count = bytes.parse(unit === 'b' ? m[1]! : `${m[1]!}${unit}`);
-  return count !== null && count > 0 ? count : undefined;
 }
 
 const size = z
