@@ -18,6 +18,7 @@ import { ROUTES, type RouteDoc } from '../../src/sidecar/openapi';
 import { startSidecar, type SidecarHandle } from '../../src/sidecar/server';
 import { generateTotpSecret, hashPassword, totpCode } from '../../src/verify';
 import { testRedisUrl } from '../helpers/redis-clients';
+import { LOCKOUT_STORE_MEMBERS } from '../../src/core/store';
 
 /** A parsed JSON answer or document, read freely by the assertions. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -892,22 +893,13 @@ const SHARED: Case[] = AUTHENTICATED.flatMap((route): Case[] => {
 
 // ---- the store down (fail-closed, the default): 503 code 14 -----------------------------
 
-/** Store methods made to fail for the outage cases. */
-const STORE_METHODS = [
-  'reserve',
-  'settle',
-  'getUser',
-  'lock',
-  'unlock',
-  'resetFactor',
-  'listLocked',
-  'getSettings',
-  'writeSettings',
-  'useStep',
-  'putCode',
-  'takeCode',
-  'ping',
-] as const;
+/**
+ * Store methods made to fail for the outage cases: every member of the port that answers a
+ * promise (not `kind`, not `onSettingsChanged`, not `close`).
+ */
+const STORE_METHODS = LOCKOUT_STORE_MEMBERS.filter(
+  (m) => m !== 'kind' && m !== 'onSettingsChanged' && m !== 'close',
+);
 
 /**
  * Runs `fn` while every store method rejects with StoreUnavailableError. The sidecar's store is a
