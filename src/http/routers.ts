@@ -28,7 +28,10 @@ import {
   type AttemptBody,
   AttemptRequest,
   type BodySchema,
+  type DetailsResponseBody,
+  type GetPolicyResponseBody,
   type IssuedCodeBody,
+  type PolicyResponseBody,
   CodeCheckRequest,
   PasswordCheckRequest,
   SettingsRequest,
@@ -90,6 +93,10 @@ export type ApiRouterOptions = ChecksRouterOptions;
 
 const DEFAULT_BODY_LIMIT = '16kb';
 const ORG_LIST_LIMIT_MAX = 1000;
+
+type DetailsResponse = z.output<typeof DetailsResponseBody>;
+type PolicyResponse = z.output<typeof PolicyResponseBody>;
+type GetPolicyResponse = z.output<typeof GetPolicyResponseBody>;
 
 type AuthedHandler = (req: Request, res: Response, ctx: AuthContext) => Promise<void>;
 type Body = Record<string, unknown>;
@@ -282,14 +289,14 @@ export function createSettingsRouter(options: SettingsRouterOptions): Router {
     '/management/v1/policies/lockout',
     ...t.plain('policy.read', async (_req, res, ctx) => {
       const settings = await engine.getEffectiveSettings(ctx.orgId);
-      res.json({ policy: renderPolicy(settings), isDefault: settings.isDefault });
+      res.json({ policy: renderPolicy(settings), isDefault: settings.isDefault } satisfies GetPolicyResponse);
     }),
   );
 
   router.get(
     '/management/v1/policies/default/lockout',
     ...t.plain('policy.read', async (_req, res) => {
-      res.json({ policy: renderPolicy(await engine.getInstanceSettings()) });
+      res.json({ policy: renderPolicy(await engine.getInstanceSettings()) } satisfies PolicyResponse);
     }),
   );
 
@@ -303,7 +310,7 @@ export function createSettingsRouter(options: SettingsRouterOptions): Router {
         { action: 'settings.org.add', principal: ctx.principal, orgId: ctx.orgId },
         () => engine.addOrgSettings(ctx.orgId, parseFields(SettingsRequest, body)),
       );
-      res.json({ details: renderDetails(details) });
+      res.json({ details: renderDetails(details) } satisfies DetailsResponse);
     }),
   );
 
@@ -316,7 +323,7 @@ export function createSettingsRouter(options: SettingsRouterOptions): Router {
         { action: 'settings.org.update', principal: ctx.principal, orgId: ctx.orgId },
         () => engine.updateOrgSettings(ctx.orgId, parseFields(SettingsRequest, body)),
       );
-      res.json({ details: renderDetails(details) });
+      res.json({ details: renderDetails(details) } satisfies DetailsResponse);
     }),
   );
 
@@ -328,14 +335,14 @@ export function createSettingsRouter(options: SettingsRouterOptions): Router {
         { action: 'settings.org.reset', principal: ctx.principal, orgId: ctx.orgId },
         () => engine.resetOrgSettings(ctx.orgId),
       );
-      res.json({ details: renderDetails(details) });
+      res.json({ details: renderDetails(details) } satisfies DetailsResponse);
     }),
   );
 
   router.get(
     '/admin/v1/policies/lockout',
     ...t.plain('iam.policy.read', async (_req, res) => {
-      res.json({ policy: renderPolicy(await engine.getInstanceSettings()) });
+      res.json({ policy: renderPolicy(await engine.getInstanceSettings()) } satisfies PolicyResponse);
     }),
   );
 
@@ -346,7 +353,7 @@ export function createSettingsRouter(options: SettingsRouterOptions): Router {
       { action: 'settings.instance.update', principal: ctx.principal, orgId: engine.instanceId },
       () => engine.updateInstanceSettings(parseFields(SettingsRequest, body)),
     );
-    res.json({ details: renderDetails(details) });
+    res.json({ details: renderDetails(details) } satisfies DetailsResponse);
   });
   // API.md's path, and ZITADEL's current admin path for the same call.
   router.put('/admin/v1/policies/password/lockout', ...updateInstance);
@@ -446,7 +453,9 @@ export function createUsersRouter(options: UsersRouterOptions): Router {
       { action: 'user.lock', principal: ctx.principal, orgId: ctx.orgId, userId },
       () => engine.lockUser(ctx.orgId, userId),
     );
-    res.json({ details: renderDetails({ sequence: 0, changeDate: lockedAt, resourceOwner: ctx.orgId }) });
+    res.json({
+      details: renderDetails({ sequence: 0, changeDate: lockedAt, resourceOwner: ctx.orgId }),
+    } satisfies DetailsResponse);
   });
   router.post('/management/v1/users/:userId/_lock', ...lock);
   router.post('/v2/users/:userId/lock', ...lock);
@@ -456,7 +465,9 @@ export function createUsersRouter(options: UsersRouterOptions): Router {
     await audited(audit, { action: 'user.unlock', principal: ctx.principal, orgId: ctx.orgId, userId }, () =>
       engine.unlockUser(ctx.orgId, userId),
     );
-    res.json({ details: renderDetails({ sequence: 0, changeDate: Date.now(), resourceOwner: ctx.orgId }) });
+    res.json({
+      details: renderDetails({ sequence: 0, changeDate: Date.now(), resourceOwner: ctx.orgId }),
+    } satisfies DetailsResponse);
   });
   router.post('/management/v1/users/:userId/_unlock', ...unlock);
   router.post('/v2/users/:userId/unlock', ...unlock);
@@ -470,7 +481,9 @@ export function createUsersRouter(options: UsersRouterOptions): Router {
         { action: 'user.password_changed', principal: ctx.principal, orgId: ctx.orgId, userId },
         () => engine.passwordChanged(ctx.orgId, userId),
       );
-      res.json({ details: renderDetails({ sequence: 0, changeDate: Date.now(), resourceOwner: ctx.orgId }) });
+      res.json({
+        details: renderDetails({ sequence: 0, changeDate: Date.now(), resourceOwner: ctx.orgId }),
+      } satisfies DetailsResponse);
     }),
   );
 

@@ -8,13 +8,7 @@
  * from an answer fails it until the document says so.
  */
 
-import {
-  Factor,
-  requestBodySchemas,
-  requestJsonSchema,
-  responseBodySchemas,
-  type RequestBodyName,
-} from '../http/schemas';
+import { requestBodySchemas, responseComponentSchemas, type RequestBodyName } from '../http/schemas';
 
 type Json = Record<string, unknown>;
 
@@ -300,154 +294,12 @@ export const ROUTES: readonly RouteDoc[] = [
   },
 ];
 
-const uint = { type: 'string', pattern: '^[0-9]+$', description: 'uint64 as a decimal string' };
+/** An org or user id, as the handlers validate it (the document's header and path ids). */
 const id = {
   type: 'string',
   minLength: 1,
   maxLength: 256,
   description: 'An opaque id, no control characters',
-};
-const time = { type: 'string', format: 'date-time' };
-
-/** An object of exactly these properties (`required` lists the ones always present). */
-const object = (properties: Json, required: readonly string[], extra: Json = {}): Json => ({
-  type: 'object',
-  required,
-  properties,
-  additionalProperties: false,
-  ...extra,
-});
-
-const SCHEMAS: Json = {
-  ErrorDetail: {
-    oneOf: [
-      object(
-        {
-          '@type': { const: 'type.googleapis.com/zitadel.v1.ErrorDetail' },
-          id: { type: 'string', description: 'Stable error id, e.g. Errors.User.Locked' },
-          message: { type: 'string' },
-        },
-        ['@type', 'id', 'message'],
-      ),
-      object(
-        {
-          '@type': { const: 'type.googleapis.com/zitadel.v1.CredentialsCheckError' },
-          id: { type: 'string', description: 'Stable error id of the wrong credential' },
-          message: { type: 'string' },
-          failedAttempts: { ...uint, description: 'Failed attempts of the factor, this one included' },
-        },
-        ['@type', 'id', 'message', 'failedAttempts'],
-        { description: 'A wrong credential (401 of the check routes) only' },
-      ),
-    ],
-  },
-  Error: object(
-    {
-      code: {
-        type: 'integer',
-        enum: [3, 5, 6, 7, 8, 9, 13, 14, 16],
-        description: 'gRPC status code (3, 5, 6, 7, 8, 9, 13, 14, 16)',
-      },
-      message: { type: 'string' },
-      details: { type: 'array', minItems: 1, items: ref('ErrorDetail') },
-    },
-    ['code', 'message', 'details'],
-  ),
-  Details: object(
-    { sequence: uint, creationDate: time, changeDate: time, resourceOwner: { type: 'string' } },
-    ['sequence', 'resourceOwner'],
-  ),
-  DetailsV2: object({ sequence: uint, changeDate: time, resourceOwner: { type: 'string' } }, [
-    'sequence',
-    'resourceOwner',
-  ]),
-  DetailsResponse: object({ details: ref('Details') }, ['details']),
-  Policy: object(
-    {
-      details: ref('Details'),
-      maxPasswordAttempts: uint,
-      maxOtpAttempts: uint,
-      isDefault: { type: 'boolean' },
-    },
-    ['details', 'maxPasswordAttempts', 'maxOtpAttempts', 'isDefault'],
-  ),
-  PolicyResponse: object({ policy: ref('Policy') }, ['policy']),
-  GetPolicyResponse: object({ policy: ref('Policy'), isDefault: { type: 'boolean' } }, [
-    'policy',
-    'isDefault',
-  ]),
-  ResourceOwnerType: { type: 'string', enum: ['RESOURCE_OWNER_TYPE_INSTANCE', 'RESOURCE_OWNER_TYPE_ORG'] },
-  SettingsV2Response: object(
-    {
-      details: ref('DetailsV2'),
-      settings: object(
-        {
-          maxPasswordAttempts: uint,
-          maxOtpAttempts: uint,
-          resourceOwnerType: ref('ResourceOwnerType'),
-        },
-        ['maxPasswordAttempts', 'maxOtpAttempts', 'resourceOwnerType'],
-      ),
-    },
-    ['details', 'settings'],
-  ),
-  UserLockout: object(
-    {
-      userId: id,
-      orgId: id,
-      state: { type: 'string', enum: ['USER_STATE_ACTIVE', 'USER_STATE_LOCKED'] },
-      lockedAt: { ...time, description: 'When the user was locked (USER_STATE_LOCKED only)' },
-      failedAttempts: object(
-        { password: uint, totp: uint, otpSms: uint, otpEmail: uint, recoveryCode: uint },
-        ['password', 'totp', 'otpSms', 'otpEmail', 'recoveryCode'],
-      ),
-      settings: object(
-        {
-          details: ref('Details'),
-          maxPasswordAttempts: uint,
-          maxOtpAttempts: uint,
-          isDefault: { type: 'boolean' },
-          resourceOwnerType: ref('ResourceOwnerType'),
-        },
-        ['details', 'maxPasswordAttempts', 'maxOtpAttempts', 'isDefault', 'resourceOwnerType'],
-        { description: 'The effective settings of the user’s org' },
-      ),
-    },
-    ['userId', 'orgId', 'state', 'failedAttempts', 'settings'],
-  ),
-  LockedUsers: object(
-    {
-      users: {
-        type: 'array',
-        items: object({ userId: id, lockedAt: time }, ['userId', 'lockedAt']),
-      },
-      nextCursor: { type: 'string', description: 'Present when there may be a further page' },
-    },
-    ['users'],
-  ),
-  Factor: requestJsonSchema(Factor),
-  CheckSuccess: object(
-    {
-      userId: id,
-      factor: ref('Factor'),
-      failedAttempts: { const: '0', description: 'A success resets the factor’s counter' },
-      locked: { const: false },
-    },
-    ['userId', 'factor', 'failedAttempts', 'locked'],
-  ),
-  Readiness: object(
-    {
-      status: { const: 'ok' },
-      store: { type: 'string', enum: ['memory', 'redis'], description: 'The lockout store' },
-      persistence: {
-        type: 'string',
-        enum: ['persistent', 'none', 'unknown'],
-        description: 'Redis only: whether Redis keeps locks and counters across a restart (AOF or RDB)',
-      },
-      warning: { type: 'string', description: 'Redis only, when persistence is not `persistent`' },
-    },
-    ['status', 'store'],
-  ),
 };
 
 const ERROR_RESPONSES: Record<string, string> = {
@@ -570,9 +422,9 @@ export function buildOpenApiDocument(options: { version?: string; serverUrl?: st
       securitySchemes: {
         bearer: { type: 'http', scheme: 'bearer', description: 'A token from the configuration' },
       },
-      // The request bodies are generated from the zod schemas their handlers parse them with;
-      // some response bodies from the zod schemas their renderers are typed by.
-      schemas: { ...SCHEMAS, ...responseBodySchemas(), ...requestBodySchemas() },
+      // Generated: the request bodies from the zod schemas their handlers parse them with, the
+      // response bodies (errors included) from the zod schemas their renderers are typed by.
+      schemas: { ...responseComponentSchemas(), ...requestBodySchemas() },
     },
   };
 }
