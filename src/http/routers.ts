@@ -5,7 +5,7 @@ import type { CheckOutcome, CheckResult, LockoutEngine } from '../core/engine';
 import { BusyError, GrpcCode, InvalidArgumentError, UserLockedError, isLockgateError } from '../core/errors';
 import { invalidOption } from '../core/option-checks';
 import type { CodeChannel } from '../core/store';
-import { makeSubject, validateId, type Factor, type Subject } from '../core/subjects';
+import { makeSubject, type Factor, type Subject } from '../core/subjects';
 import type { AuthContext, Authorize, Permission } from './auth';
 import {
   InvalidCredentialsError,
@@ -30,6 +30,7 @@ import {
   type BodySchema,
   type DetailsResponseBody,
   type GetPolicyResponseBody,
+  Id,
   type IssuedCodeBody,
   type PolicyResponseBody,
   CodeCheckRequest,
@@ -38,6 +39,7 @@ import {
   TotpCheckRequest,
   UserRequest,
   parseFields,
+  parseParameter,
 } from './schemas';
 import type { OtpCodes } from '../verify/otp-codes';
 import type { PasswordVerifier } from '../verify/password';
@@ -190,8 +192,9 @@ function singleParam(query: URLSearchParams, name: string): string | undefined {
   return values[0];
 }
 
+/** An id path parameter (`userId`), parsed by the schema the document's parameter is generated from. */
 function pathParam(req: Request, name: string): string {
-  return validateId(req.params[name], name);
+  return parseParameter(Id, req.params[name], name);
 }
 
 /** Reports `entry` to the audit hook, never letting the hook break the request. */
@@ -365,7 +368,7 @@ export function createSettingsRouter(options: SettingsRouterOptions): Router {
     const instanceParam = singleParam(query, 'ctx.instance');
     let badOrg: unknown;
     try {
-      if (orgParam !== undefined) validateId(orgParam, 'ctx.orgId');
+      if (orgParam !== undefined) parseParameter(Id, orgParam, 'ctx.orgId');
     } catch (error) {
       badOrg = error;
     }
@@ -437,7 +440,7 @@ export function createUsersRouter(options: UsersRouterOptions): Router {
         }
         limit = Number(rawLimit);
       }
-      if (cursor !== undefined) validateId(cursor, 'cursor');
+      if (cursor !== undefined) parseParameter(Id, cursor, 'cursor');
       const page = await engine.listLocked(ctx.orgId, {
         ...(limit !== undefined ? { limit } : {}),
         ...(cursor !== undefined ? { cursor } : {}),

@@ -30,8 +30,12 @@ function answering<T extends z.ZodType>(schema: T, error: FieldError): T {
 // eslint-disable-next-line no-control-regex
 const NO_CONTROL_CHARACTERS = /^[^\u0000-\u001f\u007f-\u009f]*$/;
 
-/** An org or user id, as validateId: 1–256 UTF-16 code units, no control characters, no lone surrogate. */
-const Id = answering(
+/**
+ * An org or user id, as validateId: 1–256 UTF-16 code units, no control characters, no lone
+ * surrogate. Also the schema of the id parameters (the `userId` path parameter, `cursor`,
+ * `ctx.orgId`, the `x-zitadel-orgid` header), parsed with parseParameter.
+ */
+export const Id = answering(
   z
     .string()
     .min(1)
@@ -181,6 +185,27 @@ export function parseFields<Fields>(schema: BodySchema<Fields>, body: Record<str
   }
   // Not reached with the schemas above (every field answers its own error).
   throw new InvalidArgumentError('Errors.Request.Invalid', 'Request body is invalid', 'body');
+}
+
+// ---- parameters ------------------------------------------------------------------------
+
+/**
+ * Parses one path, query or header parameter with a field schema (as Id): its value, or the
+ * InvalidArgumentError the schema answers, naming `field`.
+ */
+export function parseParameter<T>(schema: z.ZodType<T>, value: unknown, field: string): T {
+  const result = schema.safeParse(value);
+  if (result.success) return result.data;
+  const issue = result.error.issues[0];
+  const answer = fieldErrors.get(schema);
+  if (issue && answer) throw answer(issue, field, value);
+  // Not reached with the schemas above (each answers its own error).
+  throw new InvalidArgumentError('Errors.Request.Invalid', `${field} is invalid`, field);
+}
+
+/** JSON Schema (2020-12, as OpenAPI 3.1) of what a parameter schema accepts. */
+export function parameterJsonSchema(schema: z.ZodType): Record<string, unknown> {
+  return requestJsonSchema(schema);
 }
 
 // ---- response bodies ---------------------------------------------------------------------

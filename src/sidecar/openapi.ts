@@ -8,7 +8,13 @@
  * from an answer fails it until the document says so.
  */
 
-import { requestBodySchemas, responseComponentSchemas, type RequestBodyName } from '../http/schemas';
+import {
+  Id,
+  parameterJsonSchema,
+  requestBodySchemas,
+  responseComponentSchemas,
+  type RequestBodyName,
+} from '../http/schemas';
 
 type Json = Record<string, unknown>;
 
@@ -33,6 +39,17 @@ export interface RouteDoc {
 }
 
 const ref = (name: string): Json => ({ $ref: `#/components/schemas/${name}` });
+
+/**
+ * The schema of each id parameter, generated from the zod schema its handler parses it with
+ * (parseParameter(Id, …)): the `userId` path parameter, `cursor`, `ctx.orgId`, `x-zitadel-orgid`.
+ * The others are hand-written: `attemptId` (decodeAttemptId, not a zod schema), `limit` (parsed
+ * from a string, documented as the integer it stands for) and `ctx.instance` (`true`/`false`).
+ */
+const ID_PARAMETER = parameterJsonSchema(Id);
+
+/** Path parameters whose schema is generated; another is a string. */
+const PATH_PARAMETERS: Readonly<Record<string, Json>> = { userId: ID_PARAMETER };
 
 const CHECK_ERRORS = ['401', '423', '429'];
 
@@ -122,11 +139,7 @@ export const ROUTES: readonly RouteDoc[] = [
     tag: 'settings',
     permission: 'policy.read',
     query: [
-      {
-        name: 'ctx.orgId',
-        description: 'The org whose effective settings to read',
-        schema: { type: 'string' },
-      },
+      { name: 'ctx.orgId', description: 'The org whose effective settings to read', schema: ID_PARAMETER },
       { name: 'ctx.instance', description: 'true: the instance settings', schema: { type: 'boolean' } },
     ],
     success: { status: '200', schema: 'SettingsV2Response', description: 'The settings' },
@@ -176,7 +189,7 @@ export const ROUTES: readonly RouteDoc[] = [
         description: 'Page size (1–1000, default 100)',
         schema: { type: 'integer', minimum: 1, maximum: 1000 },
       },
-      { name: 'cursor', description: 'nextCursor of the previous page', schema: { type: 'string' } },
+      { name: 'cursor', description: 'nextCursor of the previous page', schema: ID_PARAMETER },
     ],
     success: { status: '200', schema: 'LockedUsers', description: 'A page of locked users' },
   },
@@ -294,14 +307,6 @@ export const ROUTES: readonly RouteDoc[] = [
   },
 ];
 
-/** An org or user id, as the handlers validate it (the document's header and path ids). */
-const id = {
-  type: 'string',
-  minLength: 1,
-  maxLength: 256,
-  description: 'An opaque id, no control characters',
-};
-
 const ERROR_RESPONSES: Record<string, string> = {
   '400': 'Invalid argument (code 3) or failed precondition (code 9)',
   '401':
@@ -319,7 +324,13 @@ const ERROR_RESPONSES: Record<string, string> = {
 function operation(route: RouteDoc): Json {
   const parameters: Json[] = [];
   for (const match of route.path.matchAll(/\{([A-Za-z]+)\}/g)) {
-    parameters.push({ name: match[1], in: 'path', required: true, schema: { type: 'string' } });
+    const name = match[1]!;
+    parameters.push({
+      name,
+      in: 'path',
+      required: true,
+      schema: PATH_PARAMETERS[name] ?? { type: 'string' },
+    });
   }
   if (route.permission) {
     parameters.push({
@@ -327,7 +338,7 @@ function operation(route: RouteDoc): Json {
       in: 'header',
       required: false,
       description: "The org the request acts on (default: the token's home org)",
-      schema: id,
+      schema: ID_PARAMETER,
     });
   }
   for (const q of route.query ?? []) {

@@ -20,6 +20,7 @@ import {
   ErrorResponseBody,
   Factor,
   HealthBody,
+  Id,
   IssuedCodeBody,
   PasswordCheckRequest,
   REQUEST_BODIES,
@@ -31,6 +32,7 @@ import {
   TotpCheckRequest,
   UserRequest,
   parseFields,
+  parseParameter,
 } from '../../src/http/schemas';
 import { ROUTES, buildOpenApiDocument } from '../../src/sidecar/openapi';
 
@@ -211,6 +213,43 @@ describe('the OpenAPI request schemas are generated from the handlers’ schemas
     for (const match of text.matchAll(/"\$ref":"#\/components\/schemas\/([^"]+)"/g)) {
       expect(Object.keys(doc.components.schemas)).toContain(match[1]);
     }
+  });
+});
+
+describe('the id parameters are parsed by the schema their documentation is generated from', () => {
+  const ID_PARAMETERS = ['userId', 'cursor', 'ctx.orgId', 'x-zitadel-orgid'];
+
+  it('each documented id parameter’s schema is z.toJSONSchema of Id; the others are the hand-written ones', () => {
+    const doc = buildOpenApiDocument() as {
+      paths: Record<string, Record<string, { parameters?: { name: string; schema: unknown }[] }>>;
+    };
+    const { $schema: _dialect, ...id } = z.toJSONSchema(Id, { target: 'draft-2020-12', io: 'input' });
+    const seen = new Map<string, unknown[]>();
+    for (const route of ROUTES) {
+      for (const p of doc.paths[route.path]?.[route.method]?.parameters ?? []) {
+        seen.set(p.name, [...(seen.get(p.name) ?? []), p.schema]);
+      }
+    }
+    for (const name of ID_PARAMETERS) {
+      expect(seen.get(name)?.length).toBeGreaterThan(0);
+      for (const schema of seen.get(name) ?? []) expect({ name, schema }).toEqual({ name, schema: id });
+    }
+    expect([...seen.keys()].filter((n) => !ID_PARAMETERS.includes(n)).sort()).toEqual([
+      'attemptId',
+      'ctx.instance',
+      'limit',
+    ]);
+  });
+
+  it('parseParameter(Id) answers as validateId, naming the parameter', () => {
+    fc.assert(
+      fc.property(jsonValue, fc.constantFrom(...ID_PARAMETERS), (value, name) => {
+        expect(outcome(() => parseParameter(Id, value, name))).toEqual(
+          outcome(() => validateId(value, name)),
+        );
+      }),
+      { numRuns: 2000, seed: 20261202 },
+    );
   });
 });
 
