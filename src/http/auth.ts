@@ -3,6 +3,7 @@ import type { Request } from 'express';
 import { invalidOption } from '../core/option-checks';
 import { validateId } from '../core/subjects';
 import { PermissionDeniedError, UnauthenticatedError } from './errors';
+import { Id, parseParameter } from './schemas';
 
 /**
  * Authentication and org context of the HTTP API: bearer tokens from the configuration, the
@@ -154,11 +155,11 @@ function bearerOf(req: Request): string | undefined {
   return m?.[1]?.trim() || undefined;
 }
 
-/** The org named by `x-zitadel-orgid`, validated; undefined when the header is absent. */
+/** The org named by `x-zitadel-orgid`, parsed as an Id (its documented schema); undefined when the header is absent. */
 export function headerOrg(req: Request): string | undefined {
   const value = req.headers[ORG_HEADER];
   if (value === undefined) return undefined;
-  return validateId(Array.isArray(value) ? value.join(',') : value, ORG_HEADER);
+  return parseParameter(Id, Array.isArray(value) ? value.join(',') : value, ORG_HEADER);
 }
 
 /**

@@ -1,13 +1,23 @@
 import type { LockedPage } from '../core/store';
-import type { Details, EffectiveSettings, ResourceOwnerType } from '../core/settings';
+import type { Details, EffectiveSettings } from '../core/settings';
 import type { CheckResult, Settlement, UserStatus } from '../core/engine';
 import type { Factor } from '../core/subjects';
 import type { z } from 'zod';
-import type { SettlementBody } from './schemas';
+import type {
+  CheckSuccessBody,
+  DetailsBody,
+  DetailsV2Body,
+  LockedUsersBody,
+  PolicyBody,
+  SettingsV2ResponseBody,
+  SettlementBody,
+  UserLockoutBody,
+} from './schemas';
 
 /**
  * JSON renderers of the HTTP API, in ZITADEL's shapes: uint64 values as strings, times as
- * RFC 3339 UTC with milliseconds, absent times omitted.
+ * RFC 3339 UTC with milliseconds, absent times omitted. Each answers the output type of the zod
+ * schema (src/http/schemas.ts) that the OpenAPI document's schema of its body is generated from.
  */
 
 /** RFC 3339 UTC with milliseconds (`2024-06-17T09:46:07.958Z`). */
@@ -15,12 +25,7 @@ export function rfc3339(ms: number): string {
   return new Date(ms).toISOString();
 }
 
-export interface DetailsJson {
-  sequence: string;
-  creationDate?: string;
-  changeDate?: string;
-  resourceOwner: string;
-}
+export type DetailsJson = z.output<typeof DetailsBody>;
 
 /** `details` of a settings object or change (management and admin API, v1). */
 export function renderDetails(details: Details): DetailsJson {
@@ -33,7 +38,7 @@ export function renderDetails(details: Details): DetailsJson {
 }
 
 /** `details` of the v2 settings API: sequence, changeDate, resourceOwner (no creationDate, as ZITADEL's v2). */
-export function renderDetailsV2(details: Details): Omit<DetailsJson, 'creationDate'> {
+export function renderDetailsV2(details: Details): z.output<typeof DetailsV2Body> {
   return {
     sequence: String(details.sequence),
     ...(details.changeDate !== undefined ? { changeDate: rfc3339(details.changeDate) } : {}),
@@ -41,12 +46,7 @@ export function renderDetailsV2(details: Details): Omit<DetailsJson, 'creationDa
   };
 }
 
-export interface PolicyJson {
-  details: DetailsJson;
-  maxPasswordAttempts: string;
-  maxOtpAttempts: string;
-  isDefault: boolean;
-}
+export type PolicyJson = z.output<typeof PolicyBody>;
 
 /** A lockout policy (management and admin API, v1). */
 export function renderPolicy(settings: EffectiveSettings): PolicyJson {
@@ -58,10 +58,7 @@ export function renderPolicy(settings: EffectiveSettings): PolicyJson {
   };
 }
 
-export interface SettingsV2Json {
-  details: Omit<DetailsJson, 'creationDate'>;
-  settings: { maxPasswordAttempts: string; maxOtpAttempts: string; resourceOwnerType: ResourceOwnerType };
-}
+export type SettingsV2Json = z.output<typeof SettingsV2ResponseBody>;
 
 /** `GET /v2/settings/lockout`. */
 export function renderSettingsV2(settings: EffectiveSettings): SettingsV2Json {
@@ -75,16 +72,8 @@ export function renderSettingsV2(settings: EffectiveSettings): SettingsV2Json {
   };
 }
 
-export type UserStateJson = 'USER_STATE_ACTIVE' | 'USER_STATE_LOCKED';
-
-export interface UserStatusJson {
-  userId: string;
-  orgId: string;
-  state: UserStateJson;
-  lockedAt?: string;
-  failedAttempts: { password: string; totp: string; otpSms: string; otpEmail: string; recoveryCode: string };
-  settings: PolicyJson & { resourceOwnerType: ResourceOwnerType };
-}
+export type UserStatusJson = z.output<typeof UserLockoutBody>;
+export type UserStateJson = UserStatusJson['state'];
 
 /** `GET /v1/users/{userId}/lockout`. */
 export function renderUserStatus(status: UserStatus): UserStatusJson {
@@ -106,10 +95,7 @@ export function renderUserStatus(status: UserStatus): UserStatusJson {
 }
 
 /** `GET /v1/lockouts`. */
-export function renderLockedPage(page: LockedPage): {
-  users: { userId: string; lockedAt: string }[];
-  nextCursor?: string;
-} {
+export function renderLockedPage(page: LockedPage): z.output<typeof LockedUsersBody> {
   return {
     users: page.users.map((u) => ({ userId: u.userId, lockedAt: rfc3339(u.lockedAt) })),
     ...(page.nextCursor !== undefined ? { nextCursor: page.nextCursor } : {}),
@@ -121,8 +107,9 @@ export function renderCheckSuccess(
   userId: string,
   factor: Factor,
   result: Extract<CheckResult, { outcome: 'success' }>,
-): { userId: string; factor: Factor; failedAttempts: string; locked: boolean } {
-  return { userId, factor, failedAttempts: String(result.failedAttempts), locked: result.locked };
+): z.output<typeof CheckSuccessBody> {
+  // `${0}` is the string '0' as String(0), typed as the literal the schema declares.
+  return { userId, factor, failedAttempts: `${result.failedAttempts}`, locked: result.locked };
 }
 
 /** A settled attempt: `{"failedAttempts", "locked"}`. */

@@ -5,7 +5,7 @@ import type { CheckOutcome, CheckResult, LockoutEngine } from '../core/engine';
 import { BusyError, GrpcCode, InvalidArgumentError, UserLockedError, isLockgateError } from '../core/errors';
 import { checkBodyLimit, invalidOption } from '../core/option-checks';
 import type { CodeChannel } from '../core/store';
-import { makeSubject, validateId, type Factor, type Subject } from '../core/subjects';
+import { makeSubject, type Factor, type Subject } from '../core/subjects';
 import type { AuthContext, Authorize, Permission } from './auth';
 import {
   InvalidCredentialsError,
@@ -28,13 +28,18 @@ import {
   type AttemptBody,
   AttemptRequest,
   type BodySchema,
+  type DetailsResponseBody,
+  type GetPolicyResponseBody,
+  Id,
   type IssuedCodeBody,
+  type PolicyResponseBody,
   CodeCheckRequest,
   PasswordCheckRequest,
   SettingsRequest,
   TotpCheckRequest,
   UserRequest,
   parseFields,
+  parseParameter,
 } from './schemas';
 import type { OtpCodes } from '../verify/otp-codes';
 import type { PasswordVerifier } from '../verify/password';
@@ -90,6 +95,10 @@ export type ApiRouterOptions = ChecksRouterOptions;
 
 const DEFAULT_BODY_LIMIT = '16kb';
 const ORG_LIST_LIMIT_MAX = 1000;
+
+type DetailsResponse = z.output<typeof DetailsResponseBody>;
+type PolicyResponse = z.output<typeof PolicyResponseBody>;
+type GetPolicyResponse = z.output<typeof GetPolicyResponseBody>;
 
 type AuthedHandler = (req: Request, res: Response, ctx: AuthContext) => Promise<void>;
 type Body = Record<string, unknown>;
@@ -176,8 +185,9 @@ function singleParam(query: URLSearchParams, name: string): string | undefined {
   return values[0];
 }
 
+/** An id path parameter (`userId`), parsed by the schema the document's parameter is generated from. */
 function pathParam(req: Request, name: string): string {
-  return validateId(req.params[name], name);
+  return parseParameter(Id, req.params[name], name);
 }
 
 /** Reports `entry` to the audit hook, never letting the hook break the request. */
@@ -275,14 +285,14 @@ export function createSettingsRouter(options: SettingsRouterOptions): Router {
     '/management/v1/policies/lockout',
     ...t.plain('policy.read', async (_req, res, ctx) => {
       const settings = await engine.getEffectiveSettings(ctx.orgId);
-      res.json({ policy: renderPolicy(settings), isDefault: settings.isDefault });
+      res.json({ policy: renderPolicy(settings), isDefault: settings.isDefault } satisfies GetPolicyResponse);
     }),
   );
 
   router.get(
     '/management/v1/policies/default/lockout',
     ...t.plain('policy.read', async (_req, res) => {
-      res.json({ policy: renderPolicy(await engine.getInstanceSettings()) });
+      res.json({ policy: renderPolicy(await engine.getInstanceSettings()) } satisfies PolicyResponse);
     }),
   );
 
@@ -296,7 +306,7 @@ export function createSettingsRouter(options: SettingsRouterOptions): Router {
         { action: 'settings.org.add', principal: ctx.principal, orgId: ctx.orgId },
         () => engine.addOrgSettings(ctx.orgId, parseFields(SettingsRequest, body)),
       );
-      res.json({ details: renderDetails(details) });
+      res.json({ details: renderDetails(details) } satisfies DetailsResponse);
     }),
   );
 
@@ -309,7 +319,7 @@ export function createSettingsRouter(options: SettingsRouterOptions): Router {
         { action: 'settings.org.update', principal: ctx.principal, orgId: ctx.orgId },
         () => engine.updateOrgSettings(ctx.orgId, parseFields(SettingsRequest, body)),
       );
-      res.json({ details: renderDetails(details) });
+      res.json({ details: renderDetails(details) } satisfies DetailsResponse);
     }),
   );
 
@@ -321,14 +331,14 @@ export function createSettingsRouter(options: SettingsRouterOptions): Router {
         { action: 'settings.org.reset', principal: ctx.principal, orgId: ctx.orgId },
         () => engine.resetOrgSettings(ctx.orgId),
       );
-      res.json({ details: renderDetails(details) });
+      res.json({ details: renderDetails(details) } satisfies DetailsResponse);
     }),
   );
 
   router.get(
     '/admin/v1/policies/lockout',
     ...t.plain('iam.policy.read', async (_req, res) => {
-      res.json({ policy: renderPolicy(await engine.getInstanceSettings()) });
+      res.json({ policy: renderPolicy(await engine.getInstanceSettings()) } satisfies PolicyResponse);
     }),
   );
 
@@ -339,7 +349,7 @@ export function createSettingsRouter(options: SettingsRouterOptions): Router {
       { action: 'settings.instance.update', principal: ctx.principal, orgId: engine.instanceId },
       () => engine.updateInstanceSettings(parseFields(SettingsRequest, body)),
     );
-    res.json({ details: renderDetails(details) });
+    res.json({ details: renderDetails(details) } satisfies DetailsResponse);
   });
   // API.md's path, and ZITADEL's current admin path for the same call.
   router.put('/admin/v1/policies/password/lockout', ...updateInstance);
@@ -351,7 +361,7 @@ export function createSettingsRouter(options: SettingsRouterOptions): Router {
     const instanceParam = singleParam(query, 'ctx.instance');
     let badOrg: unknown;
     try {
-      if (orgParam !== undefined) validateId(orgParam, 'ctx.orgId');
+      if (orgParam !== undefined) parseParameter(Id, orgParam, 'ctx.orgId');
     } catch (error) {
       badOrg = error;
     }
@@ -423,7 +433,7 @@ export function createUsersRouter(options: UsersRouterOptions): Router {
         }
         limit = Number(rawLimit);
       }
-      if (cursor !== undefined) validateId(cursor, 'cursor');
+      if (cursor !== undefined) parseParameter(Id, cursor, 'cursor');
       const page = await engine.listLocked(ctx.orgId, {
         ...(limit !== undefined ? { limit } : {}),
         ...(cursor !== undefined ? { cursor } : {}),
@@ -439,7 +449,9 @@ export function createUsersRouter(options: UsersRouterOptions): Router {
       { action: 'user.lock', principal: ctx.principal, orgId: ctx.orgId, userId },
       () => engine.lockUser(ctx.orgId, userId),
     );
-    res.json({ details: renderDetails({ sequence: 0, changeDate: lockedAt, resourceOwner: ctx.orgId }) });
+    res.json({
+      details: renderDetails({ sequence: 0, changeDate: lockedAt, resourceOwner: ctx.orgId }),
+    } satisfies DetailsResponse);
   });
   router.post('/management/v1/users/:userId/_lock', ...lock);
   router.post('/v2/users/:userId/lock', ...lock);
@@ -449,7 +461,9 @@ export function createUsersRouter(options: UsersRouterOptions): Router {
     await audited(audit, { action: 'user.unlock', principal: ctx.principal, orgId: ctx.orgId, userId }, () =>
       engine.unlockUser(ctx.orgId, userId),
     );
-    res.json({ details: renderDetails({ sequence: 0, changeDate: Date.now(), resourceOwner: ctx.orgId }) });
+    res.json({
+      details: renderDetails({ sequence: 0, changeDate: Date.now(), resourceOwner: ctx.orgId }),
+    } satisfies DetailsResponse);
   });
   router.post('/management/v1/users/:userId/_unlock', ...unlock);
   router.post('/v2/users/:userId/unlock', ...unlock);
@@ -463,7 +477,9 @@ export function createUsersRouter(options: UsersRouterOptions): Router {
         { action: 'user.password_changed', principal: ctx.principal, orgId: ctx.orgId, userId },
         () => engine.passwordChanged(ctx.orgId, userId),
       );
-      res.json({ details: renderDetails({ sequence: 0, changeDate: Date.now(), resourceOwner: ctx.orgId }) });
+      res.json({
+        details: renderDetails({ sequence: 0, changeDate: Date.now(), resourceOwner: ctx.orgId }),
+      } satisfies DetailsResponse);
     }),
   );
 

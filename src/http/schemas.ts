@@ -1,7 +1,8 @@
 import { z } from 'zod';
-import { InvalidArgumentError } from '../core/errors';
+import { GrpcCode, InvalidArgumentError } from '../core/errors';
 import { MAX_SETTING_VALUE, SETTING_VALUE_STRING } from '../core/settings';
 import { FACTORS, LONE_SURROGATE, MAX_ID_LENGTH } from '../core/subjects';
+import { CREDENTIALS_CHECK_ERROR_TYPE, ERROR_DETAIL_TYPE } from './errors';
 
 /**
  * The request bodies of the HTTP API, each ONE zod schema: the routers parse bodies with them
@@ -29,8 +30,12 @@ function answering<T extends z.ZodType>(schema: T, error: FieldError): T {
 // eslint-disable-next-line no-control-regex
 const NO_CONTROL_CHARACTERS = /^[^\u0000-\u001f\u007f-\u009f]*$/;
 
-/** An org or user id, as validateId: 1–256 UTF-16 code units, no control characters, no lone surrogate. */
-const Id = answering(
+/**
+ * An org or user id, as validateId: 1–256 UTF-16 code units, no control characters, no lone
+ * surrogate. Also the schema of the id parameters (the `userId` path parameter, `cursor`,
+ * `ctx.orgId`, the `x-zitadel-orgid` header), parsed with parseParameter.
+ */
+export const Id = answering(
   z
     .string()
     .min(1)
@@ -182,9 +187,43 @@ export function parseFields<Fields>(schema: BodySchema<Fields>, body: Record<str
   throw new InvalidArgumentError('Errors.Request.Invalid', 'Request body is invalid', 'body');
 }
 
-// ---- response bodies of a fixed shape -----------------------------------------------------
+// ---- parameters ------------------------------------------------------------------------
+
+/**
+ * Parses one path, query or header parameter with a field schema (as Id): its value, or the
+ * InvalidArgumentError the schema answers, naming `field`.
+ */
+export function parseParameter<T>(schema: z.ZodType<T>, value: unknown, field: string): T {
+  const result = schema.safeParse(value);
+  if (result.success) return result.data;
+  const issue = result.error.issues[0];
+  const answer = fieldErrors.get(schema);
+  if (issue && answer) throw answer(issue, field, value);
+  // Not reached with the schemas above (each answers its own error).
+  throw new InvalidArgumentError('Errors.Request.Invalid', `${field} is invalid`, field);
+}
+
+/** JSON Schema (2020-12, as OpenAPI 3.1) of what a parameter schema accepts. */
+export function parameterJsonSchema(schema: z.ZodType): Record<string, unknown> {
+  return requestJsonSchema(schema);
+}
+
+// ---- response bodies ---------------------------------------------------------------------
 // Not parsed by the server: the renderers and handlers are typed by them (z.output) and the
-// document's schemas are generated from them (closed objects: `additionalProperties: false`).
+// document's response schemas are generated from them. Every object is closed
+// (`z.strictObject`: `additionalProperties: false`), so a field added to or dropped from an
+// answer fails test/integration/openapi-responses.test.ts until its schema here says so.
+// Each is registered in RESPONSE_COMPONENTS under its name in the document: a component used by
+// another is a `$ref: '#/components/schemas/<name>'` there, not a copy.
+
+/** The response components of the OpenAPI document, by name (`id`). */
+export const RESPONSE_COMPONENTS = z.registry<{ id: string }>();
+
+/** `schema`, as the component `id` of the document. */
+function component<T extends z.ZodType>(id: string, schema: T): T {
+  RESPONSE_COMPONENTS.add(schema, { id });
+  return schema;
+}
 
 /** uint64 as a decimal string (ZITADEL's JSON). */
 const Uint = z
@@ -194,40 +233,190 @@ const Uint = z
 /** RFC 3339 (rfc3339 of src/http/render.ts). */
 const DateTime = z.string().meta({ format: 'date-time' });
 
+/** The gRPC status codes an error body carries. */
+const GRPC_CODES = Object.values(GrpcCode);
+
+/** A detail of an error body: ZITADEL's ErrorDetail, or (a wrong credential only) a CredentialsCheckError. */
+export const ErrorDetailBody = component(
+  'ErrorDetail',
+  z.discriminatedUnion('@type', [
+    z.strictObject({
+      '@type': z.literal(ERROR_DETAIL_TYPE),
+      id: z.string().meta({ description: 'Stable error id, e.g. Errors.User.Locked' }),
+      message: z.string(),
+    }),
+    z
+      .strictObject({
+        '@type': z.literal(CREDENTIALS_CHECK_ERROR_TYPE),
+        id: z.string().meta({ description: 'Stable error id of the wrong credential' }),
+        message: z.string(),
+        failedAttempts: Uint.meta({ description: 'Failed attempts of the factor, this one included' }),
+      })
+      .meta({ description: 'A wrong credential (401 of the check routes) only' }),
+  ]),
+);
+
+/** Every error answer (toHttpError of src/http/errors.ts). */
+export const ErrorResponseBody = component(
+  'Error',
+  z.strictObject({
+    code: z
+      .literal(GRPC_CODES)
+      .meta({ type: 'integer', description: `gRPC status code (${GRPC_CODES.join(', ')})` }),
+    message: z.string(),
+    details: z.array(ErrorDetailBody).min(1),
+  }),
+);
+
+/** `details` of a settings object or change (management and admin API, v1). */
+export const DetailsBody = component(
+  'Details',
+  z.strictObject({
+    sequence: Uint,
+    creationDate: DateTime.optional(),
+    changeDate: DateTime.optional(),
+    resourceOwner: z.string(),
+  }),
+);
+
+/** `details` of the v2 settings API (no creationDate, as ZITADEL's v2). */
+export const DetailsV2Body = component('DetailsV2', DetailsBody.omit({ creationDate: true }));
+
+/** A settings change, a lock, an unlock, a password change. */
+export const DetailsResponseBody = component('DetailsResponse', z.strictObject({ details: DetailsBody }));
+
+/** A lockout policy (management and admin API, v1). */
+export const PolicyBody = component(
+  'Policy',
+  z.strictObject({
+    details: DetailsBody,
+    maxPasswordAttempts: Uint,
+    maxOtpAttempts: Uint,
+    isDefault: z.boolean(),
+  }),
+);
+
+/** The instance settings (management and admin API). */
+export const PolicyResponseBody = component('PolicyResponse', z.strictObject({ policy: PolicyBody }));
+
+/** `GET /management/v1/policies/lockout`: the org's effective settings. */
+export const GetPolicyResponseBody = component(
+  'GetPolicyResponse',
+  z.strictObject({ policy: PolicyBody, isDefault: z.boolean() }),
+);
+
+export const ResourceOwnerTypeBody = component(
+  'ResourceOwnerType',
+  z.enum(['RESOURCE_OWNER_TYPE_INSTANCE', 'RESOURCE_OWNER_TYPE_ORG']),
+);
+
+/** `GET /v2/settings/lockout`. */
+export const SettingsV2ResponseBody = component(
+  'SettingsV2Response',
+  z.strictObject({
+    details: DetailsV2Body,
+    settings: z.strictObject({
+      maxPasswordAttempts: Uint,
+      maxOtpAttempts: Uint,
+      resourceOwnerType: ResourceOwnerTypeBody,
+    }),
+  }),
+);
+
+/** `GET /v1/users/{userId}/lockout`. */
+export const UserLockoutBody = component(
+  'UserLockout',
+  z.strictObject({
+    userId: Id,
+    orgId: Id,
+    state: z.enum(['USER_STATE_ACTIVE', 'USER_STATE_LOCKED']),
+    lockedAt: DateTime.meta({ description: 'When the user was locked (USER_STATE_LOCKED only)' }).optional(),
+    failedAttempts: z.strictObject({
+      password: Uint,
+      totp: Uint,
+      otpSms: Uint,
+      otpEmail: Uint,
+      recoveryCode: Uint,
+    }),
+    settings: PolicyBody.extend({ resourceOwnerType: ResourceOwnerTypeBody }).meta({
+      description: 'The effective settings of the user’s org',
+    }),
+  }),
+);
+
+/** `GET /v1/lockouts`. */
+export const LockedUsersBody = component(
+  'LockedUsers',
+  z.strictObject({
+    users: z.array(z.strictObject({ userId: Id, lockedAt: DateTime })),
+    nextCursor: z.string().meta({ description: 'Present when there may be a further page' }).optional(),
+  }),
+);
+
+component('Factor', Factor);
+
+/** A successful check (a success resets the factor's counter: it is never locked). */
+export const CheckSuccessBody = component(
+  'CheckSuccess',
+  z.strictObject({
+    userId: Id,
+    factor: Factor,
+    failedAttempts: z.literal('0').meta({ description: 'A success resets the factor’s counter' }),
+    locked: z.literal(false),
+  }),
+);
+
 /** A code issued by `POST /v1/otp/{sms,email}`. */
-export const IssuedCodeBody = z.object({
-  code: z.string().regex(/^[0-9]{6}$/),
-  expiresAt: DateTime,
-});
+export const IssuedCodeBody = component(
+  'IssuedCode',
+  z.strictObject({
+    code: z.string().regex(/^[0-9]{6}$/),
+    expiresAt: DateTime,
+  }),
+);
 
 /** An attempt reserved by `POST /v1/attempts`. */
-export const AttemptBody = z.object({ attemptId: z.string(), expiresAt: DateTime });
+export const AttemptBody = component(
+  'Attempt',
+  z.strictObject({ attemptId: z.string(), expiresAt: DateTime }),
+);
 
 /** A settled attempt. */
-export const SettlementBody = z.object({ failedAttempts: Uint, locked: z.boolean() });
+export const SettlementBody = component(
+  'Settlement',
+  z.strictObject({ failedAttempts: Uint, locked: z.boolean() }),
+);
 
 /** `GET /healthz`. */
-export const HealthBody = z.object({ status: z.literal('ok') });
+export const HealthBody = component('Health', z.strictObject({ status: z.literal('ok') }));
 
-/** The response bodies defined here, by their name in the OpenAPI document. */
-export const RESPONSE_BODIES = {
-  IssuedCode: IssuedCodeBody,
-  Attempt: AttemptBody,
-  Settlement: SettlementBody,
-  Health: HealthBody,
-} as const;
+/** `GET /readyz` when the store answers. */
+export const ReadinessBody = component(
+  'Readiness',
+  z.strictObject({
+    status: z.literal('ok'),
+    store: z.enum(['memory', 'redis']).meta({ description: 'The lockout store' }),
+    persistence: z
+      .enum(['persistent', 'none', 'unknown'])
+      .meta({
+        description: 'Redis only: whether Redis keeps locks and counters across a restart (AOF or RDB)',
+      })
+      .optional(),
+    warning: z.string().meta({ description: 'Redis only, when persistence is not `persistent`' }).optional(),
+  }),
+);
 
-/** JSON Schema (2020-12, as OpenAPI 3.1) of what the server answers with a response body schema. */
-export function responseJsonSchema(schema: z.ZodType): Record<string, unknown> {
-  const { $schema: _dialect, ...json } = z.toJSONSchema(schema, { target: 'draft-2020-12', io: 'output' });
-  return json;
-}
-
-/** The response body schemas of the OpenAPI document generated from zod, by name. */
-export function responseBodySchemas(): Record<keyof typeof RESPONSE_BODIES, Record<string, unknown>> {
-  const out = {} as Record<keyof typeof RESPONSE_BODIES, Record<string, unknown>>;
-  for (const name of Object.keys(RESPONSE_BODIES) as (keyof typeof RESPONSE_BODIES)[]) {
-    out[name] = responseJsonSchema(RESPONSE_BODIES[name]);
+/** JSON Schema (2020-12, as OpenAPI 3.1) of every response component, by name: a component used by another is a `$ref`. */
+export function responseComponentSchemas(): Record<string, Record<string, unknown>> {
+  const { schemas } = z.toJSONSchema(RESPONSE_COMPONENTS, {
+    target: 'draft-2020-12',
+    io: 'output',
+    uri: (id) => `#/components/schemas/${id}`,
+  });
+  const out: Record<string, Record<string, unknown>> = {};
+  for (const [name, schema] of Object.entries(schemas)) {
+    const { $schema: _dialect, $id: _id, ...json } = schema as Record<string, unknown>;
+    out[name] = json;
   }
   return out;
 }

@@ -9,10 +9,10 @@
  */
 
 import {
-  Factor,
+  Id,
+  parameterJsonSchema,
   requestBodySchemas,
-  requestJsonSchema,
-  responseBodySchemas,
+  responseComponentSchemas,
   type RequestBodyName,
 } from '../http/schemas';
 
@@ -39,6 +39,17 @@ export interface RouteDoc {
 }
 
 const ref = (name: string): Json => ({ $ref: `#/components/schemas/${name}` });
+
+/**
+ * The schema of each id parameter, generated from the zod schema its handler parses it with
+ * (parseParameter(Id, …)): the `userId` path parameter, `cursor`, `ctx.orgId`, `x-zitadel-orgid`.
+ * The others are hand-written: `attemptId` (decodeAttemptId, not a zod schema), `limit` (parsed
+ * from a string, documented as the integer it stands for) and `ctx.instance` (`true`/`false`).
+ */
+const ID_PARAMETER = parameterJsonSchema(Id);
+
+/** Path parameters whose schema is generated; another is a string. */
+const PATH_PARAMETERS: Readonly<Record<string, Json>> = { userId: ID_PARAMETER };
 
 const CHECK_ERRORS = ['401', '423', '429'];
 
@@ -128,11 +139,7 @@ export const ROUTES: readonly RouteDoc[] = [
     tag: 'settings',
     permission: 'policy.read',
     query: [
-      {
-        name: 'ctx.orgId',
-        description: 'The org whose effective settings to read',
-        schema: { type: 'string' },
-      },
+      { name: 'ctx.orgId', description: 'The org whose effective settings to read', schema: ID_PARAMETER },
       { name: 'ctx.instance', description: 'true: the instance settings', schema: { type: 'boolean' } },
     ],
     success: { status: '200', schema: 'SettingsV2Response', description: 'The settings' },
@@ -182,7 +189,7 @@ export const ROUTES: readonly RouteDoc[] = [
         description: 'Page size (1–1000, default 100)',
         schema: { type: 'integer', minimum: 1, maximum: 1000 },
       },
-      { name: 'cursor', description: 'nextCursor of the previous page', schema: { type: 'string' } },
+      { name: 'cursor', description: 'nextCursor of the previous page', schema: ID_PARAMETER },
     ],
     success: { status: '200', schema: 'LockedUsers', description: 'A page of locked users' },
   },
@@ -300,156 +307,6 @@ export const ROUTES: readonly RouteDoc[] = [
   },
 ];
 
-const uint = { type: 'string', pattern: '^[0-9]+$', description: 'uint64 as a decimal string' };
-const id = {
-  type: 'string',
-  minLength: 1,
-  maxLength: 256,
-  description: 'An opaque id, no control characters',
-};
-const time = { type: 'string', format: 'date-time' };
-
-/** An object of exactly these properties (`required` lists the ones always present). */
-const object = (properties: Json, required: readonly string[], extra: Json = {}): Json => ({
-  type: 'object',
-  required,
-  properties,
-  additionalProperties: false,
-  ...extra,
-});
-
-const SCHEMAS: Json = {
-  ErrorDetail: {
-    oneOf: [
-      object(
-        {
-          '@type': { const: 'type.googleapis.com/zitadel.v1.ErrorDetail' },
-          id: { type: 'string', description: 'Stable error id, e.g. Errors.User.Locked' },
-          message: { type: 'string' },
-        },
-        ['@type', 'id', 'message'],
-      ),
-      object(
-        {
-          '@type': { const: 'type.googleapis.com/zitadel.v1.CredentialsCheckError' },
-          id: { type: 'string', description: 'Stable error id of the wrong credential' },
-          message: { type: 'string' },
-          failedAttempts: { ...uint, description: 'Failed attempts of the factor, this one included' },
-        },
-        ['@type', 'id', 'message', 'failedAttempts'],
-        { description: 'A wrong credential (401 of the check routes) only' },
-      ),
-    ],
-  },
-  Error: object(
-    {
-      code: {
-        type: 'integer',
-        enum: [3, 5, 6, 7, 8, 9, 13, 14, 16],
-        description: 'gRPC status code (3, 5, 6, 7, 8, 9, 13, 14, 16)',
-      },
-      message: { type: 'string' },
-      details: { type: 'array', minItems: 1, items: ref('ErrorDetail') },
-    },
-    ['code', 'message', 'details'],
-  ),
-  Details: object(
-    { sequence: uint, creationDate: time, changeDate: time, resourceOwner: { type: 'string' } },
-    ['sequence', 'resourceOwner'],
-  ),
-  DetailsV2: object({ sequence: uint, changeDate: time, resourceOwner: { type: 'string' } }, [
-    'sequence',
-    'resourceOwner',
-  ]),
-  DetailsResponse: object({ details: ref('Details') }, ['details']),
-  Policy: object(
-    {
-      details: ref('Details'),
-      maxPasswordAttempts: uint,
-      maxOtpAttempts: uint,
-      isDefault: { type: 'boolean' },
-    },
-    ['details', 'maxPasswordAttempts', 'maxOtpAttempts', 'isDefault'],
-  ),
-  PolicyResponse: object({ policy: ref('Policy') }, ['policy']),
-  GetPolicyResponse: object({ policy: ref('Policy'), isDefault: { type: 'boolean' } }, [
-    'policy',
-    'isDefault',
-  ]),
-  ResourceOwnerType: { type: 'string', enum: ['RESOURCE_OWNER_TYPE_INSTANCE', 'RESOURCE_OWNER_TYPE_ORG'] },
-  SettingsV2Response: object(
-    {
-      details: ref('DetailsV2'),
-      settings: object(
-        {
-          maxPasswordAttempts: uint,
-          maxOtpAttempts: uint,
-          resourceOwnerType: ref('ResourceOwnerType'),
-        },
-        ['maxPasswordAttempts', 'maxOtpAttempts', 'resourceOwnerType'],
-      ),
-    },
-    ['details', 'settings'],
-  ),
-  UserLockout: object(
-    {
-      userId: id,
-      orgId: id,
-      state: { type: 'string', enum: ['USER_STATE_ACTIVE', 'USER_STATE_LOCKED'] },
-      lockedAt: { ...time, description: 'When the user was locked (USER_STATE_LOCKED only)' },
-      failedAttempts: object(
-        { password: uint, totp: uint, otpSms: uint, otpEmail: uint, recoveryCode: uint },
-        ['password', 'totp', 'otpSms', 'otpEmail', 'recoveryCode'],
-      ),
-      settings: object(
-        {
-          details: ref('Details'),
-          maxPasswordAttempts: uint,
-          maxOtpAttempts: uint,
-          isDefault: { type: 'boolean' },
-          resourceOwnerType: ref('ResourceOwnerType'),
-        },
-        ['details', 'maxPasswordAttempts', 'maxOtpAttempts', 'isDefault', 'resourceOwnerType'],
-        { description: 'The effective settings of the user’s org' },
-      ),
-    },
-    ['userId', 'orgId', 'state', 'failedAttempts', 'settings'],
-  ),
-  LockedUsers: object(
-    {
-      users: {
-        type: 'array',
-        items: object({ userId: id, lockedAt: time }, ['userId', 'lockedAt']),
-      },
-      nextCursor: { type: 'string', description: 'Present when there may be a further page' },
-    },
-    ['users'],
-  ),
-  Factor: requestJsonSchema(Factor),
-  CheckSuccess: object(
-    {
-      userId: id,
-      factor: ref('Factor'),
-      failedAttempts: { const: '0', description: 'A success resets the factor’s counter' },
-      locked: { const: false },
-    },
-    ['userId', 'factor', 'failedAttempts', 'locked'],
-  ),
-  Readiness: object(
-    {
-      status: { const: 'ok' },
-      store: { type: 'string', enum: ['memory', 'redis'], description: 'The lockout store' },
-      persistence: {
-        type: 'string',
-        enum: ['persistent', 'none', 'unknown'],
-        description: 'Redis only: whether Redis keeps locks and counters across a restart (AOF or RDB)',
-      },
-      warning: { type: 'string', description: 'Redis only, when persistence is not `persistent`' },
-    },
-    ['status', 'store'],
-  ),
-};
-
 const ERROR_RESPONSES: Record<string, string> = {
   '400': 'Invalid argument (code 3) or failed precondition (code 9)',
   '401':
@@ -467,7 +324,13 @@ const ERROR_RESPONSES: Record<string, string> = {
 function operation(route: RouteDoc): Json {
   const parameters: Json[] = [];
   for (const match of route.path.matchAll(/\{([A-Za-z]+)\}/g)) {
-    parameters.push({ name: match[1], in: 'path', required: true, schema: { type: 'string' } });
+    const name = match[1]!;
+    parameters.push({
+      name,
+      in: 'path',
+      required: true,
+      schema: PATH_PARAMETERS[name] ?? { type: 'string' },
+    });
   }
   if (route.permission) {
     parameters.push({
@@ -475,7 +338,7 @@ function operation(route: RouteDoc): Json {
       in: 'header',
       required: false,
       description: "The org the request acts on (default: the token's home org)",
-      schema: id,
+      schema: ID_PARAMETER,
     });
   }
   for (const q of route.query ?? []) {
@@ -570,9 +433,9 @@ export function buildOpenApiDocument(options: { version?: string; serverUrl?: st
       securitySchemes: {
         bearer: { type: 'http', scheme: 'bearer', description: 'A token from the configuration' },
       },
-      // The request bodies are generated from the zod schemas their handlers parse them with;
-      // some response bodies from the zod schemas their renderers are typed by.
-      schemas: { ...SCHEMAS, ...responseBodySchemas(), ...requestBodySchemas() },
+      // Generated: the request bodies from the zod schemas their handlers parse them with, the
+      // response bodies (errors included) from the zod schemas their renderers are typed by.
+      schemas: { ...responseComponentSchemas(), ...requestBodySchemas() },
     },
   };
 }

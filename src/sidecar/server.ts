@@ -28,7 +28,7 @@ import { createLockout } from '../express/lockout';
 import type { AuditEntry } from '../http/routers';
 import { createTokenAuthorizer, type Authorize } from '../http/auth';
 import { createErrorHandler, createNotFoundHandler, sendError } from '../http/errors';
-import type { HealthBody } from '../http/schemas';
+import type { HealthBody, ReadinessBody } from '../http/schemas';
 import { createIssueLimiter } from '../verify/issue-limiter';
 import type { SidecarConfig } from './config';
 import { createLogger, redactPath, type Logger } from './logger';
@@ -36,6 +36,8 @@ import { createMetrics, type SidecarMetrics } from './metrics';
 import { buildOpenApiDocument } from './openapi';
 import { createProxy, type LockgateProxy } from './proxy/proxy';
 import { createSidecarStore, waitForRedis, type SidecarStore } from './store';
+
+type Readiness = z.output<typeof ReadinessBody>;
 
 export interface StartSidecarOptions {
   /** Where logs go. Default: a pino logger on stdout at `config.log.level`. */
@@ -263,18 +265,20 @@ export async function startSidecar(
       metrics.setStoreUp(true);
       if (!storeUp) logger.info({ store: store.kind }, 'store reachable again');
       storeUp = true;
+      // The sidecar's store is a memory or a Redis store (createSidecarStore).
+      const kind = store.kind as Readiness['store'];
       if (!redisClient) {
-        res.json({ status: 'ok', store: store.kind });
+        res.json({ status: 'ok', store: kind } satisfies Readiness);
         return;
       }
       if (Date.now() - persistenceReadAt >= 10_000) await readPersistence();
       const warning = persistence ? persistenceWarning(persistence) : undefined;
       res.json({
         status: 'ok',
-        store: store.kind,
+        store: kind,
         persistence: persistence?.state ?? 'unknown',
         ...(warning ? { warning } : {}),
-      });
+      } satisfies Readiness);
     } catch (error) {
       metrics.setStoreUp(false);
       if (storeUp) logger.warn({ store: store.kind, err: errorSummary(error) }, 'store unreachable');

@@ -1,24 +1,38 @@
 /**
  * The request body schemas (src/http/schemas.ts): the OpenAPI document's request schemas are
- * exactly z.toJSONSchema of the schemas the handlers parse bodies with, and a field that fails
+ * exactly z.toJSONSchema of the schemas the handlers parse bodies with (its response schemas of
+ * the schemas the renderers are typed by), and a field that fails
  * answers the error the hand-written checks answered (validateId, parseSettingValue,
  * `Errors.Request.Missing`/`Invalid` for strings), checked against those checks on generated values.
  */
 import fc from 'fast-check';
 import { z } from 'zod';
-import { InvalidArgumentError } from '../../src/core/errors';
+import { GrpcCode, InvalidArgumentError, UserLockedError } from '../../src/core/errors';
+import { InvalidCredentialsError, toHttpError } from '../../src/http/errors';
 import { MAX_SETTING_VALUE, parseSettingValue } from '../../src/core/settings';
 import { FACTORS, validateFactor, validateId } from '../../src/core/subjects';
 import {
+  AttemptBody,
   AttemptRequest,
   CodeCheckRequest,
+  DetailsBody,
+  ErrorDetailBody,
+  ErrorResponseBody,
+  Factor,
+  HealthBody,
+  Id,
+  IssuedCodeBody,
   PasswordCheckRequest,
   REQUEST_BODIES,
-  RESPONSE_BODIES,
+  RESPONSE_COMPONENTS,
+  ReadinessBody,
+  ResourceOwnerTypeBody,
+  SettlementBody,
   SettingsRequest,
   TotpCheckRequest,
   UserRequest,
   parseFields,
+  parseParameter,
 } from '../../src/http/schemas';
 import { ROUTES, buildOpenApiDocument } from '../../src/sidecar/openapi';
 
@@ -74,17 +88,104 @@ describe('the OpenAPI request schemas are generated from the handlers’ schemas
     expect(doc.components.schemas[name]).toEqual(expected);
   });
 
-  it.each(Object.entries(RESPONSE_BODIES))(
-    'the response body %s is z.toJSONSchema of its zod schema (closed)',
-    (name, schema) => {
-      const { $schema: _dialect, ...expected } = z.toJSONSchema(schema, {
+  describe('the response schemas are generated from the zod schemas the renderers are typed by', () => {
+    const { schemas: generated } = z.toJSONSchema(RESPONSE_COMPONENTS, {
+      target: 'draft-2020-12',
+      io: 'output',
+      uri: (id) => `#/components/schemas/${id}`,
+    });
+    const names = Object.keys(generated);
+
+    it('every component the responses use is registered (errors, settings, users, checks, service)', () => {
+      expect(names.sort()).toEqual(
+        [
+          'Attempt',
+          'CheckSuccess',
+          'Details',
+          'DetailsResponse',
+          'DetailsV2',
+          'Error',
+          'ErrorDetail',
+          'Factor',
+          'GetPolicyResponse',
+          'Health',
+          'IssuedCode',
+          'LockedUsers',
+          'Policy',
+          'PolicyResponse',
+          'Readiness',
+          'ResourceOwnerType',
+          'Settlement',
+          'SettingsV2Response',
+          'UserLockout',
+        ].sort(),
+      );
+    });
+
+    it.each(names)('%s is z.toJSONSchema of its zod schema (its components as $refs)', (name) => {
+      const { $schema, $id, ...expected } = generated[name] as Record<string, unknown>;
+      expect($schema).toBe('https://json-schema.org/draft/2020-12/schema');
+      expect($id).toBe(`#/components/schemas/${name}`);
+      expect(doc.components.schemas[name]).toEqual(expected);
+    });
+
+    it.each([
+      ['IssuedCode', IssuedCodeBody],
+      ['Attempt', AttemptBody],
+      ['Settlement', SettlementBody],
+      ['Health', HealthBody],
+      ['ErrorDetail', ErrorDetailBody],
+      ['Details', DetailsBody],
+      ['ResourceOwnerType', ResourceOwnerTypeBody],
+      ['Readiness', ReadinessBody],
+      ['Factor', Factor],
+    ] as const)('%s, which uses no other component, is its schema converted alone', (name, schema) => {
+      const { $schema: _dialect, ...alone } = z.toJSONSchema(schema, {
         target: 'draft-2020-12',
         io: 'output',
       });
-      expect(doc.components.schemas[name]).toEqual(expected);
-      expect(expected).toMatchObject({ type: 'object', additionalProperties: false });
-    },
-  );
+      expect(doc.components.schemas[name]).toEqual(alone);
+    });
+
+    it('every object of a response schema is closed (additionalProperties: false) and lists what it requires', () => {
+      const open: string[] = [];
+      const walk = (node: unknown, where: string): void => {
+        if (Array.isArray(node)) {
+          node.forEach((n, i) => walk(n, `${where}/${i}`));
+          return;
+        }
+        if (typeof node !== 'object' || node === null) return;
+        const o = node as Record<string, unknown>;
+        if (o.type === 'object' && (o.additionalProperties !== false || !Array.isArray(o.required))) {
+          open.push(where);
+        }
+        for (const [key, value] of Object.entries(o)) walk(value, `${where}/${key}`);
+      };
+      for (const name of names) walk(doc.components.schemas[name], name);
+      expect(open).toEqual([]);
+    });
+
+    it('the error codes are the gRPC codes of GrpcCode, as integers', () => {
+      expect(doc.components.schemas.Error).toMatchObject({
+        properties: { code: { type: 'integer', enum: Object.values(GrpcCode) } },
+        required: ['code', 'message', 'details'],
+      });
+      expect(doc.components.schemas.ErrorDetail).toMatchObject({ oneOf: [{}, {}] });
+    });
+
+    it('the bodies the error mapping answers are what the Error schema accepts', () => {
+      for (const error of [
+        new InvalidArgumentError('Errors.Id.Missing', 'userId is required', 'userId'),
+        new InvalidCredentialsError('password', 3),
+        new UserLockedError(undefined),
+        new Error('boom'),
+        { status: 400, type: 'entity.parse.failed' },
+      ]) {
+        const { body } = toHttpError(error);
+        expect(ErrorResponseBody.parse(body)).toEqual(body);
+      }
+    });
+  });
 
   it('every route with a body refers to one of them, and each is used', () => {
     const used = new Set<string>();
@@ -112,6 +213,43 @@ describe('the OpenAPI request schemas are generated from the handlers’ schemas
     for (const match of text.matchAll(/"\$ref":"#\/components\/schemas\/([^"]+)"/g)) {
       expect(Object.keys(doc.components.schemas)).toContain(match[1]);
     }
+  });
+});
+
+describe('the id parameters are parsed by the schema their documentation is generated from', () => {
+  const ID_PARAMETERS = ['userId', 'cursor', 'ctx.orgId', 'x-zitadel-orgid'];
+
+  it('each documented id parameter’s schema is z.toJSONSchema of Id; the others are the hand-written ones', () => {
+    const doc = buildOpenApiDocument() as {
+      paths: Record<string, Record<string, { parameters?: { name: string; schema: unknown }[] }>>;
+    };
+    const { $schema: _dialect, ...id } = z.toJSONSchema(Id, { target: 'draft-2020-12', io: 'input' });
+    const seen = new Map<string, unknown[]>();
+    for (const route of ROUTES) {
+      for (const p of doc.paths[route.path]?.[route.method]?.parameters ?? []) {
+        seen.set(p.name, [...(seen.get(p.name) ?? []), p.schema]);
+      }
+    }
+    for (const name of ID_PARAMETERS) {
+      expect(seen.get(name)?.length).toBeGreaterThan(0);
+      for (const schema of seen.get(name) ?? []) expect({ name, schema }).toEqual({ name, schema: id });
+    }
+    expect([...seen.keys()].filter((n) => !ID_PARAMETERS.includes(n)).sort()).toEqual([
+      'attemptId',
+      'ctx.instance',
+      'limit',
+    ]);
+  });
+
+  it('parseParameter(Id) answers as validateId, naming the parameter', () => {
+    fc.assert(
+      fc.property(jsonValue, fc.constantFrom(...ID_PARAMETERS), (value, name) => {
+        expect(outcome(() => parseParameter(Id, value, name))).toEqual(
+          outcome(() => validateId(value, name)),
+        );
+      }),
+      { numRuns: 2000, seed: 20261202 },
+    );
   });
 });
 
