@@ -79,6 +79,24 @@ interface UserReply {
 }
 
 /** Parses the fixed reply of a user script; anything else is a bug, not an outage. */
+/** The one reply shape of WRITE_SETTINGS: {status, sequence, creationDate, changeDate}. */
+function parseSettingsReply(raw: unknown): WriteSettingsResult {
+  if (!Array.isArray(raw) || raw.length !== 4) {
+    throw new Error(`RedisStore: unexpected script reply ${JSON.stringify(raw)}`);
+  }
+  const [status, sequence, creationDate, changeDate] = raw as [unknown, unknown, unknown, unknown];
+  if (status === 'ok') {
+    return {
+      status: 'ok',
+      sequence: Number(sequence),
+      creationDate: Number(creationDate),
+      changeDate: Number(changeDate),
+    };
+  }
+  if (status === 'exists' || status === 'not_found' || status === 'not_changed') return { status };
+  throw new Error(`RedisStore: unexpected script reply ${JSON.stringify(raw)}`);
+}
+
 function parseUserReply(raw: unknown): UserReply {
   if (!Array.isArray(raw) || raw.length !== 7 || !Array.isArray(raw[6])) {
     throw new Error(`RedisStore: unexpected script reply ${JSON.stringify(raw)}`);
@@ -357,14 +375,9 @@ export class RedisStore implements LockoutStore {
         message,
       ),
     );
-    if (reply[0] !== 'ok') return { status: reply[0] as 'exists' | 'not_found' | 'not_changed' };
-    this.notify(instance, owner);
-    return {
-      status: 'ok',
-      sequence: Number(reply[1]),
-      creationDate: Number(reply[2]),
-      changeDate: Number(reply[3]),
-    };
+    const result = parseSettingsReply(reply);
+    if (result.status === 'ok') this.notify(instance, owner);
+    return result;
   }
 
   onSettingsChanged(listener: (instance: string, owner: Owner) => void): () => void {

@@ -371,20 +371,23 @@ return 0
 /**
  * KEYS: settings hash of the owner. ARGV: op, maxPw, maxOtp, fallbackPw, fallbackOtp, channel, message
  * Hash fields: on = '1' while settings exist, pw, otp, cd (creation), ch (change), seq (survives remove).
- * Returns {'ok', sequence, creationDate, changeDate} | {'exists'} | {'not_found'} | {'not_changed'}
+ * Answers ONE fixed shape (parsed by `parseSettingsReply` in redis-store.ts):
+ *   {status, sequence, creationDate, changeDate}: status 'ok', or 'exists' / 'not_found' /
+ *   'not_changed' with zeros.
  */
 export const WRITE_SETTINGS = `${NOW_MS}
+local function refused(status) return {status, 0, 0, 0} end
 local K = KEYS[1]
 local op, pw, otp = ARGV[1], ARGV[2], ARGV[3]
 local cur = redis.call('HMGET', K, 'on', 'pw', 'otp', 'cd')
 local exists = cur[1] == '1'
-if op == 'add' and exists then return {'exists'} end
-if (op == 'update' or op == 'remove') and not exists then return {'not_found'} end
-if op == 'update' and cur[2] == pw and cur[3] == otp then return {'not_changed'} end
+if op == 'add' and exists then return refused('exists') end
+if (op == 'update' or op == 'remove') and not exists then return refused('not_found') end
+if op == 'update' and cur[2] == pw and cur[3] == otp then return refused('not_changed') end
 if op == 'set' then
   local cpw, cotp = ARGV[4], ARGV[5]
   if exists then cpw, cotp = cur[2], cur[3] end
-  if cpw == pw and cotp == otp then return {'not_changed'} end
+  if cpw == pw and cotp == otp then return refused('not_changed') end
 end
 local now = now_ms()
 local seq = redis.call('HINCRBY', K, 'seq', 1)
