@@ -426,13 +426,7 @@ export function resolveLockoutOptions(options: LockoutOptions | undefined): Lock
   optionalObject(where, o.password, 'password', '{ memoryCost: 65536, timeCost: 3, parallelism: 4 }');
   optionalObject(where, o.totp, 'totp', '{ window: 1 }');
   optionalObject(where, o.codes, 'codes', '{ pepper: process.env.OTP_PEPPER, ttlMs: { sms: 300000 } }');
-  if (o.tokens !== undefined && !Array.isArray(o.tokens)) {
-    throw optionError(
-      where,
-      'tokens',
-      `must be a list of { name, token, org, permissions }, got ${describe(o.tokens)}`,
-    );
-  }
+  // tokens are checked once, by resolveTokens (src/http/auth.ts), when createLockout reads them.
   if (o.tokens !== undefined && o.authorize !== undefined) {
     throw optionError(
       where,

@@ -1,6 +1,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Request } from 'express';
-import { invalidOption } from '../core/option-checks';
+import { describeOptionValue, invalidOption } from '../core/option-checks';
 import { validateId } from '../core/subjects';
 import { PermissionDeniedError, UnauthenticatedError } from './errors';
 import { Id, parseParameter } from './schemas';
@@ -93,7 +93,12 @@ function isPermission(value: unknown): value is Permission {
 
 /** Validates and resolves configured tokens; throws InvalidArgumentError naming the field. */
 export function resolveTokens(tokens: readonly TokenOptions[]): TokenConfig[] {
-  if (!Array.isArray(tokens)) throw invalidOption('tokens', 'must be a list');
+  if (!Array.isArray(tokens)) {
+    throw invalidOption(
+      'tokens',
+      `must be a list of { name, token, org, permissions }, got ${describeOptionValue(tokens)}`,
+    );
+  }
   const digests: Buffer[] = [];
   const names = new Set<string>();
   return tokens.map((t: TokenOptions, i) => {
