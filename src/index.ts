@@ -31,3 +31,16 @@ export {
   type TokenAuthorizerOptions,
   type TokenOptions,
 } from './http/auth';
+export {
+  DEFAULT_JWT_ALGORITHMS,
+  JWT_ALGORITHMS,
+  ZITADEL_RESOURCE_OWNER_CLAIM,
+  ZITADEL_ROLES_CLAIM,
+  combineAuthorizers,
+  createJwtAuthorizer,
+  looksLikeJwt,
+  type ClaimOrFixed,
+  type JwtAlgorithm,
+  type JwtAuthorizerOptions,
+  type JwtPermissionsOptions,
+} from './http/jwt';

@@ -5,4 +5,5 @@
  */
 export * from './errors';
 export * from './auth';
+export * from './jwt';
 export * from './render';

@@ -12,6 +12,7 @@ import path from 'node:path';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { hashToken, PERMISSIONS, type Permission, type TokenOptions } from '../http/auth';
+import { JWT_ALGORITHMS } from '../http/jwt';
 import { isPlainObject } from '../core/option-checks';
 import { MAX_SETTING_VALUE } from '../core/settings';
 import { CONTROL_CHARACTERS, MAX_ID_LENGTH } from '../core/subjects';
@@ -153,6 +154,95 @@ function buildSchema(env: Env) {
       }
     });
 
+  const claimName = (what: string) =>
+    z.string({ error: `expected ${what}: a claim name` }).min(1, { error: `expected ${what}: a claim name` });
+  const httpUrl = (what: string) =>
+    z
+      .string({ error: `expected ${what}: an http(s) URL` })
+      .refine((v) => URL.canParse(v) && /^https?:$/.test(new URL(v).protocol), {
+        error: `expected ${what}: an http(s) URL`,
+      });
+  const permissionList = z
+    .array(oneOf(PERMISSIONS), { error: `expected a list of permissions (${PERMISSIONS.join(', ')})` })
+    .min(1, { error: 'expected at least one permission' });
+
+  /** OIDC/JWT bearer tokens (src/http/jwt.ts), beside the static tokens. */
+  const jwt = z
+    .strictObject({
+      /** zitadel: jwksUri <issuer>/oauth/v2/keys, org and roles from ZITADEL's claims. */
+      preset: oneOf(['zitadel']).optional(),
+      issuer: httpUrl('the issuer'),
+      audience: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)], {
+        error: 'expected an audience or a non-empty list of audiences',
+      }),
+      /** A URL, or "discovery" (jwks_uri of <issuer>/.well-known/openid-configuration). */
+      jwksUri: z
+        .union([z.literal('discovery'), httpUrl('jwksUri')], {
+          error: 'expected an http(s) URL or "discovery"',
+        })
+        .optional(),
+      algorithms: z
+        .array(
+          z.enum(JWT_ALGORITHMS, {
+            error: `expected one of ${JWT_ALGORITHMS.join(', ')} (none and HS* are never allowed)`,
+          }),
+        )
+        .min(1, { error: 'expected at least one algorithm' })
+        .optional(),
+      clockToleranceSeconds: intIn(0, 600).default(30),
+      principalClaim: claimName('principalClaim').optional(),
+      org: z
+        .union(
+          [z.strictObject({ claim: claimName('org.claim') }), z.strictObject({ fixed: id('an org id') })],
+          {
+            error: 'expected { claim: <claim name> } or { fixed: <org id> }',
+          },
+        )
+        .optional(),
+      orgs: z
+        .union(
+          [
+            z.literal('*'),
+            z.array(id('an org id')).min(1),
+            z.strictObject({ claim: claimName('orgs.claim') }),
+          ],
+          { error: 'expected "*", a list of org ids or { claim: <claim name> }' },
+        )
+        .optional(),
+      permissions: z
+        .union(
+          [
+            z.strictObject({
+              claim: claimName('permissions.claim'),
+              map: z.record(z.string().min(1), permissionList).optional(),
+            }),
+            z.strictObject({ fixed: permissionList }),
+          ],
+          {
+            error:
+              'expected { claim: <roles claim>, map: { <role>: [permissions] } } or { fixed: [permissions] }',
+          },
+        )
+        .optional(),
+      jwks: z
+        .strictObject({
+          cooldownSeconds: intIn(0, 3600).default(30),
+          cacheMaxAgeSeconds: intIn(1, 86_400).default(600),
+          timeoutMs: intIn(100, 60_000).default(5000),
+        })
+        .prefault({}),
+    })
+    .superRefine((j, ctx) => {
+      if (j.preset === undefined && j.permissions === undefined) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['permissions'],
+          message:
+            'is required without a preset: { claim: <roles claim>, map: { <role>: [permissions] } } or { fixed: [permissions] }',
+        });
+      }
+    });
+
   const redis = z
     .strictObject({
       /** Standalone Redis: redis://[user:password@]host:port[/db] or rediss:// for TLS. */
@@ -269,6 +359,7 @@ function buildSchema(env: Env) {
       auth: z
         .strictObject({
           tokens: z.array(token).default([]),
+          jwt: jwt.optional(),
         })
         .prefault({}),
       otp: z
@@ -364,8 +455,11 @@ export type RedisConnectionConfig = SidecarConfig['store']['redis'];
  * above), with the configured tokens resolved to their digests (`SidecarToken`).
  */
 export type SidecarConfig = Omit<ParsedConfig, 'auth'> & {
-  readonly auth: { readonly tokens: readonly SidecarToken[] };
+  readonly auth: { readonly tokens: readonly SidecarToken[]; readonly jwt?: SidecarJwtConfig };
 };
+
+/** `auth.jwt` as validated (the JwtAuthorizerOptions of src/http/jwt.ts, less the hooks). */
+export type SidecarJwtConfig = NonNullable<ParsedConfig['auth']['jwt']>;
 
 // ---- loading ------------------------------------------------------------------------------
 
@@ -460,7 +554,7 @@ function resolve(c: ParsedConfig, env: Env): SidecarConfig {
     }
   }
   const tokens = entries.map((e) => e.token);
-  return { ...c, auth: { tokens } };
+  return { ...c, auth: { tokens, ...(c.auth.jwt ? { jwt: c.auth.jwt } : {}) } };
 }
 
 /** How an environment variable's text becomes a configuration value. */

@@ -27,6 +27,7 @@ import { persistenceWarning, readRedisPersistence, type RedisPersistence } from 
 import { createLockout } from '../express/lockout';
 import type { AuditEntry } from '../http/routers';
 import { createTokenAuthorizer, type Authorize } from '../http/auth';
+import { combineAuthorizers, createJwtAuthorizer } from '../http/jwt';
 import { createErrorHandler, createNotFoundHandler, sendError } from '../http/errors';
 import type { HealthBody, ReadinessBody } from '../http/schemas';
 import { createIssueLimiter } from '../verify/issue-limiter';
@@ -164,10 +165,35 @@ export async function startSidecar(
   // The sidecar is createLockout (the engine, the verifiers, the codes and the API routers: the
   // one composition root it shares with the middleware) plus what only a server has: health,
   // metrics, OpenAPI, the reverse proxy, logs and signals.
+  // Static tokens first (digest lookup, no I/O), then, when auth.jwt is set, JWTs checked against
+  // the issuer's keys. A refused token answers the same 401 either way; why a JWT was refused is
+  // a debug line (never the token).
   const tokenAuthorizer = createTokenAuthorizer({ tokens: config.auth.tokens });
+  const jwtConfig = config.auth.jwt;
+  if (
+    jwtConfig &&
+    !/^https:/.test(
+      jwtConfig.jwksUri === 'discovery' ? jwtConfig.issuer : (jwtConfig.jwksUri ?? jwtConfig.issuer),
+    )
+  ) {
+    logger.warn(
+      { auth: 'jwt' },
+      'auth.jwt: the issuer keys are fetched over plain http; use https outside tests',
+    );
+  }
+  const tokenOrJwt = jwtConfig
+    ? combineAuthorizers(
+        tokenAuthorizer,
+        createJwtAuthorizer({
+          ...jwtConfig,
+          defaultOrg: config.instance.id,
+          onReject: (reason) => logger.debug({ auth: 'jwt', reason }, 'JWT refused'),
+        }),
+      )
+    : tokenAuthorizer;
   // Remembers who made the request, for the audit line of a lock by failures.
   const authorize: Authorize = async (req, permission, target) => {
-    const ctx = await tokenAuthorizer(req, permission, target);
+    const ctx = await tokenOrJwt(req, permission, target);
     const s = scope.getStore();
     if (s) s.principal = ctx.principal;
     return ctx;
