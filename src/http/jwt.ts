@@ -47,8 +47,9 @@ export interface JwtPermissionsOptions {
    * The claim holding the token's roles: a list of role names, a space-separated string (like
    * `scope`), or an object whose keys are role names. In the object form, a value that is itself
    * an object (ZITADEL: `{ role: { orgId: domain } }`) grants the role only on the orgs it names.
+   * Optional only with a preset (zitadel: `urn:zitadel:iam:org:project:roles`).
    */
-  readonly claim: string;
+  readonly claim?: string;
   /**
    * Role name → permissions it grants. Default: a role named like a permission (`lockout.check`)
    * grants that permission. Roles not in the map grant nothing.
@@ -276,7 +277,10 @@ export function createJwtAuthorizer(options: JwtAuthorizerOptions): Authorize {
   if ('fixed' in permissionsOption) {
     fixedPermissions = checkPermissions(permissionsOption.fixed, 'jwt.permissions.fixed');
   } else {
-    roleClaim = nonEmptyString(permissionsOption.claim, 'jwt.permissions.claim');
+    roleClaim = nonEmptyString(
+      permissionsOption.claim ?? (zitadel ? ZITADEL_ROLES_CLAIM : undefined),
+      'jwt.permissions.claim',
+    );
     if (permissionsOption.map !== undefined) {
       if (!isObject(permissionsOption.map))
         throw invalidOption('jwt.permissions.map', 'must map role names to permission lists');

@@ -213,7 +213,8 @@ function buildSchema(env: Env) {
         .union(
           [
             z.strictObject({
-              claim: claimName('permissions.claim'),
+              /** Optional only with a preset (zitadel: its roles claim). */
+              claim: claimName('permissions.claim').optional(),
               map: z.record(z.string().min(1), permissionList).optional(),
             }),
             z.strictObject({ fixed: permissionList }),
@@ -239,6 +240,17 @@ function buildSchema(env: Env) {
           path: ['permissions'],
           message:
             'is required without a preset: { claim: <roles claim>, map: { <role>: [permissions] } } or { fixed: [permissions] }',
+        });
+      } else if (
+        j.preset === undefined &&
+        j.permissions !== undefined &&
+        'map' in j.permissions &&
+        j.permissions.claim === undefined
+      ) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['permissions', 'claim'],
+          message: 'is required without a preset: the claim that holds the roles',
         });
       }
     });

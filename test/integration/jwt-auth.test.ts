@@ -362,7 +362,6 @@ describe('JWT bearer tokens: ZITADEL preset', () => {
         issuer: issuer.url,
         audience: '123456789012345678',
         permissions: {
-          claim: 'urn:zitadel:iam:org:project:roles',
           map: { 'lockgate.checker': ['lockout.check'], 'lockgate.auditor': ['user.read'] },
         },
       }),
@@ -484,6 +483,9 @@ describe('auth.jwt configuration errors', () => {
     );
     expect(bad({ ...valid, permissions: { claim: 'roles', map: { r: ['root'] } } })).toContain(
       'auth.jwt.permissions',
+    );
+    expect(bad({ ...valid, permissions: { map: { r: ['user.read'] } } })).toContain(
+      'auth.jwt.permissions.claim: is required without a preset',
     );
     expect(bad({ ...valid, clockToleranceSeconds: -1 })).toContain('auth.jwt.clockToleranceSeconds');
     expect(bad({ ...valid, preset: 'keycloak' })).toContain('auth.jwt.preset: expected one of zitadel');
