@@ -431,7 +431,12 @@ export function buildOpenApiDocument(options: { version?: string; serverUrl?: st
     paths,
     components: {
       securitySchemes: {
-        bearer: { type: 'http', scheme: 'bearer', description: 'A token from the configuration' },
+        bearer: {
+          type: 'http',
+          scheme: 'bearer',
+          description:
+            'A token from the configuration (auth.tokens), or a JWT of the configured OIDC issuer (auth.jwt)',
+        },
       },
       // Generated: the request bodies from the zod schemas their handlers parse them with, the
       // response bodies (errors included) from the zod schemas their renderers are typed by.
