@@ -1,94 +1,10 @@
 /**
- * The composition root of the sidecar (`npm start`): the only place that reads process.env.
- * Loads the configuration (exit 1 with one line on stderr when it is bad), makes an admin token
- * when none is configured (printed once), starts the server and stops it on SIGTERM/SIGINT.
+ * The composition root of the sidecar (`npm start`): the only place that reads process.env for it.
+ * Everything else is runSidecar (run.ts), shared with `lockgate serve` (src/cli).
  */
-import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { adminToken, ConfigError, loadConfig, type SidecarConfig } from './config';
-import { createLogger } from './logger';
-import { startSidecar, type SidecarHandle } from './server';
+import { runSidecar } from './run';
 
-async function main(): Promise<void> {
-  let config: SidecarConfig;
-  try {
-    config = loadConfig(process.env, (file) => readFileSync(file, 'utf8'));
-  } catch (error) {
-    if (error instanceof ConfigError) {
-      process.stderr.write(`${error.message}\n`);
-      process.exit(1);
-    }
-    throw error;
-  }
-
-  if (config.auth.tokens.length === 0) {
-    // Quick start: an admin token for this run only, shown once and never logged.
-    const token = randomBytes(32).toString('base64url');
-    config = { ...config, auth: { tokens: [adminToken(token, config.instance.id)] } };
-    process.stdout.write(
-      `lockgate: no token configured; generated admin token for this run (shown once): ${token}\n` +
-        `lockgate: set LOCKGATE_ADMIN_TOKEN or auth.tokens in LOCKGATE_CONFIG to choose your own\n`,
-    );
-  }
-
-  const logger = createLogger(config.log.level);
-  let sidecar: SidecarHandle;
-  try {
-    sidecar = await startSidecar(config, { logger });
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException)?.code;
-    const where = `${config.server.host}:${config.server.port}`;
-    const reason =
-      code === 'EADDRINUSE'
-        ? `cannot listen on ${where}: address already in use`
-        : code === 'EACCES'
-          ? `cannot listen on ${where}: permission denied`
-          : code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND'
-            ? `cannot listen on ${where}: address not available`
-            : `cannot start: ${error instanceof Error ? error.message : String(error)}`;
-    process.stderr.write(`lockgate: ${reason}\n`);
-    process.exit(1);
-  }
-
-  logger.info(
-    {
-      url: sidecar.url,
-      store: config.store.type,
-      instanceId: config.instance.id,
-      onStoreError: config.onStoreError,
-      tokens: config.auth.tokens.map((t) => t.name),
-      ...(config.proxy
-        ? {
-            proxyUpstream: config.proxy.upstream,
-            proxyRoutes: config.proxy.routes.length,
-            ...(sidecar.proxyUrl ? { proxyUrl: sidecar.proxyUrl } : {}),
-          }
-        : {}),
-    },
-    `lockgate listening on ${sidecar.url}`,
-  );
-
-  let stopping = false;
-  const stop = (signal: NodeJS.Signals): void => {
-    if (stopping) {
-      logger.warn({ signal }, 'second signal: exiting now');
-      process.exit(1);
-    }
-    stopping = true;
-    logger.info({ signal }, 'signal received');
-    sidecar.close().then(
-      () => process.exit(0),
-      (error: unknown) => {
-        logger.error({ err: error }, 'shutdown failed');
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGTERM', stop);
-  process.on('SIGINT', stop);
-}
-
-main().catch((error: unknown) => {
+runSidecar(process.env).catch((error: unknown) => {
   process.stderr.write(`lockgate: cannot start: ${error instanceof Error ? error.message : String(error)}\n`);
   process.exit(1);
 });

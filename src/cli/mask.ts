@@ -1,0 +1,37 @@
+/**
+ * The effective configuration as `lockgate config check` prints it: every secret masked. Tokens
+ * (only their digests are kept, masked too: a digest lets anyone test guesses offline), Redis
+ * URLs' passwords and Redis passwords, and the OTP pepper.
+ */
+import type { SidecarConfig } from '../sidecar/config';
+
+export const MASK = '********';
+
+export function maskConfig(config: SidecarConfig): Record<string, unknown> {
+  // A JSON copy: plain data only, and nothing shared with the configuration.
+  const out = JSON.parse(JSON.stringify(config)) as Record<string, unknown>;
+  const auth = out.auth as { tokens: Array<Record<string, unknown>> };
+  auth.tokens = auth.tokens.map((t) => ({ ...t, sha256: MASK }));
+  const store = out.store as { redis: Record<string, unknown> & { sentinel?: Record<string, unknown> } };
+  const redis = store.redis;
+  if (typeof redis.url === 'string') redis.url = maskUrl(redis.url);
+  if (redis.password !== undefined) redis.password = MASK;
+  if (redis.sentinel?.password !== undefined) redis.sentinel.password = MASK;
+  const otp = out.otp as Record<string, unknown>;
+  if (otp.pepper !== undefined) otp.pepper = MASK;
+  return out;
+}
+
+/** `redis://user:secret@host:6379/0` → `redis://user:********@host:6379/0`; unparsable: all masked. */
+function maskUrl(text: string): string {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    return MASK;
+  }
+  if (url.password !== '') url.password = MASK;
+  else if (url.username !== '') url.username = MASK; // redis://secret@host: the password alone
+  if (url.search !== '') url.search = `?${MASK}`;
+  return url.href;
+}
