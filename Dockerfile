@@ -27,6 +27,9 @@ USER node
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.LOCKGATE_PORT || 8080) + '/readyz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
-# node as PID 1 receives SIGTERM from docker stop and drains in-flight requests.
+# node as PID 1 receives SIGTERM from docker stop and drains in-flight requests. The image runs
+# the compiled `lockgate` command: `docker run lockgate serve` (the default), or another
+# command, e.g. `docker run -e LOCKGATE_URL=… -e LOCKGATE_TOKEN=… lockgate lockouts`.
 STOPSIGNAL SIGTERM
-CMD ["node", "dist/cjs/sidecar/main.js"]
+ENTRYPOINT ["node", "dist/cjs/cli/main.js"]
+CMD ["serve"]
