@@ -5,7 +5,14 @@
  */
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { adminToken, ConfigError, loadConfig, type Env, type SidecarConfig } from './config';
+import {
+  adminToken,
+  ConfigError,
+  loadConfig,
+  type Env,
+  type SidecarConfig,
+  type SidecarToken,
+} from './config';
 import { createLogger } from './logger';
 import { startSidecar, type SidecarHandle } from './server';
 
@@ -13,12 +20,15 @@ import { startSidecar, type SidecarHandle } from './server';
  * Runs the sidecar until SIGTERM/SIGINT: loads the configuration from `env` (exit 1 with one line
  * on stderr when it is bad), makes an admin token when none is configured (printed once), starts
  * the server and stops it on the first signal (exit 0; a second signal exits 1 at once).
+ * On SIGHUP it loads the configuration again and applies its `auth` section (tokens, jwt); a bad
+ * one is logged as one line at error level and the previous auth stays in effect.
  * Resolves once the server listens. Used by `npm start` (main.ts) and `lockgate serve`.
  */
 export async function runSidecar(env: Env): Promise<void> {
+  const readFile = (file: string): string => readFileSync(file, 'utf8');
   let config: SidecarConfig;
   try {
-    config = loadConfig(env, (file) => readFileSync(file, 'utf8'));
+    config = loadConfig(env, readFile);
   } catch (error) {
     if (error instanceof ConfigError) {
       process.stderr.write(`${error.message}\n`);
@@ -27,10 +37,12 @@ export async function runSidecar(env: Env): Promise<void> {
     throw error;
   }
 
+  let generated: SidecarToken | undefined;
   if (config.auth.tokens.length === 0) {
     // Quick start: an admin token for this run only, shown once and never logged.
     const token = randomBytes(32).toString('base64url');
-    config = { ...config, auth: { tokens: [adminToken(token, config.instance.id)] } };
+    generated = adminToken(token, config.instance.id);
+    config = { ...config, auth: { ...config.auth, tokens: [generated] } };
     process.stdout.write(
       `lockgate: no token configured; generated admin token for this run (shown once): ${token}\n` +
         `lockgate: set LOCKGATE_ADMIN_TOKEN or auth.tokens in LOCKGATE_CONFIG to choose your own\n`,
@@ -92,4 +104,29 @@ export async function runSidecar(env: Env): Promise<void> {
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
+
+  // SIGHUP: the same loading path as at start (default.yaml, LOCKGATE_CONFIG, the environment),
+  // of which only `auth` is applied. Never throws: a bad reload keeps the previous auth.
+  const reload = (): void => {
+    if (stopping) return;
+    try {
+      let next = loadConfig(env, readFile);
+      // The token generated at start stays while the configuration still names none.
+      if (generated && next.auth.tokens.length === 0) {
+        next = { ...next, auth: { ...next.auth, tokens: [generated] } };
+      }
+      sidecar.reloadAuth(next);
+      logger.info(
+        { tokens: next.auth.tokens.map((t) => t.name), jwt: next.auth.jwt !== undefined },
+        'configuration reloaded: auth',
+      );
+    } catch (error) {
+      const message = (error instanceof Error ? error.message : String(error)).split('\n')[0];
+      logger.error(
+        { reload: 'failed', ...(error instanceof ConfigError && error.field ? { field: error.field } : {}) },
+        `configuration not reloaded, the previous one stays in effect: ${message}`,
+      );
+    }
+  };
+  process.on('SIGHUP', reload);
 }

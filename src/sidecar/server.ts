@@ -62,6 +62,12 @@ export interface SidecarHandle {
   readonly engine: LockoutEngine;
   readonly store: LockoutStore;
   readonly metrics: SidecarMetrics;
+  /**
+   * Replaces the authorizer with one built from `config.auth` (static tokens, and JWTs when
+   * `auth.jwt` is set). Only `auth` is applied: a change in any other section is logged at warn
+   * level as needing a restart. Throws when the new authorizer cannot be built; the old one stays.
+   */
+  reloadAuth(config: SidecarConfig): void;
   /** Stops accepting, drains in-flight requests, closes the store. Idempotent. */
   close(): Promise<void>;
 }
@@ -165,32 +171,9 @@ export async function startSidecar(
   // The sidecar is createLockout (the engine, the verifiers, the codes and the API routers: the
   // one composition root it shares with the middleware) plus what only a server has: health,
   // metrics, OpenAPI, the reverse proxy, logs and signals.
-  // Static tokens first (digest lookup, no I/O), then, when auth.jwt is set, JWTs checked against
-  // the issuer's keys. A refused token answers the same 401 either way; why a JWT was refused is
-  // a debug line (never the token).
-  const tokenAuthorizer = createTokenAuthorizer({ tokens: config.auth.tokens });
-  const jwtConfig = config.auth.jwt;
-  if (
-    jwtConfig &&
-    !/^https:/.test(
-      jwtConfig.jwksUri === 'discovery' ? jwtConfig.issuer : (jwtConfig.jwksUri ?? jwtConfig.issuer),
-    )
-  ) {
-    logger.warn(
-      { auth: 'jwt' },
-      'auth.jwt: the issuer keys are fetched over plain http; use https outside tests',
-    );
-  }
-  const tokenOrJwt = jwtConfig
-    ? combineAuthorizers(
-        tokenAuthorizer,
-        createJwtAuthorizer({
-          ...jwtConfig,
-          defaultOrg: config.instance.id,
-          onReject: (reason) => logger.debug({ auth: 'jwt', reason }, 'JWT refused'),
-        }),
-      )
-    : tokenAuthorizer;
+  // Static tokens, then JWTs when auth.jwt is set (buildAuthorizer). Swappable: reloadAuth
+  // (SIGHUP) replaces it, and the `authorize` closure below reads it on every request.
+  let tokenOrJwt: Authorize = buildAuthorizer(config.auth, config.instance.id, logger);
   // Remembers who made the request, for the audit line of a lock by failures.
   const authorize: Authorize = async (req, permission, target) => {
     const ctx = await tokenOrJwt(req, permission, target);
@@ -430,7 +413,73 @@ export async function startSidecar(
       logger.info('stopped');
     })());
 
-  return { url, port: address.port, ...(proxyUrl ? { proxyUrl } : {}), app, engine, store, metrics, close };
+  const reloadAuth = (next: SidecarConfig): void => {
+    // Built first: a bad one throws here and the current authorizer stays in place.
+    const built = buildAuthorizer(next.auth, config.instance.id, logger);
+    tokenOrJwt = built;
+    const notApplied = changedPaths(withoutAuth(config), withoutAuth(next));
+    if (notApplied.length > 0) {
+      logger.warn(
+        { notApplied },
+        `configuration reload: changes outside auth need a restart and were not applied: ${notApplied.join(', ')}`,
+      );
+    }
+  };
+
+  return {
+    url,
+    port: address.port,
+    ...(proxyUrl ? { proxyUrl } : {}),
+    app,
+    engine,
+    store,
+    metrics,
+    reloadAuth,
+    close,
+  };
+}
+
+/**
+ * Static tokens first (digest lookup, no I/O), then, when auth.jwt is set, JWTs checked against
+ * the issuer's keys. A refused token answers the same 401 either way; why a JWT was refused is a
+ * debug line (never the token). Throws when an authorizer cannot be built.
+ */
+function buildAuthorizer(auth: SidecarConfig['auth'], instanceId: string, logger: Logger): Authorize {
+  const tokenAuthorizer = createTokenAuthorizer({ tokens: auth.tokens });
+  const jwtConfig = auth.jwt;
+  if (!jwtConfig) return tokenAuthorizer;
+  const jwtAuthorizer = createJwtAuthorizer({
+    ...jwtConfig,
+    defaultOrg: instanceId,
+    onReject: (reason) => logger.debug({ auth: 'jwt', reason }, 'JWT refused'),
+  });
+  if (
+    !/^https:/.test(
+      jwtConfig.jwksUri === 'discovery' ? jwtConfig.issuer : (jwtConfig.jwksUri ?? jwtConfig.issuer),
+    )
+  ) {
+    logger.warn(
+      { auth: 'jwt' },
+      'auth.jwt: the issuer keys are fetched over plain http; use https outside tests',
+    );
+  }
+  return combineAuthorizers(tokenAuthorizer, jwtAuthorizer);
+}
+
+function withoutAuth(config: SidecarConfig): Record<string, unknown> {
+  const { auth: _auth, ...rest } = config;
+  return rest;
+}
+
+/** The dotted paths (names only, never values) at which `a` and `b` differ. */
+function changedPaths(a: unknown, b: unknown, prefix = ''): string[] {
+  const isObject = (v: unknown): v is Record<string, unknown> =>
+    typeof v === 'object' && v !== null && !Array.isArray(v);
+  if (isObject(a) && isObject(b)) {
+    const keys = [...new Set([...Object.keys(a), ...Object.keys(b)])].sort();
+    return keys.flatMap((k) => changedPaths(a[k], b[k], prefix ? `${prefix}.${k}` : k));
+  }
+  return JSON.stringify(a) === JSON.stringify(b) ? [] : [prefix || '(root)'];
 }
 
 function listen(app: Express, host: string, port: number): Promise<Server> {
