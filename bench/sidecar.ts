@@ -31,10 +31,11 @@
  *
  * Run alone: `node -r ts-node/register/transpile-only bench/sidecar.ts`.
  */
-import { fork, type ChildProcess } from 'node:child_process';
+import { execFileSync, fork, type ChildProcess } from 'node:child_process';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
+import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import * as argon2 from 'argon2';
 import autocannon from 'autocannon';
@@ -46,6 +47,9 @@ import { fixed, grouped, percentile, processCpuMs, ratio, table } from './lib';
 
 const ROLE_ENV = 'LOCKGATE_BENCH_SIDECAR_ROLE';
 const CONFIG_ENV = 'LOCKGATE_BENCH_SIDECAR_CONFIG';
+/** The compiled build's dist/cjs folder, for the sidecar children; unset: the TypeScript sources. */
+const DIST_ENV = 'LOCKGATE_BENCH_SIDECAR_DIST';
+const FROM_SOURCES = process.env.BENCH_SIDECAR_TS === '1';
 
 const ROUNDS = envInt('BENCH_SIDECAR_ROUNDS', 4);
 const RUN_S = envInt('BENCH_SIDECAR_SECONDS', 1);
@@ -96,8 +100,21 @@ export async function runBenchServer(): Promise<void> {
         server.closeAllConnections();
       });
   } else {
-    const config = parseConfig(JSON.parse(process.env[CONFIG_ENV] ?? '{}'));
-    const sidecar = await startSidecar(config);
+    // The sidecar as it ships: the compiled build (dist/cjs, made by benchSidecar), unless
+    // BENCH_SIDECAR_TS=1 asks for the TypeScript sources (through ts-node).
+    const dist = process.env[DIST_ENV];
+    const sidecarModules = dist
+      ? {
+          parseConfig: (
+            require(path.join(dist, 'sidecar/config.js')) as typeof import('../src/sidecar/config')
+          ).parseConfig,
+          startSidecar: (
+            require(path.join(dist, 'sidecar/server.js')) as typeof import('../src/sidecar/server')
+          ).startSidecar,
+        }
+      : { parseConfig, startSidecar };
+    const config = sidecarModules.parseConfig(JSON.parse(process.env[CONFIG_ENV] ?? '{}'));
+    const sidecar = await sidecarModules.startSidecar(config);
     port = sidecar.port;
     close = () => sidecar.close();
   }
@@ -399,7 +416,7 @@ export async function benchSidecar(): Promise<void> {
   let redis: RedisServerHandle | undefined;
   const servers: ServerHandle[] = [];
   const start = async (label: string, env: Record<string, string>): Promise<ServerHandle> => {
-    const server = await startServer(label, env);
+    const server = await startServer(label, withDist(env));
     servers.push(server);
     return server;
   };
@@ -407,6 +424,15 @@ export async function benchSidecar(): Promise<void> {
     servers.splice(servers.indexOf(server), 1);
     await server.stop();
   };
+  let dist: string | undefined;
+  if (!FROM_SOURCES) {
+    // The sidecar runs compiled, as `lockgate serve` does (no ts-node in its process).
+    const root = path.join(__dirname, '..');
+    execFileSync(process.execPath, [path.join(root, 'scripts/build.mjs')], { cwd: root, stdio: 'ignore' });
+    dist = path.join(root, 'dist/cjs');
+  }
+  const withDist = (env: Record<string, string>): Record<string, string> =>
+    dist ? { ...env, [DIST_ENV]: dist } : env;
   try {
     const [hash, redisServer] = await Promise.all([argon2.hash(PASSWORD), startStandalone()]);
     redis = redisServer;
@@ -510,7 +536,7 @@ export async function benchSidecar(): Promise<void> {
 
     console.log(
       `autocannon, ${CONNECTIONS} connections, ${ROUNDS} rounds of ${RUN_S} s per scenario (rotating order) ` +
-        `after ${WARMUP_S} s of warm-up each; servers in child processes (node + ts-node), sidecar on Redis ` +
+        `after ${WARMUP_S} s of warm-up each; servers in child processes (the sidecar ${FROM_SOURCES ? 'from the TypeScript sources through ts-node (BENCH_SIDECAR_TS=1)' : 'compiled: npm run build, dist/cjs'}), sidecar on Redis ` +
         `${redisServer.port}, log level warn; ${CORES} CPU cores for autocannon, server and redis-server.\n` +
         `p50/p99: per request (an attempts pair is 2 requests). vs bare: req/s over the bare route's, median ` +
         `of the rounds; for attempts a pair counts as 2 requests. CPU: per request, server process and redis-server.\n`,
