@@ -467,6 +467,28 @@ describe('hash-password', () => {
   });
 });
 
+/** Spawns `lockgate serve` (command + args) and resolves once it logs its listening URL. */
+async function startServe(command: string, args: string[], env: NodeJS.ProcessEnv) {
+  const child = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  const exited = new Promise<number | string>((resolve) =>
+    child.once('exit', (code, signal) => resolve(code ?? signal ?? -1)),
+  );
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const url = /"url":"(http:\/\/127\.0\.0\.1:\d+)"/.exec(out)?.[1];
+    if (url) return { child, url, exited, out: () => out, err: () => err };
+    if (Date.now() > deadline || child.exitCode !== null) {
+      if (child.exitCode === null) child.kill('SIGKILL');
+      throw new Error(`serve did not start: ${out}${err}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 describe('serve', () => {
   it('starts the sidecar, answers /healthz and the API, exits 0 on SIGTERM', async () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'lockgate-cli-serve-'));
@@ -483,27 +505,9 @@ describe('serve', () => {
           '',
         ].join('\n'),
       );
-      const child = spawn(process.execPath, [bin, 'serve', '--config', config], {
-        env: cleanEnv(),
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      let out = '';
-      let err = '';
-      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-      child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-      const exited = new Promise<number | string>((resolve) =>
-        child.once('exit', (code, signal) => resolve(code ?? signal ?? -1)),
-      );
+      const served = await startServe(process.execPath, [bin, 'serve', '--config', config], cleanEnv());
+      const { child, url, exited } = served;
       try {
-        const deadline = Date.now() + 20_000;
-        let url: string | undefined;
-        while (url === undefined) {
-          url = /"url":"(http:\/\/127\.0\.0\.1:\d+)"/.exec(out)?.[1];
-          if (url) break;
-          if (Date.now() > deadline || child.exitCode !== null)
-            throw new Error(`serve did not start: ${out}${err}`);
-          await new Promise((r) => setTimeout(r, 50));
-        }
         const health = await fetch(`${url}/healthz`);
         expect(health.status).toBe(200);
         expect(await health.json()).toEqual({ status: 'ok' });
@@ -517,8 +521,8 @@ describe('serve', () => {
         });
         child.kill('SIGTERM');
         expect(await exited).toBe(0);
-        expect(err).toBe('');
-        expect(out).not.toContain('generated admin token'); // the file's token is used
+        expect(served.err()).toBe('');
+        expect(served.out()).not.toContain('generated admin token'); // the file's token is used
       } finally {
         if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
       }
@@ -540,7 +544,7 @@ describe('serve', () => {
 const packIt = process.env.LOCKGATE_TEST_PACK === '1' ? it : it.skip;
 describe('npm pack', () => {
   packIt(
-    'the packed tarball installs into an empty directory and `lockgate --help` runs',
+    'the packed tarball installs into an empty directory: `lockgate --help`, `config check` and `serve` (memory store) run',
     async () => {
       cpSync(path.join(ROOT, 'README.md'), path.join(pkg, 'README.md'));
       cpSync(path.join(ROOT, 'CHANGELOG.md'), path.join(pkg, 'CHANGELOG.md'));
@@ -571,6 +575,20 @@ describe('npm pack', () => {
           },
         );
         expect(parseYaml(check.stdout).server.port).toBe(8080); // config/default.yaml shipped and found
+        // `lockgate serve` from the installed package: the sidecar on the memory store.
+        const served = await startServe(path.join(app, 'node_modules/.bin/lockgate'), ['serve'], {
+          ...cleanEnv(),
+          LOCKGATE_PORT: '0',
+        });
+        try {
+          expect(served.out()).toContain('"store":"memory"');
+          expect((await fetch(`${served.url}/healthz`)).status).toBe(200);
+          served.child.kill('SIGTERM');
+          expect(await served.exited).toBe(0);
+        } finally {
+          if (served.child.exitCode === null && served.child.signalCode === null)
+            served.child.kill('SIGKILL');
+        }
       } finally {
         rmSync(app, { recursive: true, force: true });
       }
