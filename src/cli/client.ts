@@ -50,6 +50,10 @@ export function baseUrl(env: Env): string {
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {
     throw new ConnectError(`LOCKGATE_URL: expected an http:// or https:// URL, got "${raw}"`);
   }
+  if (url.username !== '' || url.password !== '') {
+    // Not echoed: it holds a credential. The token goes in LOCKGATE_TOKEN.
+    throw new ConnectError('LOCKGATE_URL: must not contain a user name or password (set LOCKGATE_TOKEN)');
+  }
   return url.href.replace(/\/+$/, '');
 }
 

@@ -2,6 +2,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Request } from 'express';
 import { describeOptionValue, invalidOption } from '../core/option-checks';
 import { validateId } from '../core/subjects';
+import { InvalidArgumentError } from '../core/errors';
 import { PermissionDeniedError, UnauthenticatedError } from './errors';
 import { Id, parseParameter } from './schemas';
 
@@ -164,6 +165,16 @@ function bearerOf(req: Request): string | undefined {
 export function headerOrg(req: Request): string | undefined {
   const value = req.headers[ORG_HEADER];
   if (value === undefined) return undefined;
+  // Node joins repeated header lines with ", ": one org header sent twice is two readings of the
+  // request (G6), refused rather than read as an org named "a, b".
+  const raw: readonly string[] = req.rawHeaders ?? [];
+  let lines = 0;
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i]!.toLowerCase() === ORG_HEADER) lines += 1;
+  }
+  if (lines > 1) {
+    throw new InvalidArgumentError('Errors.Request.Invalid', `${ORG_HEADER} must be sent once`, ORG_HEADER);
+  }
   return parseParameter(Id, Array.isArray(value) ? value.join(',') : value, ORG_HEADER);
 }
 

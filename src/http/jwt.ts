@@ -20,6 +20,11 @@ import { PermissionDeniedError, UnauthenticatedError } from './errors';
  */
 
 /** Asymmetric JWS algorithms that may be allowed. `none` and HS* (HMAC) never are. */
+/** Permissions over the whole instance (its default settings): never from an org-scoped role. */
+const INSTANCE_PERMISSIONS: ReadonlySet<Permission> = new Set(
+  PERMISSIONS.filter((p) => p.startsWith('iam.')),
+);
+
 export const JWT_ALGORITHMS = [
   'RS256',
   'RS384',
@@ -258,6 +263,9 @@ export function createJwtAuthorizer(options: JwtAuthorizerOptions): Authorize {
   if ('claim' in org) nonEmptyString(org.claim, 'jwt.org.claim');
   else validateId(org.fixed, 'jwt.org.fixed');
   const orgsOption = options.orgs ?? (zitadel ? '*' : undefined);
+  // The preset's '*' lets org-scoped roles reach the orgs they were granted on; a grant that is
+  // not scoped to orgs (fixed permissions, a role without org keys) then reaches the home org only.
+  const unscopedHomeOnly = options.orgs === undefined && zitadel;
   let fixedOrgs: ReadonlySet<string> | undefined;
   if (Array.isArray(orgsOption)) {
     fixedOrgs = new Set(orgsOption.map((o: unknown, i) => validateId(o, `jwt.orgs[${i}]`)));
@@ -293,7 +301,13 @@ export function createJwtAuthorizer(options: JwtAuthorizerOptions): Authorize {
     }
   }
   const jwks = options.jwks ?? {};
-  const cooldownMs = (jwks.cooldownSeconds ?? 30) * 1000;
+  const cooldownSeconds = jwks.cooldownSeconds ?? 30;
+  // At least 1 s: with none, every request with an unknown kid would make the sidecar fetch the
+  // issuer's keys (an amplification anyone without a token can drive).
+  if (!Number.isInteger(cooldownSeconds) || cooldownSeconds < 1 || cooldownSeconds > 3600) {
+    throw invalidOption('jwt.jwks.cooldownSeconds', 'must be an integer from 1 to 3600');
+  }
+  const cooldownMs = cooldownSeconds * 1000;
   const timeoutMs = jwks.timeoutMs ?? 5000;
   const base = issuer.replace(/\/+$/, '');
   const jwksUri = options.jwksUri ?? (zitadel ? `${base}/oauth/v2/keys` : `${base}/.well-known/jwks.json`);
@@ -331,18 +345,28 @@ export function createJwtAuthorizer(options: JwtAuthorizerOptions): Authorize {
     if (fixedOrgs) orgs = new Set([...fixedOrgs, home]);
     else if (isObject(orgsOption)) orgs = new Set([...namesOf(claims[orgsOption.claim]), home]);
     else if (orgsOption === undefined) orgs = new Set([home]);
+    const homeOnly = unscopedHomeOnly ? new Set([home]) : undefined;
     let grants: Grant[];
     if (fixedPermissions) {
-      grants = [{ permissions: fixedPermissions }];
+      grants = [
+        homeOnly ? { permissions: fixedPermissions, orgs: homeOnly } : { permissions: fixedPermissions },
+      ];
     } else {
       const roles = claims[roleClaim!];
       const names = namesOf(roles);
       grants = [];
       for (const role of names) {
-        const permissions = roleMap ? roleMap.get(role) : isPermission(role) ? [role] : undefined;
-        if (!permissions || permissions.length === 0) continue;
+        const mapped = roleMap ? roleMap.get(role) : isPermission(role) ? [role] : undefined;
+        if (!mapped || mapped.length === 0) continue;
         const scope = isObject(roles) ? roles[role] : undefined;
-        grants.push(isObject(scope) ? { permissions, orgs: new Set(Object.keys(scope)) } : { permissions });
+        if (isObject(scope)) {
+          // A role granted on some orgs never carries instance permissions (iam.*): an org's
+          // admin (ZITADEL project grants) could otherwise change every org's lockout.
+          const permissions = mapped.filter((p) => !INSTANCE_PERMISSIONS.has(p));
+          if (permissions.length > 0) grants.push({ permissions, orgs: new Set(Object.keys(scope)) });
+        } else {
+          grants.push(homeOnly ? { permissions: mapped, orgs: homeOnly } : { permissions: mapped });
+        }
       }
     }
     return { principal: `jwt:${subject}`, home, ...(orgs ? { orgs } : {}), grants };

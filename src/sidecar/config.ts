@@ -227,7 +227,7 @@ function buildSchema(env: Env) {
         .optional(),
       jwks: z
         .strictObject({
-          cooldownSeconds: intIn(0, 3600).default(30),
+          cooldownSeconds: intIn(1, 3600).default(30),
           cacheMaxAgeSeconds: intIn(1, 86_400).default(600),
           timeoutMs: intIn(100, 60_000).default(5000),
         })

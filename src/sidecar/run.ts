@@ -38,8 +38,9 @@ export async function runSidecar(env: Env): Promise<void> {
   }
 
   let generated: SidecarToken | undefined;
-  if (config.auth.tokens.length === 0) {
-    // Quick start: an admin token for this run only, shown once and never logged.
+  if (config.auth.tokens.length === 0 && config.auth.jwt === undefined) {
+    // Quick start: an admin token for this run only, shown once and never logged. Not with
+    // auth.jwt: that configuration has chosen how callers authenticate.
     const token = randomBytes(32).toString('base64url');
     generated = adminToken(token, config.instance.id);
     config = { ...config, auth: { ...config.auth, tokens: [generated] } };

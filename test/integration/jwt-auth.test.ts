@@ -9,7 +9,9 @@ import { exportJWK, exportSPKI, generateKeyPair, SignJWT, type JWK, type KeyLike
 import { ConfigError, parseConfig } from '../../src/sidecar/config';
 import { createLogger } from '../../src/sidecar/logger';
 import { startSidecar, type SidecarHandle } from '../../src/sidecar/server';
+import type { Request } from 'express';
 import { PERMISSIONS } from '../../src/http/auth';
+import { createJwtAuthorizer } from '../../src/http/jwt';
 import { hashPassword } from '../../src/verify';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -65,6 +67,8 @@ class Issuer {
 }
 
 const now = () => Math.floor(Date.now() / 1000);
+/** Waits out the JWKS refetch cooldown (1 s) of the generic sidecar. */
+const pastCooldown = () => new Promise((r) => setTimeout(r, 1100));
 
 async function sign(
   key: Key,
@@ -190,7 +194,8 @@ describe('JWT bearer tokens (generic mapping)', () => {
             operator: ['user.read', 'user.write'],
           },
         },
-        jwks: { cooldownSeconds: 0 },
+        // The least cooldown (1 s): the refetch tests wait it out (pastCooldown).
+        jwks: { cooldownSeconds: 1 },
       }),
       { logger: log.logger },
     );
@@ -293,6 +298,7 @@ describe('JWT bearer tokens (generic mapping)', () => {
 
   it('an unknown kid triggers one JWKS refetch, then succeeds once the issuer has the new key', async () => {
     issuer.keys = [k1, k2, k3];
+    await pastCooldown();
     const before = issuer.fetches;
     const fresh = await sign(k3, claims);
     tokens.push(fresh);
@@ -310,11 +316,41 @@ describe('JWT bearer tokens (generic mapping)', () => {
     const newer = await sign(k3, claims, { kid: 'k3' });
     tokens.push(newer);
     // A kid the issuer never had makes the cache refetch: now without k1.
+    await pastCooldown();
     await expectRefused(await sign(k1, claims, { kid: 'k9' }));
+    await pastCooldown();
     const before = issuer.fetches;
     await expectRefused(old);
     expect(issuer.fetches).toBe(before + 1);
     expect((await read(sidecar, newer)).status).toBe(200);
+  });
+
+  it('an org header sent twice is refused (400), not read as an org named "a, b"', async () => {
+    const { request } = await import('node:http');
+    const url = new URL(`${sidecar.url}/management/v1/users/mallory/_lock`);
+    const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const req = request(
+        url,
+        {
+          method: 'POST',
+          headers: { authorization: `Bearer ${ADMIN}`, 'x-zitadel-orgid': ['org-a', 'org-b'] },
+        },
+        (res) => {
+          let body = '';
+          res.on('data', (d: Buffer) => (body += d.toString()));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+        },
+      );
+      req.on('error', reject);
+      req.end();
+    });
+    expect(answer.status).toBe(400);
+    expect(answer.body).toContain('x-zitadel-orgid must be sent once');
+    const once = await call(sidecar, 'POST', '/management/v1/users/mallory/_lock', {
+      token: ADMIN,
+      org: 'org-a',
+    });
+    expect(once.status).toBe(200);
   });
 
   it('static tokens still work beside JWTs, one that looks like a JWT included', async () => {
@@ -362,7 +398,11 @@ describe('JWT bearer tokens: ZITADEL preset', () => {
         issuer: issuer.url,
         audience: '123456789012345678',
         permissions: {
-          map: { 'lockgate.checker': ['lockout.check'], 'lockgate.auditor': ['user.read'] },
+          map: {
+            'lockgate.checker': ['lockout.check'],
+            'lockgate.auditor': ['user.read'],
+            'lockgate.admin': ['iam.policy.read', 'iam.policy.write', 'user.read'],
+          },
         },
       }),
       { logger: log.logger },
@@ -400,6 +440,39 @@ describe('JWT bearer tokens: ZITADEL preset', () => {
     expect(noOrg.status).toBe(403);
     expect(noOrg.text).toContain('organization');
     expect(issuer.fetches).toBeGreaterThan(0);
+  });
+
+  it('a role granted on an org never carries instance permissions (iam.*): an org admin cannot change every org', async () => {
+    const token = await zitadelToken({ 'lockgate.admin': { '200000000000000001': 'home.example.com' } });
+    expect((await read(sidecar, token)).status).toBe(200); // user.read on its org
+    expect((await call(sidecar, 'GET', '/admin/v1/policies/lockout', { token })).status).toBe(403);
+    const write = await call(sidecar, 'PUT', '/admin/v1/policies/password/lockout', {
+      token,
+      body: { maxPasswordAttempts: 0, maxOtpAttempts: 0 },
+    });
+    expect(write.status).toBe(403);
+    const instance = await call(sidecar, 'GET', '/admin/v1/policies/lockout', { token: ADMIN });
+    expect(instance.status).toBe(200);
+    expect(JSON.stringify(instance.body)).not.toContain('"maxPasswordAttempts":"0"');
+  });
+
+  it('with the preset, a grant not scoped to orgs (fixed permissions) reaches the home org only', async () => {
+    const authorize = createJwtAuthorizer({
+      preset: 'zitadel',
+      issuer: issuer.url,
+      audience: '123456789012345678',
+      permissions: { fixed: ['user.write'] },
+    });
+    const token = await zitadelToken({});
+    const req = (org?: string) =>
+      ({
+        headers: { authorization: `Bearer ${token}`, ...(org ? { 'x-zitadel-orgid': org } : {}) },
+        rawHeaders: ['Authorization', `Bearer ${token}`, ...(org ? ['x-zitadel-orgid', org] : [])],
+      }) as unknown as Request;
+    await expect(authorize(req(), 'user.write')).resolves.toMatchObject({ orgId: '200000000000000001' });
+    await expect(authorize(req('200000000000000009'), 'user.write')).rejects.toMatchObject({
+      code: 'Errors.Token.OrgDenied',
+    });
   });
 
   it('refuses a ZITADEL token for another audience with the same 401', async () => {
@@ -489,6 +562,7 @@ describe('auth.jwt configuration errors', () => {
     );
     expect(bad({ ...valid, clockToleranceSeconds: -1 })).toContain('auth.jwt.clockToleranceSeconds');
     expect(bad({ ...valid, preset: 'keycloak' })).toContain('auth.jwt.preset: expected one of zitadel');
+    expect(bad({ ...valid, jwks: { cooldownSeconds: 0 } })).toContain('auth.jwt.jwks.cooldownSeconds');
     expect(bad({ ...valid, issuers: [] })).toContain('auth.jwt.issuers: unknown option');
     for (const message of [bad({ ...valid, algorithms: ['HS256'] }), bad({ ...valid, audience: 3 })]) {
       expect(message).not.toContain('\n');
