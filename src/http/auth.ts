@@ -88,7 +88,7 @@ export function hashToken(token: string): string {
   return createHash('sha256').update(token, 'utf8').digest('hex');
 }
 
-function isPermission(value: unknown): value is Permission {
+export function isPermission(value: unknown): value is Permission {
   return typeof value === 'string' && (PERMISSIONS as readonly string[]).includes(value);
 }
 
@@ -166,13 +166,8 @@ export function headerOrg(req: Request): string | undefined {
   const value = req.headers[ORG_HEADER];
   if (value === undefined) return undefined;
   // Node joins repeated header lines with ", ": one org header sent twice is two readings of the
-  // request (G6), refused rather than read as an org named "a, b".
-  const raw: readonly string[] = req.rawHeaders ?? [];
-  let lines = 0;
-  for (let i = 0; i < raw.length; i += 2) {
-    if (raw[i]!.toLowerCase() === ORG_HEADER) lines += 1;
-  }
-  if (lines > 1) {
+  // request (G6), refused rather than read as an org named "a, b" (as the proxy reads headers).
+  if ((req.headersDistinct?.[ORG_HEADER]?.length ?? 1) > 1) {
     throw new InvalidArgumentError('Errors.Request.Invalid', `${ORG_HEADER} must be sent once`, ORG_HEADER);
   }
   return parseParameter(Id, Array.isArray(value) ? value.join(',') : value, ORG_HEADER);

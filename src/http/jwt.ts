@@ -5,9 +5,9 @@ import {
   type JWTVerifyGetKey,
   type RemoteJWKSetOptions,
 } from 'jose';
-import { describeOptionValue, invalidOption } from '../core/option-checks';
+import { describeOptionValue, invalidOption, isPlainObject } from '../core/option-checks';
 import { validateId } from '../core/subjects';
-import { headerOrg, PERMISSIONS, type Authorize, type Permission } from './auth';
+import { headerOrg, isPermission, PERMISSIONS, type Authorize, type Permission } from './auth';
 import { PermissionDeniedError, UnauthenticatedError } from './errors';
 
 /**
@@ -130,14 +130,6 @@ interface Identity {
 
 class Rejected extends Error {}
 
-function isPermission(value: unknown): value is Permission {
-  return typeof value === 'string' && (PERMISSIONS as readonly string[]).includes(value);
-}
-
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
 function nonEmptyString(value: unknown, field: string): string {
   if (typeof value !== 'string' || value.length === 0) {
     throw invalidOption(field, `must be a non-empty string, got ${describeOptionValue(value)}`);
@@ -170,7 +162,7 @@ function checkPermissions(list: unknown, field: string): Permission[] {
 function namesOf(value: unknown): string[] {
   if (typeof value === 'string') return value.split(' ').filter((s) => s.length > 0);
   if (Array.isArray(value)) return value.filter((v): v is string => typeof v === 'string');
-  if (isObject(value)) return Object.keys(value);
+  if (isPlainObject(value)) return Object.keys(value);
   return [];
 }
 
@@ -191,7 +183,7 @@ function keyGetter(
     const res = await fetch(where, { signal: AbortSignal.timeout(timeoutMs), redirect: 'error' });
     if (!res.ok) throw new Error(`OIDC discovery answered HTTP ${res.status}`);
     const doc: unknown = await res.json();
-    if (!isObject(doc) || doc.issuer !== issuer) {
+    if (!isPlainObject(doc) || doc.issuer !== issuer) {
       throw new Error('OIDC discovery document does not name the configured issuer');
     }
     if (typeof doc.jwks_uri !== 'string') throw new Error('OIDC discovery document has no jwks_uri');
@@ -228,7 +220,8 @@ function keyGetter(
  * Combine it with the static tokens with `combineAuthorizers(createTokenAuthorizer(…), createJwtAuthorizer(…))`.
  */
 export function createJwtAuthorizer(options: JwtAuthorizerOptions): Authorize {
-  if (!isObject(options)) throw invalidOption('jwt', 'must be an object such as { issuer, audience, … }');
+  if (!isPlainObject(options))
+    throw invalidOption('jwt', 'must be an object such as { issuer, audience, … }');
   const zitadel = options.preset === 'zitadel';
   if (options.preset !== undefined && !zitadel) {
     throw invalidOption('jwt.preset', `must be zitadel, got ${describeOptionValue(options.preset)}`);
@@ -269,14 +262,14 @@ export function createJwtAuthorizer(options: JwtAuthorizerOptions): Authorize {
   let fixedOrgs: ReadonlySet<string> | undefined;
   if (Array.isArray(orgsOption)) {
     fixedOrgs = new Set(orgsOption.map((o: unknown, i) => validateId(o, `jwt.orgs[${i}]`)));
-  } else if (isObject(orgsOption)) {
+  } else if (isPlainObject(orgsOption)) {
     nonEmptyString(orgsOption.claim, 'jwt.orgs.claim');
   } else if (orgsOption !== undefined && orgsOption !== '*') {
     throw invalidOption('jwt.orgs', "must be '*', a list of org ids or { claim }");
   }
   const permissionsOption: JwtAuthorizerOptions['permissions'] =
     options.permissions ?? (zitadel ? { claim: ZITADEL_ROLES_CLAIM } : undefined);
-  if (permissionsOption === undefined || !isObject(permissionsOption as unknown)) {
+  if (permissionsOption === undefined || !isPlainObject(permissionsOption as unknown)) {
     throw invalidOption('jwt.permissions', 'must be { claim, map } or { fixed: [permissions] }');
   }
   let fixedPermissions: readonly Permission[] | undefined;
@@ -290,7 +283,7 @@ export function createJwtAuthorizer(options: JwtAuthorizerOptions): Authorize {
       'jwt.permissions.claim',
     );
     if (permissionsOption.map !== undefined) {
-      if (!isObject(permissionsOption.map))
+      if (!isPlainObject(permissionsOption.map))
         throw invalidOption('jwt.permissions.map', 'must map role names to permission lists');
       roleMap = new Map(
         Object.entries(permissionsOption.map).map(([role, list]) => [
@@ -343,7 +336,7 @@ export function createJwtAuthorizer(options: JwtAuthorizerOptions): Authorize {
     }
     let orgs: Set<string> | undefined;
     if (fixedOrgs) orgs = new Set([...fixedOrgs, home]);
-    else if (isObject(orgsOption)) orgs = new Set([...namesOf(claims[orgsOption.claim]), home]);
+    else if (isPlainObject(orgsOption)) orgs = new Set([...namesOf(claims[orgsOption.claim]), home]);
     else if (orgsOption === undefined) orgs = new Set([home]);
     const homeOnly = unscopedHomeOnly ? new Set([home]) : undefined;
     let grants: Grant[];
@@ -358,8 +351,8 @@ export function createJwtAuthorizer(options: JwtAuthorizerOptions): Authorize {
       for (const role of names) {
         const mapped = roleMap ? roleMap.get(role) : isPermission(role) ? [role] : undefined;
         if (!mapped || mapped.length === 0) continue;
-        const scope = isObject(roles) ? roles[role] : undefined;
-        if (isObject(scope)) {
+        const scope = isPlainObject(roles) ? roles[role] : undefined;
+        if (isPlainObject(scope)) {
           // A role granted on some orgs never carries instance permissions (iam.*): an org's
           // admin (ZITADEL project grants) could otherwise change every org's lockout.
           const permissions = mapped.filter((p) => !INSTANCE_PERMISSIONS.has(p));

@@ -43,6 +43,19 @@ interface Run {
 }
 
 /** The environment without the caller's LOCKGATE_* variables (LOCKGATE_TEST_* kept). */
+/** Every command of the CLI, as its usage names it. */
+const COMMANDS = [
+  'serve',
+  'config check',
+  'status',
+  'lock',
+  'unlock',
+  'lockouts',
+  'settings get',
+  'settings set',
+  'hash-password',
+];
+
 function cleanEnv(): Record<string, string> {
   return Object.fromEntries(
     Object.entries(process.env).filter(
@@ -136,34 +149,14 @@ describe('usage', () => {
     const run = await cli(['--help']);
     expect(run.code).toBe(0);
     expect(run.stderr).toBe('');
-    for (const c of [
-      'serve',
-      'config check',
-      'status',
-      'lock',
-      'unlock',
-      'lockouts',
-      'settings get',
-      'settings set',
-      'hash-password',
-    ]) {
+    for (const c of COMMANDS) {
       expect(run.stdout).toContain(`  ${c} `);
     }
     expect(run.stdout).toContain('LOCKGATE_URL');
     expect(run.stdout).toContain('LOCKGATE_TOKEN');
   });
 
-  it.each([
-    'serve',
-    'config check',
-    'status',
-    'lock',
-    'unlock',
-    'lockouts',
-    'settings get',
-    'settings set',
-    'hash-password',
-  ])('lockgate %s --help', async (name) => {
+  it.each(COMMANDS)('lockgate %s --help', async (name) => {
     const run = await cli([...name.split(' '), '--help']);
     expect(run.code).toBe(0);
     expect(run.stdout).toMatch(new RegExp(`^usage: lockgate ${name}\\b`));

@@ -13,6 +13,7 @@ import type { Request } from 'express';
 import { PERMISSIONS } from '../../src/http/auth';
 import { createJwtAuthorizer } from '../../src/http/jwt';
 import { hashPassword } from '../../src/verify';
+import { readAnswer } from '../helpers/http';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Json = any;
@@ -109,14 +110,7 @@ async function call(
     payload = JSON.stringify(options.body);
   }
   const res = await fetch(`${sidecar.url}${path}`, { method, headers, body: payload });
-  const text = await res.text();
-  let body: unknown;
-  try {
-    body = JSON.parse(text);
-  } catch {
-    body = undefined;
-  }
-  return { status: res.status, body, text, headers: res.headers };
+  return (await readAnswer(res)) as { status: number; body: Json; text: string; headers: Headers };
 }
 
 const FAST_ARGON2 = { memoryCost: 1024, timeCost: 1, parallelism: 1 };

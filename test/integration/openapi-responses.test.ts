@@ -19,6 +19,7 @@ import { startSidecar, type SidecarHandle } from '../../src/sidecar/server';
 import { generateTotpSecret, hashPassword, totpCode } from '../../src/verify';
 import { testRedisUrl } from '../helpers/redis-clients';
 import { LOCKOUT_STORE_MEMBERS } from '../../src/core/store';
+import { readAnswer } from '../helpers/http';
 
 /** A parsed JSON answer or document, read freely by the assertions. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -129,20 +130,7 @@ async function send(route: RouteDoc, req: Req): Promise<Answer> {
   const base = (req.via ?? (() => sidecar))().url;
   const url = `${base}${fillPath(route, req.params)}${req.query ? `?${req.query}` : ''}`;
   const res = await fetch(url, { method: route.method.toUpperCase(), headers, body: payload });
-  const text = await res.text();
-  let body: unknown;
-  try {
-    body = JSON.parse(text);
-  } catch {
-    body = undefined;
-  }
-  return {
-    status: res.status,
-    contentType: res.headers.get('content-type') ?? '',
-    text,
-    body,
-    headers: res.headers,
-  };
+  return { ...(await readAnswer(res)), contentType: res.headers.get('content-type') ?? '' };
 }
 
 /** A JSON pointer (RFC 6901) as a URI fragment. */

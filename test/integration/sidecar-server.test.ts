@@ -9,6 +9,7 @@ import { ROUTES, buildOpenApiDocument } from '../../src/sidecar/openapi';
 import { startSidecar, type SidecarHandle } from '../../src/sidecar/server';
 import { hashPassword, totpCode, generateTotpSecret } from '../../src/verify';
 import { PERMISSIONS } from '../../src/http/auth';
+import { readAnswer } from '../helpers/http';
 
 /** A parsed JSON answer, read freely by the assertions. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -59,14 +60,7 @@ async function call(
     payload = options.raw ?? JSON.stringify(options.body);
   }
   const res = await fetch(`${sidecar.url}${path}`, { method, headers, body: payload });
-  const text = await res.text();
-  let body: unknown;
-  try {
-    body = JSON.parse(text);
-  } catch {
-    body = undefined;
-  }
-  return { status: res.status, body, text, headers: res.headers };
+  return (await readAnswer(res)) as { status: number; body: Json; text: string; headers: Headers };
 }
 
 /** Every (METHOD, /openapi/{path}) the Express app routes, found by walking its router stack. */

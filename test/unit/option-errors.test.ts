@@ -4,16 +4,7 @@ import { LockoutEngine, type LockoutEngineOptions } from '../../src/core/engine'
 import type { LockoutStore } from '../../src/core/store';
 import { MemoryStore, type MemoryStoreOptions } from '../../src/store/memory/memory-store';
 import { RedisStore, type RedisStoreOptions } from '../../src/store/redis/redis-store';
-
-/** The thrown error, or a failure when nothing is thrown. */
-function thrown(make: () => unknown): unknown {
-  try {
-    make();
-  } catch (error) {
-    return error;
-  }
-  throw new Error('nothing was thrown');
-}
+import { thrown } from '../helpers/errors';
 
 function expectOptionError(make: () => unknown, check: string, field: string, message: RegExp): void {
   const error = thrown(make);

@@ -14,22 +14,13 @@ import {
 import { observeStore } from '../../src/sidecar/store';
 import { MemoryStore } from '../../src/store/memory/memory-store';
 import { RedisStore, type RedisClient } from '../../src/store/redis/redis-store';
+import { thrown } from '../helpers/errors';
 
 /** The store port split by concern: every member listed once, and all of them checked when an engine is made. */
 
 /** A RedisStore that never talks to Redis: its constructor only defines the scripts on the client. */
 function offlineRedisStore(): RedisStore {
   return new RedisStore({ client: { defineCommand: () => undefined } as unknown as RedisClient });
-}
-
-/** The thrown error, or a failure when nothing is thrown. */
-function thrown(make: () => unknown): unknown {
-  try {
-    make();
-  } catch (error) {
-    return error;
-  }
-  throw new Error('nothing was thrown');
 }
 
 /** A plain object with exactly the port members of `store` (methods bound to it). */
