@@ -53,6 +53,16 @@ export class PermissionDeniedError extends IdentifiedError {
   readonly httpStatus = 403;
 }
 
+/**
+ * The identity provider's keys (JWKS, OIDC discovery) could not be obtained, so a JWT could not be
+ * verified either way (503, code 14). Not a 401: the token was not found wrong, and a caller must
+ * not be told to sign in again because the issuer is down. Never names the issuer's answer.
+ */
+export class AuthUnavailableError extends IdentifiedError {
+  readonly grpcCode = GrpcCode.Unavailable;
+  readonly httpStatus = 503;
+}
+
 /** Stable ids of a wrong credential, per factor (as ZITADEL's). */
 export const INVALID_CREDENTIAL_IDS: Readonly<Record<Factor, string>> = {
   password: 'Errors.User.Password.Invalid',

@@ -8,7 +8,7 @@ import {
 import { describeOptionValue, invalidOption, isPlainObject } from '../core/option-checks';
 import { validateId } from '../core/subjects';
 import { headerOrg, isPermission, PERMISSIONS, type Authorize, type Permission } from './auth';
-import { PermissionDeniedError, UnauthenticatedError } from './errors';
+import { AuthUnavailableError, PermissionDeniedError, UnauthenticatedError } from './errors';
 
 /**
  * OIDC/JWT bearer tokens (signed access tokens of an OpenID Connect issuer such as ZITADEL),
@@ -16,7 +16,9 @@ import { PermissionDeniedError, UnauthenticatedError } from './errors';
  * principal `jwt:<sub>`, the org the request acts on, and permissions from a claim.
  *
  * Every failure to authenticate answers the same 401 as an unknown static token; the reason goes
- * to `onReject` (the sidecar logs it at debug level), never the token.
+ * to `onReject` (the sidecar logs it at debug level), never the token. A token that could not be
+ * verified because the issuer's keys could not be fetched answers 503 (AuthUnavailableError) and
+ * goes to `onKeysUnavailable` (the sidecar logs a warning): an outage is not a wrong token.
  */
 
 /** Asymmetric JWS algorithms that may be allowed. `none` and HS* (HMAC) never are. */
@@ -104,6 +106,11 @@ export interface JwtAuthorizerOptions {
   readonly defaultOrg?: string;
   /** Told why a JWT was refused (never the token): for debug logs. */
   readonly onReject?: (reason: string) => void;
+  /**
+   * Told why the issuer's keys could not be obtained (JWKS or discovery fetch failed): for warning
+   * logs. The request answers 503 (AuthUnavailableError), not 401: the token was not found wrong.
+   */
+  readonly onKeysUnavailable?: (reason: string) => void;
 }
 
 /** Three base64url parts: what a JWS in compact form looks like. */
@@ -214,6 +221,31 @@ function keyGetter(
   };
 }
 
+/** Why the issuer's keys could not be obtained (a fetch failed): not a verdict on the token. */
+class KeysUnavailable extends Error {}
+
+/**
+ * Errors of jose's key set that say the keys could not be obtained (timeout, a non-200 or non-JSON
+ * answer, a malformed key set), as opposed to a verdict on the token (no key matches its kid, its
+ * alg is not supported). An error without a jose code is a network error or a failed discovery.
+ */
+const UNAVAILABLE_KEY_ERRORS = new Set(['ERR_JWKS_TIMEOUT', 'ERR_JWKS_INVALID', 'ERR_JOSE_GENERIC']);
+
+/** `getKey`, with every failure to obtain the keys thrown as KeysUnavailable. */
+function unavailableAsSuch(getKey: JWTVerifyGetKey): JWTVerifyGetKey {
+  return async (header, token) => {
+    try {
+      return await getKey(header, token);
+    } catch (error) {
+      const code = (error as { code?: unknown })?.code;
+      if (typeof code === 'string' && code.startsWith('ERR_J') && !UNAVAILABLE_KEY_ERRORS.has(code))
+        throw error;
+      const message = (error as { message?: unknown })?.message;
+      throw new KeysUnavailable(typeof message === 'string' ? message : 'key fetch failed', { cause: error });
+    }
+  };
+}
+
 /**
  * An Authorize for JWT bearer tokens. Throws InvalidArgumentError naming the option when the
  * options are wrong. A bearer value that does not look like a JWT is refused without any work.
@@ -304,18 +336,21 @@ export function createJwtAuthorizer(options: JwtAuthorizerOptions): Authorize {
   const timeoutMs = jwks.timeoutMs ?? 5000;
   const base = issuer.replace(/\/+$/, '');
   const jwksUri = options.jwksUri ?? (zitadel ? `${base}/oauth/v2/keys` : `${base}/.well-known/jwks.json`);
-  const getKey = keyGetter(
-    issuer,
-    jwksUri,
-    {
-      cooldownDuration: cooldownMs,
-      cacheMaxAge: (jwks.cacheMaxAgeSeconds ?? 600) * 1000,
-      timeoutDuration: timeoutMs,
-    },
-    cooldownMs,
-    timeoutMs,
+  const getKey = unavailableAsSuch(
+    keyGetter(
+      issuer,
+      jwksUri,
+      {
+        cooldownDuration: cooldownMs,
+        cacheMaxAge: (jwks.cacheMaxAgeSeconds ?? 600) * 1000,
+        timeoutDuration: timeoutMs,
+      },
+      cooldownMs,
+      timeoutMs,
+    ),
   );
   const onReject = options.onReject;
+  const onKeysUnavailable = options.onKeysUnavailable;
 
   const identify = (claims: JWTPayload): Identity => {
     const subject = claims[principalClaim];
@@ -390,6 +425,10 @@ export function createJwtAuthorizer(options: JwtAuthorizerOptions): Authorize {
       identity = identify(payload);
     } catch (error) {
       if (error instanceof Rejected) throw invalid(error.message);
+      if (error instanceof KeysUnavailable) {
+        onKeysUnavailable?.(error.message);
+        throw new AuthUnavailableError('Errors.Token.KeysUnavailable', 'Token keys unavailable, retry later');
+      }
       const e = error as { code?: unknown; message?: unknown };
       const code = typeof e?.code === 'string' ? `${e.code}: ` : '';
       throw invalid(`${code}${typeof e?.message === 'string' ? e.message : 'verification failed'}`);

@@ -452,6 +452,8 @@ function buildAuthorizer(auth: SidecarConfig['auth'], instanceId: string, logger
     ...jwtConfig,
     defaultOrg: instanceId,
     onReject: (reason) => logger.debug({ auth: 'jwt', reason }, 'JWT refused'),
+    onKeysUnavailable: (reason) =>
+      logger.warn({ auth: 'jwt', reason }, 'JWT not verified: the issuer keys could not be fetched (503)'),
   });
   if (
     !/^https:/.test(

@@ -568,3 +568,85 @@ describe('auth.jwt configuration errors', () => {
     expect(config.auth.jwt).toMatchObject({ preset: 'zitadel', clockToleranceSeconds: 30 });
   });
 });
+
+describe('JWT bearer tokens while the issuer cannot give its keys', () => {
+  /** An issuer that answers its JWKS, a 500, non-JSON, or never (its mode). */
+  let mode: 'up' | 'error' | 'garbage' | 'hang' = 'up';
+  let key: Key;
+  let url = '';
+  const held: import('node:http').ServerResponse[] = [];
+  const server = createServer((req, res) => {
+    if (mode === 'hang') return void held.push(res);
+    if (mode === 'error') return void res.writeHead(500).end();
+    res.setHeader('content-type', 'application/json');
+    res.end(mode === 'garbage' ? '<html>' : JSON.stringify({ keys: [key.jwk] }));
+  });
+  let sidecar: SidecarHandle;
+  const log = capture();
+
+  beforeAll(async () => {
+    key = await makeKey('kf', 'ES256');
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    sidecar = await startSidecar(
+      baseConfig({
+        issuer: url,
+        audience: AUDIENCE,
+        permissions: { fixed: ['user.read'] },
+        jwks: { cooldownSeconds: 1, timeoutMs: 300 },
+      }),
+      { logger: log.logger },
+    );
+  });
+  afterAll(async () => {
+    await sidecar?.close();
+    for (const res of held) res.destroy();
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+
+  const token = () =>
+    new SignJWT({})
+      .setProtectedHeader({ alg: 'ES256', kid: 'kf' })
+      .setIssuer(url)
+      .setAudience(AUDIENCE)
+      .setSubject('carol')
+      .setExpirationTime(now() + 300)
+      .sign(key.privateKey);
+
+  it.each(['error', 'garbage', 'hang'] as const)(
+    'a key fetch that fails (%s) answers 503 code 14 and logs a warning, not a 401',
+    async (m) => {
+      mode = m;
+      await pastCooldown();
+      const before = log.lines.length;
+      const res = await read(sidecar, await token());
+      expect(res.status).toBe(503);
+      expect(res.body.code).toBe(14);
+      expect(res.text).toContain('Errors.Token.KeysUnavailable');
+      expect(res.headers.get('www-authenticate')).toBeNull();
+      const warned = log.lines.slice(before).map((l) => JSON.parse(l) as Json);
+      expect(warned.some((l) => l.level === 40 && l.auth === 'jwt')).toBe(true);
+      // A static token does not need the issuer.
+      expect((await read(sidecar, ADMIN)).status).toBe(200);
+    },
+  );
+
+  it('once the issuer answers again, the same token is accepted; a token it does not sign stays 401', async () => {
+    mode = 'up';
+    await pastCooldown();
+    expect((await read(sidecar, await token())).status).toBe(200);
+    const stranger = await makeKey('kz', 'ES256');
+    const forged = await new SignJWT({})
+      .setProtectedHeader({ alg: 'ES256', kid: 'kf' })
+      .setIssuer(url)
+      .setAudience(AUDIENCE)
+      .setSubject('carol')
+      .setExpirationTime(now() + 300)
+      .sign(stranger.privateKey);
+    expect((await read(sidecar, forged)).status).toBe(401);
+    await pastCooldown();
+    const unknownKid = await sign(stranger, {}, { iss: url, kid: 'kz' });
+    expect((await read(sidecar, unknownKid)).status).toBe(401);
+  });
+});
