@@ -25,6 +25,7 @@ export {
   createTokenAuthorizer,
   hashToken,
   type AuthContext,
+  type AuthScope,
   type Authorize,
   type AuthorizeTarget,
   type Permission,

@@ -303,6 +303,12 @@ export async function startSidecar(
     res.type('application/json').send(openApi);
   });
 
+  // The admin console (static files calling the API above with the user's token). Not when the
+  // reverse proxy shares this listener: there every other path belongs to the auth service,
+  // which may have a /console of its own (give the proxy its own listener, proxy.listen).
+  const proxyShares = config.proxy !== undefined && config.proxy.listen === undefined;
+  if (!proxyShares) app.use('/console', lockout.routers.console());
+
   app.use(
     lockout.routers.all({
       observeCheck: (factor, outcome, seconds) => metrics.observeCheckLatency(factor, outcome, seconds),
