@@ -35,6 +35,7 @@ const OWN_FILES: Readonly<Record<string, string>> = {
   '/api.js': 'text/javascript; charset=utf-8',
   '/pages.js': 'text/javascript; charset=utf-8',
   '/console.css': 'text/css; charset=utf-8',
+  '/favicon.svg': 'image/svg+xml',
 };
 
 /** The library modules, served from the installed npm packages (dependencies of lockgate). */
@@ -98,6 +99,7 @@ function page(apiBase: string): string {
 <meta name="referrer" content="no-referrer">
 <meta name="lockgate-api" content="${escapeAttribute(apiBase)}">
 <title>lockgate console</title>
+<link rel="icon" href="./favicon.svg" type="image/svg+xml">
 <link rel="stylesheet" href="./vendor/uplot.css">
 <link rel="stylesheet" href="./console.css">
 <script type="importmap">${IMPORT_MAP}</script>

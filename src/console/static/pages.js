@@ -245,7 +245,7 @@ export function LockedUsersPage({ client, can }) {
               </tbody>
             </table>`
     }
-    <nav class="pager" aria-label="Pages of locked users">
+    <nav class="pager" aria-label="Locked users pagination">
       <button
         type="button"
         class="secondary"
