@@ -56,6 +56,8 @@ export interface SidecarHandle {
   readonly url: string;
   /** Base URL of the reverse proxy when it has its own listener (proxy.listen). */
   readonly proxyUrl?: string;
+  /** `<url>/console/`: the admin console, unless the reverse proxy shares the listener. */
+  readonly consoleUrl?: string;
   readonly port: number;
   /** The Express app (tests walk its router stack). */
   readonly app: Express;
@@ -436,6 +438,7 @@ export async function startSidecar(
     url,
     port: address.port,
     ...(proxyUrl ? { proxyUrl } : {}),
+    ...(proxyShares ? {} : { consoleUrl: `${url}/console/` }),
     app,
     engine,
     store,
