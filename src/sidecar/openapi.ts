@@ -49,8 +49,9 @@ const ref = (name: string): Json => ({ $ref: `#/components/schemas/${name}` });
 /**
  * The schema of each id parameter, generated from the zod schema its handler parses it with
  * (parseParameter(Id, …)): the `userId` path parameter, `cursor`, `ctx.orgId`, `x-zitadel-orgid`.
- * The others are hand-written: `attemptId` (decodeAttemptId, not a zod schema), `limit` (parsed
- * from a string, documented as the integer it stands for) and `ctx.instance` (`true`/`false`).
+ * The others are hand-written: `attemptId` (decodeAttemptId, not a zod schema), `limit` and
+ * `minutes` (parsed from a string, documented as the integer they stand for) and `ctx.instance`
+ * (`true`/`false`).
  */
 const ID_PARAMETER = parameterJsonSchema(Id);
 
