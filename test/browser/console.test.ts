@@ -2,8 +2,9 @@
  * The admin console in a real browser (Chromium from Debian, driven by playwright-core) against
  * a real sidecar: sign in, the locked users table and its unlocks (one and bulk), user lookup,
  * settings with isDefault, the permissions a token lacks, the activity chart, and the page's
- * security headers. Every test also checks that the page logged no error (a CSP violation is
- * one) and called no other origin. Screenshots of the main pages go to test-artifacts/.
+ * security headers, keyboard use and labels. Every test also checks that the page logged no error
+ * (a CSP violation is one) and called no other origin. Screenshots of the main pages go to
+ * test-artifacts/.
  */
 import { existsSync } from 'node:fs';
 import {
@@ -31,6 +32,15 @@ interface PageGlobals {
     readonly cookie: string;
     readonly activeElement: { closest(selector: string): unknown } | null;
   };
+}
+/** The few members of a form control the label check reads. */
+interface Control {
+  readonly tagName: string;
+  readonly type?: string;
+  readonly id: string;
+  readonly textContent: string | null;
+  readonly labels?: ArrayLike<unknown> | null;
+  getAttribute(name: string): string | null;
 }
 interface Canvas2d {
   readonly width: number;
@@ -60,6 +70,26 @@ async function switchOrg(p: ConsolePage, org: string): Promise<void> {
     (o) => (globalThis as unknown as PageGlobals).sessionStorage.getItem('lockgate.console.org') === o,
     org,
   );
+}
+
+/**
+ * Every input, select and button of the page has an accessible name (a label, aria-label or
+ * text): the form controls a screen reader user meets are all named.
+ */
+async function expectLabelled(p: ConsolePage): Promise<void> {
+  const unnamed = await p.page.evaluate(() => {
+    const doc = (globalThis as unknown as { document: { querySelectorAll(s: string): ArrayLike<unknown> } })
+      .document;
+    const controls = Array.from(doc.querySelectorAll('input, select, button')) as Control[];
+    return controls
+      .filter((c) => {
+        if (c.type === 'hidden') return false;
+        const labelled = (c.labels?.length ?? 0) > 0 || !!c.getAttribute('aria-label');
+        return !labelled && !(c.tagName === 'BUTTON' && (c.textContent ?? '').trim().length > 0);
+      })
+      .map((c) => `${c.tagName}#${c.id}`);
+  });
+  expect(unnamed).toEqual([]);
 }
 
 async function openPage(p: ConsolePage, title: string): Promise<void> {
@@ -124,6 +154,7 @@ test('sign in: a refused token stays on the form; the admin token signs in and s
   const p = await h.page();
   await p.page.goto(`${h.sidecar.url}/console/`);
   await screenshot(p, 'console-sign-in');
+  await expectLabelled(p);
   await p.page.getByLabel('Token').fill('not-a-token');
   await p.page.getByRole('button', { name: 'Sign in' }).click();
   await expect(p.page.getByRole('alert').filter({ hasText: 'not accepted' }).textContent()).resolves.toBe(
@@ -160,6 +191,7 @@ test('locked users: a user locked through the API is listed; Unlock (confirmed) 
   await row.waitFor();
   await expect(row.locator('td').nth(1).textContent()).resolves.toContain('pw 1');
   await screenshot(p, 'console-locked-users');
+  await expectLabelled(p);
   await row.getByRole('button', { name: `Unlock ${userId}` }).click();
   const dialog = p.page.getByRole('dialog', { name: `Unlock ${userId}?` });
   await dialog.waitFor();
@@ -244,6 +276,7 @@ test('user lookup: counters against the effective limits; Lock, then Unlock, the
     .waitFor();
   expect(await userState(h.sidecar, org, userId)).toBe('USER_STATE_LOCKED');
   await screenshot(p, 'console-user-lookup');
+  await expectLabelled(p);
   await p.page.getByRole('button', { name: 'Unlock' }).click();
   await p.page
     .getByRole('dialog', { name: `Unlock ${userId}?` })
@@ -288,6 +321,7 @@ test('settings: inherited from instance, a bad value is refused in the form, sav
     policy: { maxPasswordAttempts: '3', maxOtpAttempts: '5' },
   });
   await screenshot(p, 'console-settings');
+  await expectLabelled(p);
   // Saving the same values again: the API's 400 code 9, shown as a sentence.
   await p.page.getByRole('button', { name: 'Save' }).first().click();
   await p.page.getByRole('alert').filter({ hasText: 'Nothing to save' }).waitFor();
@@ -371,10 +405,11 @@ test('activity: the chart draws the failures and locks counted this minute', asy
   });
   expect(red).toBeGreaterThan(0);
   await screenshot(p, 'console-activity');
+  await expectLabelled(p);
   expectClean(p);
 });
 
-test('keyboard: the confirmation dialog opens with Enter, keeps focus, and Escape cancels it', async () => {
+test('keyboard: Tab reaches Unlock with a visible focus, Enter opens the confirmation, focus stays in it, Escape cancels', async () => {
   const org = unique('org-keys');
   const userId = unique('frank');
   await lockUser(h.sidecar, org, userId);
@@ -382,7 +417,23 @@ test('keyboard: the confirmation dialog opens with Enter, keeps focus, and Escap
   await signIn(p, h.sidecar, ADMIN);
   await switchOrg(p, org);
   const unlock = p.page.getByRole('button', { name: `Unlock ${userId}` });
-  await unlock.focus();
+  // Reached with Tab from the row's checkbox, and its focus is visible (an outline).
+  await p.page.getByLabel(`Select ${userId}`).focus();
+  await p.page.keyboard.press('Tab');
+  await p.page.keyboard.press('Tab');
+  expect(
+    await unlock.evaluate((el) => el === (globalThis as unknown as PageGlobals).document.activeElement),
+  ).toBe(true);
+  expect(
+    await unlock.evaluate(
+      (el) =>
+        (
+          globalThis as unknown as {
+            getComputedStyle(e: unknown): { outlineStyle: string; outlineWidth: string };
+          }
+        ).getComputedStyle(el).outlineStyle,
+    ),
+  ).toBe('solid');
   await p.page.keyboard.press('Enter');
   const dialog = p.page.getByRole('dialog', { name: `Unlock ${userId}?` });
   await dialog.waitFor();
