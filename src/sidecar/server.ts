@@ -56,7 +56,7 @@ export interface SidecarHandle {
   readonly url: string;
   /** Base URL of the reverse proxy when it has its own listener (proxy.listen). */
   readonly proxyUrl?: string;
-  /** `<url>/console/`: the admin console, unless the reverse proxy shares the listener. */
+  /** `<url>/console/`: the admin console (unless console.enabled is false or the reverse proxy shares the listener). */
   readonly consoleUrl?: string;
   readonly port: number;
   /** The Express app (tests walk its router stack). */
@@ -309,7 +309,8 @@ export async function startSidecar(
   // reverse proxy shares this listener: there every other path belongs to the auth service,
   // which may have a /console of its own (give the proxy its own listener, proxy.listen).
   const proxyShares = config.proxy !== undefined && config.proxy.listen === undefined;
-  if (!proxyShares) app.use('/console', lockout.routers.console());
+  const serveConsole = config.console.enabled && !proxyShares;
+  if (serveConsole) app.use('/console', lockout.routers.console());
 
   app.use(
     lockout.routers.all({
@@ -438,7 +439,7 @@ export async function startSidecar(
     url,
     port: address.port,
     ...(proxyUrl ? { proxyUrl } : {}),
-    ...(proxyShares ? {} : { consoleUrl: `${url}/console/` }),
+    ...(serveConsole ? { consoleUrl: `${url}/console/` } : {}),
     app,
     engine,
     store,
