@@ -310,10 +310,10 @@ test('settings: inherited from instance, a bad value is refused in the form, sav
   await passwordField.fill('-3');
   await p.page.locator('#org-maxPasswordAttempts-error').getByText('Enter a whole number').waitFor();
   expect(await passwordField.getAttribute('aria-invalid')).toBe('true');
-  await p.page.getByRole('button', { name: 'Save' }).first().click();
+  await p.page.getByRole('button', { name: 'Save organization settings' }).click();
   expect((await api(h.sidecar, 'GET', '/management/v1/policies/lockout', { org })).body.isDefault).toBe(true);
   await passwordField.fill('3');
-  await p.page.getByRole('button', { name: 'Save' }).first().click();
+  await p.page.getByRole('button', { name: 'Save organization settings' }).click();
   await source.getByText('Custom').waitFor();
   const custom = await api(h.sidecar, 'GET', '/management/v1/policies/lockout', { org });
   expect(custom.body).toMatchObject({
@@ -323,7 +323,7 @@ test('settings: inherited from instance, a bad value is refused in the form, sav
   await screenshot(p, 'console-settings');
   await expectLabelled(p);
   // Saving the same values again: the API's 400 code 9, shown as a sentence.
-  await p.page.getByRole('button', { name: 'Save' }).first().click();
+  await p.page.getByRole('button', { name: 'Save organization settings' }).click();
   await p.page.getByRole('alert').filter({ hasText: 'Nothing to save' }).waitFor();
   await p.page.getByRole('button', { name: 'Reset to default' }).click();
   await p.page.getByRole('dialog').getByRole('button', { name: 'Reset' }).click();
@@ -331,6 +331,7 @@ test('settings: inherited from instance, a bad value is refused in the form, sav
   expect((await api(h.sidecar, 'GET', '/management/v1/policies/lockout', { org })).body.isDefault).toBe(true);
   // The admin token may also see and edit the instance defaults.
   await p.page.getByRole('heading', { name: 'Instance defaults' }).waitFor();
+  expect(await p.page.getByRole('button', { name: 'Save instance defaults' }).count()).toBe(1);
   expectClean(p, ['400 /management/v1/policies/lockout']);
 });
 

@@ -500,7 +500,7 @@ function settingProblem(value) {
   return '';
 }
 
-function SettingsForm({ id, policy, canWrite, onSave, extra }) {
+function SettingsForm({ id, policy, canWrite, onSave, extra, saveLabel }) {
   const [values, setValues] = useState({
     maxPasswordAttempts: policy.maxPasswordAttempts,
     maxOtpAttempts: policy.maxOtpAttempts,
@@ -546,7 +546,9 @@ function SettingsForm({ id, policy, canWrite, onSave, extra }) {
   >
     ${field('maxPasswordAttempts', 'Password attempts before lock')}
     ${field('maxOtpAttempts', 'One-time code attempts before lock')}
-    <div class="actions">${canWrite && html`<button type="submit">Save</button>`} ${extra}</div>
+    <div class="actions">
+      ${canWrite && html`<button type="submit" aria-label=${saveLabel}>Save</button>`} ${extra}
+    </div>
   </form>`;
 }
 
@@ -605,6 +607,7 @@ export function SettingsPage({ client, can, org }) {
         </p>
         <${SettingsForm}
           id="org"
+          saveLabel="Save organization settings"
           policy=${orgSettings.policy}
           canWrite=${can('policy.write')}
           onSave=${(values) =>
@@ -629,6 +632,7 @@ export function SettingsPage({ client, can, org }) {
         <p>Every organization without settings of its own uses these.</p>
         <${SettingsForm}
           id="instance"
+          saveLabel="Save instance defaults"
           policy=${instance.policy}
           canWrite=${can('iam.policy.write')}
           onSave=${(values) => run('Instance settings saved.', () => client.updateInstanceSettings(values))}
