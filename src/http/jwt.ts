@@ -5,16 +5,10 @@ import {
   type JWTVerifyGetKey,
   type RemoteJWKSetOptions,
 } from 'jose';
+import type { AuthScope } from './auth';
 import { describeOptionValue, invalidOption, isPlainObject } from '../core/option-checks';
 import { validateId } from '../core/subjects';
-import {
-  headerOrg,
-  isPermission,
-  PERMISSIONS,
-  type AuthScope,
-  type Authorize,
-  type Permission,
-} from './auth';
+import { headerOrg, isPermission, PERMISSIONS, type Authorize, type Permission } from './auth';
 import { PermissionDeniedError, UnauthenticatedError } from './errors';
 
 /**
