@@ -8,7 +8,7 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { PERMISSIONS } from '../../src/http/auth';
-import { parseConfig } from '../../src/sidecar/config';
+import { parseConfig, type SidecarConfig } from '../../src/sidecar/config';
 import { createLogger } from '../../src/sidecar/logger';
 import { startSidecar, type SidecarHandle } from '../../src/sidecar/server';
 import { readAnswer } from '../helpers/http';
@@ -25,6 +25,8 @@ export const HELPDESK = 'console-helpdesk-token-0003';
 
 export interface Harness {
   readonly sidecar: SidecarHandle;
+  /** The sidecar's configuration (for reloadAuth). */
+  readonly config: SidecarConfig;
   readonly browser: Browser;
   /** A new page in a new context (empty storage); its console errors and off-origin requests are recorded. */
   page(): Promise<ConsolePage>;
@@ -41,33 +43,31 @@ export interface ConsolePage {
 }
 
 export async function startHarness(): Promise<Harness> {
-  const sidecar = await startSidecar(
-    parseConfig({
-      server: { host: '127.0.0.1', port: 0 },
-      instance: { id: 'console-test', maxPasswordAttempts: 5, maxOtpAttempts: 5 },
-      log: { level: 'silent' },
-      auth: {
-        tokens: [
-          { name: 'admin', token: ADMIN, org: 'org-a', orgs: ['*'], permissions: [...PERMISSIONS] },
-          {
-            name: 'viewer',
-            token: VIEWER,
-            org: 'org-a',
-            orgs: ['org-a', 'org-b'],
-            permissions: ['user.read', 'policy.read'],
-          },
-          {
-            name: 'helpdesk',
-            token: HELPDESK,
-            org: 'org-a',
-            orgs: ['org-a', 'org-b'],
-            permissions: ['user.read', 'user.write', 'policy.read', 'policy.write', 'policy.delete'],
-          },
-        ],
-      },
-    }),
-    { logger: createLogger('silent') },
-  );
+  const config = parseConfig({
+    server: { host: '127.0.0.1', port: 0 },
+    instance: { id: 'console-test', maxPasswordAttempts: 5, maxOtpAttempts: 5 },
+    log: { level: 'silent' },
+    auth: {
+      tokens: [
+        { name: 'admin', token: ADMIN, org: 'org-a', orgs: ['*'], permissions: [...PERMISSIONS] },
+        {
+          name: 'viewer',
+          token: VIEWER,
+          org: 'org-a',
+          orgs: ['org-a', 'org-b'],
+          permissions: ['user.read', 'policy.read'],
+        },
+        {
+          name: 'helpdesk',
+          token: HELPDESK,
+          org: 'org-a',
+          orgs: ['org-a', 'org-b'],
+          permissions: ['user.read', 'user.write', 'policy.read', 'policy.write', 'policy.delete'],
+        },
+      ],
+    },
+  });
+  const sidecar = await startSidecar(config, { logger: createLogger('silent') });
   let browser: Browser;
   try {
     // chromium.launch runs the browser on a new empty profile (a temporary user-data-dir that
@@ -94,6 +94,7 @@ export async function startHarness(): Promise<Harness> {
   const contexts: BrowserContext[] = [];
   return {
     sidecar,
+    config,
     browser,
     async page() {
       const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });

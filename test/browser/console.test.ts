@@ -449,6 +449,29 @@ test('keyboard: Tab reaches Unlock with a visible focus, Enter opens the confirm
   expectClean(p);
 });
 
+test('a token revoked after sign-in (auth reloaded without it): the next request returns to the sign-in form, saying why', async () => {
+  const p = await h.page();
+  await signIn(p, h.sidecar, HELPDESK);
+  await p.page.getByRole('heading', { name: 'Locked users' }).waitFor();
+  h.sidecar.reloadAuth({
+    ...h.config,
+    auth: { ...h.config.auth, tokens: h.config.auth.tokens.filter((t) => t.name !== 'helpdesk') },
+  });
+  try {
+    await p.page.getByRole('button', { name: 'Refresh' }).click();
+    await p.page.getByRole('alert').filter({ hasText: 'no longer accepted' }).waitFor();
+    await p.page.getByLabel('Token').waitFor();
+    expect(
+      await p.page.evaluate(() =>
+        (globalThis as unknown as PageGlobals).sessionStorage.getItem('lockgate.console.token'),
+      ),
+    ).toBeNull();
+  } finally {
+    h.sidecar.reloadAuth(h.config);
+  }
+  expectClean(p, ['401 /v1/lockouts']);
+});
+
 test('screenshots of the main pages were saved under test-artifacts/', () => {
   for (const name of [
     'console-sign-in',

@@ -37,8 +37,11 @@ export const session = {
   },
 };
 
-/** A client for one token and org. */
-export function createClient(token, org) {
+/**
+ * A client for one token and org. `onUnauthenticated` is told of a 401 (the token was revoked or
+ * expired since sign-in), before the request rejects.
+ */
+export function createClient(token, org, onUnauthenticated) {
   const base = apiBase();
   async function request(method, path, body) {
     const headers = { authorization: `Bearer ${token}`, accept: 'application/json' };
@@ -59,6 +62,7 @@ export function createClient(token, org) {
     } catch {
       parsed = undefined;
     }
+    if (res.status === 401 && onUnauthenticated) onUnauthenticated();
     if (!res.ok) throw new ApiError(res.status, parsed);
     return parsed;
   }

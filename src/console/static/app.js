@@ -94,7 +94,10 @@ function Console({ token, initialMe, onSignOut }) {
   const [me, setMe] = useState(initialMe);
   const [page, setPage] = useState(pageFromHash());
   const [error, setError] = useState('');
-  const client = createClient(token, org);
+  // A token revoked (or expired) since sign-in: back to the sign-in form, saying why.
+  const client = createClient(token, org, () =>
+    onSignOut('Your token is no longer accepted; sign in again.'),
+  );
 
   useEffect(() => {
     const onHash = () => setPage(pageFromHash());
@@ -177,9 +180,9 @@ function App() {
   return html`<${Console}
     token=${state.token}
     initialMe=${state.me}
-    onSignOut=${() => {
+    onSignOut=${(reason) => {
       session.clear();
-      setState({ phase: 'signin' });
+      setState({ phase: 'signin', error: typeof reason === 'string' ? reason : undefined });
     }}
   />`;
 }
