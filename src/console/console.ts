@@ -27,6 +27,12 @@ export interface ConsoleOptions {
 interface Asset {
   readonly type: string;
   readonly body: Buffer;
+  /** A strong validator, the file's SHA-256: a browser revalidates (no-cache) and gets 304 while it is unchanged. */
+  readonly etag: string;
+}
+
+function makeAsset(type: string, body: Buffer): Asset {
+  return { type, body, etag: `"${createHash('sha256').update(body).digest('base64url')}"` };
 }
 
 /** The console's own files (src/console/static; dist/cjs/console/static once built). */
@@ -142,16 +148,16 @@ export function createConsoleHandler(options: ConsoleOptions = {}): RequestHandl
     );
   }
   const assets = new Map<string, Asset>();
-  assets.set('/', {
-    type: 'text/html; charset=utf-8',
-    body: Buffer.from(page(apiBase.replace(/\/+$/, '')), 'utf8'),
-  });
+  assets.set(
+    '/',
+    makeAsset('text/html; charset=utf-8', Buffer.from(page(apiBase.replace(/\/+$/, '')), 'utf8')),
+  );
   const own = consoleStaticDir();
   for (const [url, type] of Object.entries(OWN_FILES)) {
-    assets.set(url, { type, body: readFileSync(path.join(own, url.slice(1))) });
+    assets.set(url, makeAsset(type, readFileSync(path.join(own, url.slice(1)))));
   }
   for (const v of VENDOR_FILES) {
-    assets.set(v.url, { type: v.type, body: readFileSync(path.join(packageDir(v.pkg), v.file)) });
+    assets.set(v.url, makeAsset(v.type, readFileSync(path.join(packageDir(v.pkg), v.file))));
   }
   const csp = consoleContentSecurityPolicy();
 
@@ -180,6 +186,13 @@ export function createConsoleHandler(options: ConsoleOptions = {}): RequestHandl
     res.setHeader('Cross-Origin-Opener-Policy', 'same-origin');
     res.setHeader('Cross-Origin-Resource-Policy', 'same-origin');
     res.setHeader('Cache-Control', 'no-cache');
+    res.setHeader('ETag', asset.etag);
+    const known = req.headers['if-none-match'];
+    if (typeof known === 'string' && known.split(/\s*,\s*/).includes(asset.etag)) {
+      res.statusCode = 304;
+      res.end();
+      return;
+    }
     res.setHeader('Content-Type', asset.type);
     res.setHeader('Content-Length', String(asset.body.length));
     if (req.method === 'HEAD') res.end();

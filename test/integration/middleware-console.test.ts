@@ -55,6 +55,18 @@ test('the console page names the API prefix it was given, and carries its CSP', 
   expect((await fetch(`${base}/console/nope.js`)).status).toBe(404);
 });
 
+test('the files carry an ETag: a browser that has one revalidates and gets 304 without a body', async () => {
+  const first = await fetch(`${base}/console/vendor/uplot.mjs`);
+  const etag = first.headers.get('etag');
+  expect(etag).toMatch(/^"[A-Za-z0-9_-]{43}"$/);
+  expect(first.headers.get('cache-control')).toBe('no-cache');
+  const again = await fetch(`${base}/console/vendor/uplot.mjs`, { headers: { 'if-none-match': etag! } });
+  expect(again.status).toBe(304);
+  expect(await again.text()).toBe('');
+  const other = await fetch(`${base}/console/vendor/uplot.mjs`, { headers: { 'if-none-match': '"other"' } });
+  expect(other.status).toBe(200);
+});
+
 test('routers.console() refuses an apiBase on another origin, naming the option', () => {
   expect(() => lockout.routers.console({ apiBase: 'https://evil.example/admin' })).toThrow(/apiBase/);
   expect(() => lockout.routers.console({ apiBase: '//evil.example' })).toThrow(/apiBase/);
