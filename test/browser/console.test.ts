@@ -190,6 +190,13 @@ test('locked users: a user locked through the API is listed; Unlock (confirmed) 
   const row = p.page.locator(`tr[data-user="${userId}"]`);
   await row.waitFor();
   await expect(row.locator('td').nth(1).textContent()).resolves.toContain('pw 1');
+  // The filter narrows the page; a user not on it is offered to the user lookup.
+  await p.page.getByLabel('Filter this page by user id').fill(other);
+  expect(await p.page.locator('tbody tr').count()).toBe(1);
+  await p.page.getByLabel('Filter this page by user id').fill('nobody-here');
+  await p.page.getByRole('link', { name: 'look up nobody-here' }).waitFor();
+  await p.page.getByLabel('Filter this page by user id').fill('');
+  await row.waitFor();
   await screenshot(p, 'console-locked-users');
   await expectLabelled(p);
   await row.getByRole('button', { name: `Unlock ${userId}` }).click();

@@ -171,79 +171,84 @@ export function LockedUsersPage({ client, can }) {
         ? html`<p>Loading…</p>`
         : page.users.length === 0
           ? html`<p class="empty">Nobody is locked in this organization${cursor ? ' on this page' : ''}.</p>`
-          : html`<table class="locked">
-              <caption class="sr-only">
-                Locked users, page ${cursors.length}
-              </caption>
-              <thead>
-                <tr>
-                  ${
-                    writable &&
-                    html`<th scope="col">
-                      <input
-                        type="checkbox"
-                        aria-label="Select every user shown"
-                        checked=${allShownSelected}
-                        onChange=${() =>
-                          setSelected(allShownSelected ? new Set() : new Set(shown.map((u) => u.userId)))}
-                      />
-                    </th>`
-                  }
-                  <th scope="col">User</th>
-                  <th scope="col">Failure counters</th>
-                  <th scope="col">Locked since</th>
-                  <th scope="col">Scope</th>
-                  ${writable && html`<th scope="col"><span class="sr-only">Actions</span></th>`}
-                </tr>
-              </thead>
-              <tbody>
-                ${shown.map((u) => {
-                  const status = statuses[u.userId];
-                  return html`<tr key=${u.userId} data-user=${u.userId}>
+          : shown.length === 0
+            ? html`<p class="empty">
+                No locked user on this page matches. The filter reads this page only:
+                <a href=${`#user/${encodeURIComponent(filter.trim())}`}>look up ${filter.trim()}</a>.
+              </p>`
+            : html`<table class="locked">
+                <caption class="sr-only">
+                  Locked users, page ${cursors.length}
+                </caption>
+                <thead>
+                  <tr>
                     ${
                       writable &&
-                      html`<td>
+                      html`<th scope="col">
                         <input
                           type="checkbox"
-                          aria-label=${`Select ${u.userId}`}
-                          checked=${selected.has(u.userId)}
-                          onChange=${() => toggle(u.userId)}
+                          aria-label="Select every user shown"
+                          checked=${allShownSelected}
+                          onChange=${() =>
+                            setSelected(allShownSelected ? new Set() : new Set(shown.map((u) => u.userId)))}
                         />
-                      </td>`
+                      </th>`
                     }
-                    <th scope="row"><a href=${`#user/${encodeURIComponent(u.userId)}`}>${u.userId}</a></th>
-                    <td>${counters(status)}</td>
-                    <td>
-                      <time datetime=${u.lockedAt}>${when(u.lockedAt)}</time>
+                    <th scope="col">User</th>
+                    <th scope="col">Failure counters</th>
+                    <th scope="col">Locked since</th>
+                    <th scope="col">Scope</th>
+                    ${writable && html`<th scope="col"><span class="sr-only">Actions</span></th>`}
+                  </tr>
+                </thead>
+                <tbody>
+                  ${shown.map((u) => {
+                    const status = statuses[u.userId];
+                    return html`<tr key=${u.userId} data-user=${u.userId}>
                       ${
-                        status && status.lockedUntil
-                          ? html`<br /><small>until ${when(status.lockedUntil)}</small>`
-                          : null
+                        writable &&
+                        html`<td>
+                          <input
+                            type="checkbox"
+                            aria-label=${`Select ${u.userId}`}
+                            checked=${selected.has(u.userId)}
+                            onChange=${() => toggle(u.userId)}
+                          />
+                        </td>`
                       }
-                    </td>
-                    <td>${status && status.scope ? String(status.scope) : 'user'}</td>
-                    ${
-                      writable &&
-                      html`<td>
-                        <button
-                          type="button"
-                          class="danger"
-                          aria-label=${`Unlock ${u.userId}`}
-                          onClick=${() =>
-                            setConfirm({
-                              ids: [u.userId],
-                              title: `Unlock ${u.userId}?`,
-                              body: 'Unlocks the user and resets all their failure counters.',
-                            })}
-                        >
-                          Unlock
-                        </button>
-                      </td>`
-                    }
-                  </tr>`;
-                })}
-              </tbody>
-            </table>`
+                      <th scope="row"><a href=${`#user/${encodeURIComponent(u.userId)}`}>${u.userId}</a></th>
+                      <td>${counters(status)}</td>
+                      <td>
+                        <time datetime=${u.lockedAt}>${when(u.lockedAt)}</time>
+                        ${
+                          status && status.lockedUntil
+                            ? html`<br /><small>until ${when(status.lockedUntil)}</small>`
+                            : null
+                        }
+                      </td>
+                      <td>${status && status.scope ? String(status.scope) : 'user'}</td>
+                      ${
+                        writable &&
+                        html`<td>
+                          <button
+                            type="button"
+                            class="danger"
+                            aria-label=${`Unlock ${u.userId}`}
+                            onClick=${() =>
+                              setConfirm({
+                                ids: [u.userId],
+                                title: `Unlock ${u.userId}?`,
+                                body: 'Unlocks the user and resets all their failure counters.',
+                              })}
+                          >
+                            Unlock
+                          </button>
+                        </td>`
+                      }
+                    </tr>`;
+                  })}
+                </tbody>
+              </table>`
     }
     <nav class="pager" aria-label="Locked users pagination">
       <button
