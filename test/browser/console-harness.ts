@@ -4,7 +4,7 @@
  * download; a new empty profile per run), API calls made over HTTP as any client would, and
  * screenshots saved under test-artifacts/ (git-ignored).
  */
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { PERMISSIONS } from '../../src/http/auth';
@@ -14,6 +14,28 @@ import { startSidecar, type SidecarHandle } from '../../src/sidecar/server';
 import { readAnswer } from '../helpers/http';
 
 export const CHROMIUM = process.env.LOCKGATE_CHROMIUM ?? '/usr/bin/chromium';
+
+/** The browser binary, or an error that says how to get one (no browser is downloaded). */
+export function chromiumPath(): string {
+  if (!existsSync(CHROMIUM)) {
+    throw new Error(
+      `the browser tests need Chromium at ${CHROMIUM}: apt-get install chromium (Debian; .ci/run does), or set LOCKGATE_CHROMIUM`,
+    );
+  }
+  return CHROMIUM;
+}
+
+/** How the tests launch Chromium: headless, no sandbox (CI containers run as root), nothing fetched in the background. */
+export const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
 export const ARTIFACTS = path.resolve(__dirname, '../../test-artifacts');
 
 /** Every permission on every org. */
@@ -72,19 +94,7 @@ export async function startHarness(): Promise<Harness> {
   try {
     // chromium.launch runs the browser on a new empty profile (a temporary user-data-dir that
     // playwright removes when the browser closes).
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-    });
+    browser = await chromium.launch({ executablePath: chromiumPath(), args: CHROMIUM_ARGS });
   } catch (error) {
     await sidecar.close();
     throw error;

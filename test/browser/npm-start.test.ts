@@ -7,7 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
 import { getFreePort } from '../helpers/redis-servers';
-import { CHROMIUM, screenshot } from './console-harness';
+import { CHROMIUM_ARGS, chromiumPath, screenshot } from './console-harness';
 
 const ROOT = path.join(__dirname, '..', '..');
 /** package.json "start". */
@@ -50,19 +50,7 @@ test('npm start serves the console at /console, and the admin token it prints si
   await until('the start line', () => (out.includes('lockgate listening') ? true : undefined));
   expect(out).toContain(`"console":"${url}/console/"`);
 
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
+  browser = await chromium.launch({ executablePath: chromiumPath(), args: CHROMIUM_ARGS });
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   context.setDefaultTimeout(10_000);
   const page = await context.newPage();
