@@ -119,6 +119,7 @@ export function LockedUsersPage({ client, can }) {
   const unlock = async (ids) => {
     setConfirm(null);
     setError('');
+    setMessage('');
     const results = await eachLimited(ids, 4, (id) => client.unlock(id));
     const done = ids.filter((_id, i) => results[i].ok);
     const failed = ids
@@ -126,7 +127,8 @@ export function LockedUsersPage({ client, can }) {
       .filter(Boolean);
     setPage((p) => ({ ...p, users: p.users.filter((u) => !done.includes(u.userId)) }));
     setSelected((s) => new Set([...s].filter((id) => !done.includes(id))));
-    setMessage(done.length === 1 ? `Unlocked ${done[0]}.` : `Unlocked ${done.length} users.`);
+    if (done.length > 0)
+      setMessage(done.length === 1 ? `Unlocked ${done[0]}.` : `Unlocked ${done.length} users.`);
     if (failed.length > 0) setError(`Not unlocked: ${failed.join('; ')}`);
   };
 
