@@ -257,6 +257,24 @@ test('locked users: cancelling the confirmation unlocks nobody; bulk unlock unlo
   expectClean(q);
 });
 
+test('locked users: a user unlocked meanwhile by someone else leaves the table on Unlock, without an error', async () => {
+  const org = unique('org-meanwhile');
+  const userId = unique('grace');
+  await lockUser(h.sidecar, org, userId);
+  const p = await h.page();
+  await signIn(p, h.sidecar, ADMIN);
+  await switchOrg(p, org);
+  const row = p.page.locator(`tr[data-user="${userId}"]`);
+  await row.waitFor();
+  // Another admin unlocks the user while the page shows them.
+  expect((await api(h.sidecar, 'POST', `/v2/users/${userId}/unlock`, { org })).status).toBe(200);
+  await row.getByRole('button', { name: `Unlock ${userId}` }).click();
+  await p.page.getByRole('dialog').getByRole('button', { name: 'Unlock' }).click();
+  await row.waitFor({ state: 'detached' });
+  expect(await p.page.getByRole('alert').filter({ hasText: 'Not unlocked' }).count()).toBe(0);
+  expectClean(p, ['400 /unlock']);
+});
+
 test('user lookup: counters against the effective limits; Lock, then Unlock, then Password changed', async () => {
   const org = unique('org-lookup');
   const userId = unique('carol');

@@ -121,9 +121,12 @@ export function LockedUsersPage({ client, can }) {
     setError('');
     setMessage('');
     const results = await eachLimited(ids, 4, (id) => client.unlock(id));
-    const done = ids.filter((_id, i) => results[i].ok);
+    // Not locked any more (400 code 9: unlocked meanwhile, by someone else or a lock that ended):
+    // the row goes as for an unlock.
+    const gone = (r) => r.ok || (r.error instanceof ApiError && r.error.code === 9);
+    const done = ids.filter((_id, i) => gone(results[i]));
     const failed = ids
-      .map((id, i) => (results[i].ok ? null : `${id}: ${errorText(results[i].error)}`))
+      .map((id, i) => (gone(results[i]) ? null : `${id}: ${errorText(results[i].error)}`))
       .filter(Boolean);
     setPage((p) => ({ ...p, users: p.users.filter((u) => !done.includes(u.userId)) }));
     setSelected((s) => new Set([...s].filter((id) => !done.includes(id))));
