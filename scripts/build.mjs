@@ -3,7 +3,7 @@
 // and stores are the same objects whichever way the package is loaded).
 import { execFileSync } from 'node:child_process';
 import { createRequire } from 'node:module';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -13,7 +13,13 @@ execFileSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '
   cwd: root,
   stdio: 'inherit',
 });
+// The admin console's static files (HTML is made at run time; JS modules and CSS are copied as
+// they are: no bundling). createConsoleHandler reads every file it serves when it is made, so
+// making one from the build proves the compiled package has them all (and finds the vendored
+// preact, htm and uPlot modules in node_modules).
+cpSync(join(root, 'src/console/static'), join(root, 'dist/cjs/console/static'), { recursive: true });
 const require = createRequire(import.meta.url);
+require(join(root, 'dist/cjs/console/console.js')).createConsoleHandler();
 const names = Object.keys(require(join(root, 'dist/cjs/index.js'))).filter(
   (n) => n !== 'default' && n !== '__esModule',
 );

@@ -3,6 +3,8 @@ export * from './core/subjects';
 export * from './core/settings';
 export * from './core/engine';
 export { encodeAttemptId, decodeAttemptId, type AttemptRef } from './core/attempt-id';
+export { createActivity, type Activity, type ActivityMinute, type ActivityOptions } from './core/activity';
+export { createConsoleHandler, type ConsoleOptions } from './console/console';
 export * from './store';
 export * from './express';
 export * from './verify';
@@ -25,6 +27,7 @@ export {
   createTokenAuthorizer,
   hashToken,
   type AuthContext,
+  type AuthScope,
   type Authorize,
   type AuthorizeTarget,
   type Permission,

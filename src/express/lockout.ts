@@ -1,4 +1,6 @@
 import type { Request, RequestHandler, Router } from 'express';
+import { createActivity, type Activity } from '../core/activity';
+import { createConsoleHandler, type ConsoleOptions } from '../console/console';
 import { LockoutEngine } from '../core/engine';
 import { StoreUnavailableError } from '../core/errors';
 import type { LockoutStore } from '../core/store';
@@ -51,6 +53,12 @@ export interface LockoutRouters {
   checks(options?: LockoutRouterOptions): Router;
   /** All of them. */
   all(options?: LockoutRouterOptions): Router;
+  /**
+   * The admin console (static files; README "Console"): mount it where you like
+   * (`app.use('/console', lockout.routers.console({ apiBase: '/admin' }))`) next to the settings
+   * and users routers it calls with the signed-in user's token.
+   */
+  console(options?: ConsoleOptions): RequestHandler;
 }
 
 /** Guard shorthands, one per factor: `lockout.guards.password({ user })`. */
@@ -82,6 +90,8 @@ export interface Lockout {
   readonly checks: LockoutChecks;
   /** The admin routers, with createLockout's `tokens` or `authorize`. */
   readonly routers: LockoutRouters;
+  /** Failures, locks and unlocks per org and minute, counted in this process (GET /v1/activity). */
+  readonly activity: Activity;
   /** Resolves when every settlement under way has finished. */
   drain(): Promise<void>;
   /**
@@ -122,6 +132,9 @@ export function createLockout(options: LockoutOptions = {}): Lockout {
     }
   };
 
+  // Fed by the engine's events; read by GET /v1/activity (the console's chart).
+  const activity = createActivity();
+  const onEvent = options.onEvent;
   const engine = withPrefix(
     'createLockout',
     () =>
@@ -153,7 +166,12 @@ export function createLockout(options: LockoutOptions = {}): Lockout {
           });
         },
         ...(config.settingsCacheTtlMs !== undefined ? { settingsCacheTtlMs: config.settingsCacheTtlMs } : {}),
-        ...(options.onEvent ? { onEvent: options.onEvent } : {}),
+        onEvent: onEvent
+          ? (event) => {
+              activity.record(event);
+              onEvent(event);
+            }
+          : (event) => activity.record(event),
       }),
   );
   const totpVerifier = withPrefix(
@@ -241,6 +259,7 @@ export function createLockout(options: LockoutOptions = {}): Lockout {
     return {
       engine,
       authorize,
+      activity,
       ...(audit ? { audit } : {}),
       ...(bodyLimit !== undefined ? { bodyLimit } : {}),
       onError: (error: unknown, req: Request) =>
@@ -261,6 +280,7 @@ export function createLockout(options: LockoutOptions = {}): Lockout {
     users: (o) => withPrefix('routers.users', () => createUsersRouter(routerBase('routers.users', o))),
     checks: (o) => withPrefix('routers.checks', () => createChecksRouter(checksOptions('routers.checks', o))),
     all: (o) => withPrefix('routers.all', () => createApiRouter(checksOptions('routers.all', o))),
+    console: (o) => withPrefix('routers.console', () => createConsoleHandler(o)),
   };
 
   const drain = async (): Promise<void> => {
@@ -282,6 +302,7 @@ export function createLockout(options: LockoutOptions = {}): Lockout {
     },
     checks,
     routers,
+    activity,
     drain,
     close(timeoutMs = 5000) {
       closing ??= (async () => {

@@ -33,6 +33,19 @@ export interface AuthContext {
   readonly principal: string;
   /** The org the request acts on. */
   readonly orgId: string;
+  /**
+   * What the credential may reach, when the authorizer can tell (GET /v1/me answers it, so the
+   * console offers only those orgs). Optional: a custom Authorize may leave it out.
+   */
+  readonly scope?: AuthScope;
+}
+
+/** The home org of a credential and the orgs it may act on. */
+export interface AuthScope {
+  /** The org of a request without `x-zitadel-orgid`. */
+  readonly home: string;
+  /** The orgs it may act on: ids, or `*` for every org. */
+  readonly orgs: readonly string[] | '*';
 }
 
 /** An org the request acts on that does not come from the header (an attempt id's org, `?ctx.orgId=`). */
@@ -191,6 +204,10 @@ function findToken(tokens: readonly TokenConfig[], presented: string): TokenConf
 /** The default Authorize: bearer tokens from the configuration (API.md 2 and 4). */
 export function createTokenAuthorizer(options: TokenAuthorizerOptions): Authorize {
   const tokens = resolveTokens(options?.tokens);
+  // Made once per token, not per request.
+  const scopes = new Map<TokenConfig, AuthScope>(
+    tokens.map((t) => [t, { home: t.org, orgs: t.orgs === undefined ? '*' : [...t.orgs] }]),
+  );
   return async (req, permission, target) => {
     const presented = bearerOf(req);
     if (presented === undefined) {
@@ -209,6 +226,6 @@ export function createTokenAuthorizer(options: TokenAuthorizerOptions): Authoriz
         `Token lacks the permission ${permission}`,
       );
     }
-    return { principal: token.name, orgId };
+    return { principal: token.name, orgId, scope: scopes.get(token)! };
   };
 }

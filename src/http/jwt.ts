@@ -5,6 +5,7 @@ import {
   type JWTVerifyGetKey,
   type RemoteJWKSetOptions,
 } from 'jose';
+import type { AuthScope } from './auth';
 import { describeOptionValue, invalidOption, isPlainObject } from '../core/option-checks';
 import { validateId } from '../core/subjects';
 import { headerOrg, isPermission, PERMISSIONS, type Authorize, type Permission } from './auth';
@@ -449,8 +450,24 @@ export function createJwtAuthorizer(options: JwtAuthorizerOptions): Authorize {
         `Token lacks the permission ${permission}`,
       );
     }
-    return { principal: identity.principal, orgId };
+    return { principal: identity.principal, orgId, scope: scopeOf(identity) };
   };
+}
+
+/**
+ * The orgs a verified JWT reaches: the orgs it may act on (identity.orgs, else every org) where
+ * at least one of its grants applies. Only GET /v1/me reads it (the console's org picker).
+ */
+function scopeOf(identity: Identity): AuthScope {
+  const unscoped = identity.grants.some((g) => g.orgs === undefined);
+  if (identity.orgs !== undefined) {
+    const orgs = [...identity.orgs].filter((o) => unscoped || identity.grants.some((g) => g.orgs?.has(o)));
+    return { home: identity.home, orgs };
+  }
+  if (unscoped) return { home: identity.home, orgs: '*' };
+  const orgs = new Set<string>();
+  for (const g of identity.grants) for (const o of g.orgs ?? []) orgs.add(o);
+  return { home: identity.home, orgs: [...orgs] };
 }
 
 /**

@@ -6,7 +6,9 @@ import { BusyError, GrpcCode, InvalidArgumentError, UserLockedError, isLockgateE
 import { checkBodyLimit, invalidOption } from '../core/option-checks';
 import type { CodeChannel } from '../core/store';
 import { makeSubject, type Factor, type Subject } from '../core/subjects';
-import type { AuthContext, Authorize, Permission } from './auth';
+import { PERMISSIONS, type AuthContext, type Authorize, type Permission } from './auth';
+import type { Activity } from '../core/activity';
+import { ACTIVITY_MINUTES_MAX, type ActivityBody, type MeBody } from './console-schemas';
 import {
   InvalidCredentialsError,
   PermissionDeniedError,
@@ -78,6 +80,8 @@ export interface RouterBaseOptions {
   readonly audit?: (entry: AuditEntry) => void;
   /** Called with every error answered 500 (for the logs; its text never reaches the client). */
   readonly onError?: (error: unknown, req: Request) => void;
+  /** Per-minute failures, locks and unlocks (createActivity): the users router serves them at GET /v1/activity; without it, that route is not served. */
+  readonly activity?: Activity;
 }
 
 export type SettingsRouterOptions = RouterBaseOptions;
@@ -120,6 +124,9 @@ function validateBase(options: RouterBaseOptions): void {
     throw invalidOption('audit', 'must be a function');
   if (options.onError !== undefined && typeof options.onError !== 'function') {
     throw invalidOption('onError', 'must be a function');
+  }
+  if (options.activity !== undefined && typeof options.activity?.read !== 'function') {
+    throw invalidOption('activity', 'must be an Activity (createActivity())');
   }
 }
 
@@ -467,6 +474,70 @@ export function createUsersRouter(options: UsersRouterOptions): Router {
   });
   router.post('/management/v1/users/:userId/_unlock', ...unlock);
   router.post('/v2/users/:userId/unlock', ...unlock);
+
+  // What the caller's credential may do on the request's org, for the console: each permission is
+  // asked of `authorize` (so a custom hook answers too); its orgs when the authorizer tells them.
+  router.get('/v1/me', async (req, res) => {
+    let ctx: AuthContext | undefined;
+    let refusal: unknown;
+    const permissions: Permission[] = [];
+    for (const permission of PERMISSIONS) {
+      try {
+        const granted = await options.authorize(req, permission);
+        ctx ??= granted;
+        permissions.push(permission);
+      } catch (error) {
+        // 401 and 400 are the answer; a 403 only says this permission (or org) is not granted.
+        if (!(error instanceof PermissionDeniedError)) throw error;
+        refusal ??= error;
+      }
+    }
+    // Nothing granted on this org: its first refusal (an org the credential may not act on: 403).
+    if (ctx === undefined) throw refusal;
+    res.setHeader('Cache-Control', 'no-store');
+    res.json({
+      principal: ctx.principal,
+      orgId: ctx.orgId,
+      ...(ctx.scope
+        ? { homeOrg: ctx.scope.home, orgs: ctx.scope.orgs === '*' ? '*' : [...ctx.scope.orgs] }
+        : {}),
+      permissions,
+    } satisfies z.output<typeof MeBody>);
+  });
+
+  const { activity } = options;
+  if (activity) {
+    router.get(
+      '/v1/activity',
+      ...t.plain('user.read', async (req, res, ctx) => {
+        const raw = singleParam(queryOf(req), 'minutes');
+        const max = Math.min(activity.windowMinutes, ACTIVITY_MINUTES_MAX);
+        let minutes = Math.min(60, max);
+        if (raw !== undefined) {
+          if (!/^[0-9]{1,4}$/.test(raw) || Number(raw) < 1 || Number(raw) > max) {
+            throw new InvalidArgumentError(
+              'Errors.Activity.Minutes',
+              `minutes must be an integer from 1 to ${max}`,
+              'minutes',
+            );
+          }
+          minutes = Number(raw);
+        }
+        res.setHeader('Cache-Control', 'no-store');
+        res.json({
+          orgId: ctx.orgId,
+          scope: 'process',
+          stepSeconds: 60,
+          minutes: activity.read(ctx.orgId, minutes).map((m) => ({
+            start: rfc3339(m.start),
+            failures: m.failures,
+            locks: m.locks,
+            unlocks: m.unlocks,
+          })),
+        } satisfies z.output<typeof ActivityBody>);
+      }),
+    );
+  }
 
   router.post(
     '/v1/users/:userId/password_changed',

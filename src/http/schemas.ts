@@ -220,7 +220,7 @@ export function parameterJsonSchema(schema: z.ZodType): Record<string, unknown> 
 export const RESPONSE_COMPONENTS = z.registry<{ id: string }>();
 
 /** `schema`, as the component `id` of the document. */
-function component<T extends z.ZodType>(id: string, schema: T): T {
+export function component<T extends z.ZodType>(id: string, schema: T): T {
   RESPONSE_COMPONENTS.add(schema, { id });
   return schema;
 }
@@ -231,7 +231,7 @@ const Uint = z
   .regex(/^[0-9]+$/)
   .meta({ description: 'uint64 as a decimal string' });
 /** RFC 3339 (rfc3339 of src/http/render.ts). */
-const DateTime = z.string().meta({ format: 'date-time' });
+export const DateTime = z.string().meta({ format: 'date-time' });
 
 /** The gRPC status codes an error body carries. */
 const GRPC_CODES = Object.values(GrpcCode);

@@ -407,6 +407,8 @@ function buildSchema(env: Env) {
         })
         .prefault({}),
       log: z.strictObject({ level: oneOf(LOG_LEVELS).default('info') }).prefault({}),
+      /** The admin console at /console (static files; README "Console"). */
+      console: z.strictObject({ enabled: z.boolean().default(true) }).prefault({}),
       /** On SIGTERM/SIGINT: how long in-flight requests may take before connections are closed. */
       shutdownTimeoutMs: intIn(0, 600_000).default(10_000),
       /** Reverse-proxy mode (src/sidecar/proxy): forward everything else to an auth service, judging its logins. */

@@ -8,6 +8,8 @@
  * from an answer fails it until the document says so.
  */
 
+// Registers the response components of GET /v1/me and GET /v1/activity.
+import '../http/console-schemas';
 import {
   Id,
   parameterJsonSchema,
@@ -27,8 +29,12 @@ export interface RouteDoc {
   readonly operationId: string;
   readonly summary: string;
   readonly tag: 'settings' | 'users' | 'checks' | 'attempts' | 'otp' | 'service';
-  /** The permission the token needs; undefined: no authentication. */
+  /** The permission the token needs; undefined: no authentication (unless anyPermission). */
   readonly permission?: string;
+  /** Authenticated, but any valid credential may call it (GET /v1/me). */
+  readonly anyPermission?: true;
+  /** Answered without the lockout store: never 503 (GET /v1/me, GET /v1/activity). */
+  readonly noStore?: true;
   /** The request body: a schema of src/http/schemas.ts, the one its handler parses the body with. */
   readonly body?: RequestBodyName;
   readonly query?: ReadonlyArray<{ name: string; description: string; schema: Json }>;
@@ -43,8 +49,9 @@ const ref = (name: string): Json => ({ $ref: `#/components/schemas/${name}` });
 /**
  * The schema of each id parameter, generated from the zod schema its handler parses it with
  * (parseParameter(Id, …)): the `userId` path parameter, `cursor`, `ctx.orgId`, `x-zitadel-orgid`.
- * The others are hand-written: `attemptId` (decodeAttemptId, not a zod schema), `limit` (parsed
- * from a string, documented as the integer it stands for) and `ctx.instance` (`true`/`false`).
+ * The others are hand-written: `attemptId` (decodeAttemptId, not a zod schema), `limit` and
+ * `minutes` (parsed from a string, documented as the integer they stand for) and `ctx.instance`
+ * (`true`/`false`).
  */
 const ID_PARAMETER = parameterJsonSchema(Id);
 
@@ -194,6 +201,35 @@ export const ROUTES: readonly RouteDoc[] = [
     success: { status: '200', schema: 'LockedUsers', description: 'A page of locked users' },
   },
   {
+    method: 'get',
+    path: '/v1/me',
+    operationId: 'GetMe',
+    summary:
+      "What the caller's credential may do: its permissions on the request's org and the orgs it may act on (the console's org picker)",
+    tag: 'users',
+    anyPermission: true,
+    noStore: true,
+    success: { status: '200', schema: 'Me', description: 'The credential and its permissions' },
+  },
+  {
+    method: 'get',
+    path: '/v1/activity',
+    operationId: 'GetActivity',
+    summary:
+      "The org's failed checks, locks and unlocks per minute, counted in memory by the answering process (not shared across processes, reset by a restart)",
+    tag: 'users',
+    permission: 'user.read',
+    noStore: true,
+    query: [
+      {
+        name: 'minutes',
+        description: 'How many minutes back (1 to the window kept, 180 by default; default 60)',
+        schema: { type: 'integer', minimum: 1, maximum: 1440 },
+      },
+    ],
+    success: { status: '200', schema: 'Activity', description: 'One entry per minute, oldest first' },
+  },
+  {
     method: 'post',
     path: '/v1/users/{userId}/password_changed',
     operationId: 'PasswordChanged',
@@ -332,7 +368,8 @@ function operation(route: RouteDoc): Json {
       schema: PATH_PARAMETERS[name] ?? { type: 'string' },
     });
   }
-  if (route.permission) {
+  const authenticated = route.permission !== undefined || route.anyPermission === true;
+  if (authenticated) {
     parameters.push({
       name: 'x-zitadel-orgid',
       in: 'header',
@@ -363,8 +400,9 @@ function operation(route: RouteDoc): Json {
     },
   };
   const errorStatuses = new Set<string>(route.errors ?? []);
-  if (route.permission) {
-    for (const s of ['400', '401', '403', '503']) errorStatuses.add(s);
+  if (authenticated) {
+    for (const s of ['400', '401', '403']) errorStatuses.add(s);
+    if (!route.noStore) errorStatuses.add('503');
     if (route.body) {
       errorStatuses.add('413');
       errorStatuses.add('415');
@@ -394,7 +432,9 @@ function operation(route: RouteDoc): Json {
     tags: [route.tag],
     ...(route.permission
       ? { security: [{ bearer: [] }], description: `Needs the permission \`${route.permission}\`.` }
-      : { security: [] }),
+      : route.anyPermission
+        ? { security: [{ bearer: [] }], description: 'Any valid credential.' }
+        : { security: [] }),
     ...(parameters.length > 0 ? { parameters } : {}),
     ...(route.body
       ? { requestBody: { required: true, content: { 'application/json': { schema: ref(route.body) } } } }

@@ -76,6 +76,7 @@ export async function runSidecar(env: Env): Promise<void> {
       instanceId: config.instance.id,
       onStoreError: config.onStoreError,
       tokens: config.auth.tokens.map((t) => t.name),
+      ...(sidecar.consoleUrl ? { console: sidecar.consoleUrl } : {}),
       ...(config.proxy
         ? {
             proxyUpstream: config.proxy.upstream,

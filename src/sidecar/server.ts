@@ -56,6 +56,8 @@ export interface SidecarHandle {
   readonly url: string;
   /** Base URL of the reverse proxy when it has its own listener (proxy.listen). */
   readonly proxyUrl?: string;
+  /** `<url>/console/`: the admin console (unless console.enabled is false or the reverse proxy shares the listener). */
+  readonly consoleUrl?: string;
   readonly port: number;
   /** The Express app (tests walk its router stack). */
   readonly app: Express;
@@ -303,6 +305,13 @@ export async function startSidecar(
     res.type('application/json').send(openApi);
   });
 
+  // The admin console (static files calling the API above with the user's token). Not when the
+  // reverse proxy shares this listener: there every other path belongs to the auth service,
+  // which may have a /console of its own (give the proxy its own listener, proxy.listen).
+  const proxyShares = config.proxy !== undefined && config.proxy.listen === undefined;
+  const serveConsole = config.console.enabled && !proxyShares;
+  if (serveConsole) app.use('/console', lockout.routers.console());
+
   app.use(
     lockout.routers.all({
       observeCheck: (factor, outcome, seconds) => metrics.observeCheckLatency(factor, outcome, seconds),
@@ -430,6 +439,7 @@ export async function startSidecar(
     url,
     port: address.port,
     ...(proxyUrl ? { proxyUrl } : {}),
+    ...(serveConsole ? { consoleUrl: `${url}/console/` } : {}),
     app,
     engine,
     store,

@@ -110,6 +110,10 @@ beforeAll(async () => {
   );
   cpSync(path.join(ROOT, 'package.json'), path.join(pkg, 'package.json'));
   cpSync(path.join(ROOT, 'config'), path.join(pkg, 'config'), { recursive: true });
+  // as scripts/build.mjs: the admin console's static files beside its compiled module
+  cpSync(path.join(ROOT, 'src/console/static'), path.join(pkg, 'dist/cjs/console/static'), {
+    recursive: true,
+  });
   symlinkSync(path.join(ROOT, 'node_modules'), path.join(pkg, 'node_modules'), 'dir');
   bin = path.join(pkg, 'dist/cjs/cli/main.js');
 
@@ -545,7 +549,12 @@ describe('npm pack', () => {
       const [info] = JSON.parse(packed.stdout) as Array<{ filename: string; files: Array<{ path: string }> }>;
       const files = info!.files.map((f) => f.path);
       expect(files).toEqual(
-        expect.arrayContaining(['dist/cjs/cli/main.js', 'config/default.yaml', 'package.json']),
+        expect.arrayContaining([
+          'dist/cjs/cli/main.js',
+          'dist/cjs/console/static/app.js',
+          'config/default.yaml',
+          'package.json',
+        ]),
       );
       const app = mkdtempSync(path.join(os.tmpdir(), 'lockgate-cli-install-'));
       try {
@@ -576,6 +585,9 @@ describe('npm pack', () => {
         try {
           expect(served.out()).toContain('"store":"memory"');
           expect((await fetch(`${served.url}/healthz`)).status).toBe(200);
+          // the admin console, with its library modules from the installed dependencies
+          expect((await fetch(`${served.url}/console/`)).status).toBe(200);
+          expect((await fetch(`${served.url}/console/vendor/preact.mjs`)).status).toBe(200);
           served.child.kill('SIGTERM');
           expect(await served.exited).toBe(0);
         } finally {

@@ -145,3 +145,21 @@ test('TypeScript (nodenext, ESM and CJS consumers): the types resolve through ex
     /wrong\.mts\(2,14\): error TS2322: Type 'LockoutEngine' is not assignable to type 'number'/,
   );
 }, 120_000);
+
+test('the admin console: routers.console() of the built package serves the page and every module it links to', async () => {
+  const out = await runNode('console-consumer.cjs');
+  expect(out.page).toBe(200);
+  expect(out.apiBase).toBe('/admin');
+  expect(out.csp).toContain("frame-ancestors 'none'");
+  const statuses = out.statuses as Record<string, number>;
+  expect(Object.keys(statuses)).toEqual(
+    expect.arrayContaining([
+      'app.js',
+      'console.css',
+      'vendor/preact.mjs',
+      'vendor/uplot.mjs',
+      'vendor/uplot.css',
+    ]),
+  );
+  expect(Object.values(statuses).every((s) => s === 200)).toBe(true);
+});

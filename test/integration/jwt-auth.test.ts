@@ -216,6 +216,22 @@ describe('JWT bearer tokens (generic mapping)', () => {
     }
   });
 
+  it('GET /v1/me answers the JWT principal, its orgs (claim) and its permissions on the org', async () => {
+    const token = await sign(k1, claims);
+    tokens.push(token);
+    const me = await call(sidecar, 'GET', '/v1/me', { token });
+    expect(me.status).toBe(200);
+    expect(me.body).toEqual({
+      principal: expect.stringMatching(/^jwt:/),
+      orgId: 'org-a',
+      homeOrg: 'org-a',
+      orgs: ['org-a', 'org-b'],
+      permissions: ['policy.read', 'user.read', 'lockout.check'],
+    });
+    // An org outside its orgs claim: 403, as every route.
+    expect((await call(sidecar, 'GET', '/v1/me', { token, org: 'org-c' })).status).toBe(403);
+  });
+
   it('answers 403 where the mapped permissions or orgs do not allow the route', async () => {
     const auditor = await sign(k1, { ...claims, roles: ['auditor', 'unknown-role'] });
     tokens.push(auditor);
@@ -434,6 +450,22 @@ describe('JWT bearer tokens: ZITADEL preset', () => {
     expect(noOrg.status).toBe(403);
     expect(noOrg.text).toContain('organization');
     expect(issuer.fetches).toBeGreaterThan(0);
+  });
+
+  it('GET /v1/me lists the orgs its roles are granted on, and its permissions per org', async () => {
+    const token = await zitadelToken({
+      'lockgate.checker': { '200000000000000001': 'home.example.com' },
+      'lockgate.auditor': { '200000000000000002': 'b.example.com' },
+    });
+    const home = await call(sidecar, 'GET', '/v1/me', { token });
+    expect(home.body).toMatchObject({
+      orgId: '200000000000000001',
+      homeOrg: '200000000000000001',
+      permissions: ['lockout.check'],
+    });
+    expect([...(home.body.orgs as string[])].sort()).toEqual(['200000000000000001', '200000000000000002']);
+    const other = await call(sidecar, 'GET', '/v1/me', { token, org: '200000000000000002' });
+    expect(other.body.permissions).toEqual(['user.read']);
   });
 
   it('a role granted on an org never carries instance permissions (iam.*): an org admin cannot change every org', async () => {

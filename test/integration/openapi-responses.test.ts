@@ -409,6 +409,52 @@ const SUCCESS: Case[] = [
     what: 'any user',
     request: () => ({ params: { userId: user('changed') } }),
   },
+  {
+    op: 'GetMe',
+    what: 'a token of every org: all its permissions, orgs *',
+    request: () => ({ org: org('me') }),
+    expect: (a) =>
+      expect(a.body).toEqual({
+        principal: 'root',
+        orgId: expect.stringMatching(/^org-me-/),
+        homeOrg: 'org-a',
+        orgs: '*',
+        permissions: [...PERMISSIONS],
+      }),
+  },
+  {
+    op: 'GetMe',
+    what: 'a check-only token: its one permission and its one org',
+    request: () => ({ token: CHECKER }),
+    expect: (a) =>
+      expect(a.body).toEqual({
+        principal: 'login-service',
+        orgId: 'org-a',
+        homeOrg: 'org-a',
+        orgs: ['org-a'],
+        permissions: ['lockout.check'],
+      }),
+  },
+  {
+    op: 'GetActivity',
+    what: 'a lock and an unlock in this minute',
+    request: async () => {
+      const o = org('activity');
+      const userId = user('activity');
+      await lock(userId, o);
+      await api('UnlockUser', { params: { userId }, org: o }, 200);
+      return { org: o, query: 'minutes=5' };
+    },
+    expect: (a) => {
+      expect(a.body).toMatchObject({ scope: 'process', stepSeconds: 60 });
+      expect(a.body.minutes).toHaveLength(5);
+      const totals = (a.body.minutes as Json[]).reduce(
+        (t: Json, m: Json) => ({ locks: t.locks + m.locks, unlocks: t.unlocks + m.unlocks }),
+        { locks: 0, unlocks: 0 },
+      );
+      expect(totals).toEqual({ locks: 1, unlocks: 1 });
+    },
+  },
   // checks and codes
   {
     op: 'CheckPassword',
@@ -607,6 +653,13 @@ const ERRORS: Case[] = [
     expect: grpc(3),
   },
   {
+    op: 'GetActivity',
+    what: 'minutes 0: 400 code 3',
+    status: 400,
+    request: () => ({ query: 'minutes=0' }),
+    expect: grpc(3, 'Errors.Activity.Minutes'),
+  },
+  {
     op: 'ListLockedUsers',
     what: 'limit 0: 400 code 3',
     status: 400,
@@ -802,7 +855,7 @@ const ERRORS: Case[] = [
 
 // ---- error cases every authenticated route shares ---------------------------------------
 
-const AUTHENTICATED = ROUTES.filter((r) => r.permission !== undefined);
+const AUTHENTICATED = ROUTES.filter((r) => r.permission !== undefined || r.anyPermission === true);
 /** Path parameters for requests refused before the route looks at them. */
 const ANY_PARAMS = { userId: 'any-user', attemptId: 'any-attempt' };
 
@@ -842,7 +895,7 @@ const SHARED: Case[] = AUTHENTICATED.flatMap((route): Case[] => {
       expect: grpc(3),
     },
   ];
-  if (route.permission !== 'lockout.check') {
+  if (route.permission !== undefined && route.permission !== 'lockout.check') {
     cases.push({
       op,
       what: `a token without ${route.permission}: 403 code 7`,
@@ -917,7 +970,7 @@ async function withStoreDown<T>(fn: () => Promise<T>): Promise<T> {
  * Every route that needs the store: its first success request, prepared (state made) while the
  * store is up, then sent while it is down (the default onStoreError: fail-closed).
  */
-const OUTAGE_OPS = [...AUTHENTICATED.map((r) => r.operationId), 'Readyz'];
+const OUTAGE_OPS = [...AUTHENTICATED.filter((r) => !r.noStore).map((r) => r.operationId), 'Readyz'];
 
 // ---- the tests ----------------------------------------------------------------------------
 

@@ -99,6 +99,7 @@ describe('the OpenAPI request schemas are generated from the handlers’ schemas
     it('every component the responses use is registered (errors, settings, users, checks, service)', () => {
       expect(names.sort()).toEqual(
         [
+          'Activity',
           'Attempt',
           'CheckSuccess',
           'Details',
@@ -111,6 +112,7 @@ describe('the OpenAPI request schemas are generated from the handlers’ schemas
           'Health',
           'IssuedCode',
           'LockedUsers',
+          'Me',
           'Policy',
           'PolicyResponse',
           'Readiness',
@@ -238,6 +240,7 @@ describe('the id parameters are parsed by the schema their documentation is gene
       'attemptId',
       'ctx.instance',
       'limit',
+      'minutes',
     ]);
   });
 
