@@ -232,15 +232,27 @@ class KeysUnavailable extends Error {}
  */
 const UNAVAILABLE_KEY_ERRORS = new Set(['ERR_JWKS_TIMEOUT', 'ERR_JWKS_INVALID', 'ERR_JOSE_GENERIC']);
 
-/** `getKey`, with every failure to obtain the keys thrown as KeysUnavailable. */
+/** After a failed key fetch, no other fetch for this long: the time an outage answers 503 at once. */
+const KEY_FAILURE_BACKOFF_MS = 1000;
+
+/**
+ * `getKey`, with every failure to obtain the keys thrown as KeysUnavailable; for
+ * KEY_FAILURE_BACKOFF_MS after one, it throws without fetching (jose's key set retries at every
+ * call while it has no keys: anyone sending JWT-shaped junk would make us fetch at their pace).
+ */
 function unavailableAsSuch(getKey: JWTVerifyGetKey): JWTVerifyGetKey {
+  let failedAt = -Infinity;
   return async (header, token) => {
+    if (Date.now() - failedAt < KEY_FAILURE_BACKOFF_MS) {
+      throw new KeysUnavailable('the last key fetch failed less than a second ago');
+    }
     try {
       return await getKey(header, token);
     } catch (error) {
       const code = (error as { code?: unknown })?.code;
       if (typeof code === 'string' && code.startsWith('ERR_J') && !UNAVAILABLE_KEY_ERRORS.has(code))
         throw error;
+      failedAt = Date.now();
       const message = (error as { message?: unknown })?.message;
       throw new KeysUnavailable(typeof message === 'string' ? message : 'key fetch failed', { cause: error });
     }

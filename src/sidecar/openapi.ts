@@ -33,7 +33,10 @@ export interface RouteDoc {
   readonly permission?: string;
   /** Authenticated, but any valid credential may call it (GET /v1/me). */
   readonly anyPermission?: true;
-  /** Answered without the lockout store: never 503 (GET /v1/me, GET /v1/activity). */
+  /**
+   * Answered without the lockout store (GET /v1/me, GET /v1/activity): a store outage does not make
+   * it 503. It still answers 503 when a JWT's issuer keys cannot be fetched, as every authenticated route.
+   */
   readonly noStore?: true;
   /** The request body: a schema of src/http/schemas.ts, the one its handler parses the body with. */
   readonly body?: RequestBodyName;
@@ -354,7 +357,7 @@ const ERROR_RESPONSES: Record<string, string> = {
   '415': 'The body is not JSON (Content-Type other than application/json; code 3)',
   '423': 'The user is locked (code 9, Errors.User.Locked): the credential was not evaluated',
   '429': 'Busy or rate limited (code 8), retry after Retry-After seconds',
-  '503': 'The lockout store is unavailable (code 14)',
+  '503': "The lockout store, or a JWT issuer's keys, are unavailable (code 14)",
 };
 
 function operation(route: RouteDoc): Json {
@@ -402,7 +405,7 @@ function operation(route: RouteDoc): Json {
   const errorStatuses = new Set<string>(route.errors ?? []);
   if (authenticated) {
     for (const s of ['400', '401', '403']) errorStatuses.add(s);
-    if (!route.noStore) errorStatuses.add('503');
+    errorStatuses.add('503');
     if (route.body) {
       errorStatuses.add('413');
       errorStatuses.add('415');

@@ -607,7 +607,9 @@ describe('JWT bearer tokens while the issuer cannot give its keys', () => {
   let key: Key;
   let url = '';
   const held: import('node:http').ServerResponse[] = [];
+  let hits = 0;
   const server = createServer((req, res) => {
+    hits += 1;
     if (mode === 'hang') return void held.push(res);
     if (mode === 'error') return void res.writeHead(500).end();
     res.setHeader('content-type', 'application/json');
@@ -663,6 +665,19 @@ describe('JWT bearer tokens while the issuer cannot give its keys', () => {
       expect((await read(sidecar, ADMIN)).status).toBe(200);
     },
   );
+
+  it('while the issuer fails, JWTs sent one after another make one key fetch a second, not one each', async () => {
+    mode = 'error';
+    await pastCooldown();
+    const before = hits;
+    // One after the other (concurrent ones would share jose's one pending fetch anyway).
+    const started = Date.now();
+    const statuses: number[] = [];
+    for (let i = 0; i < 5; i += 1) statuses.push((await read(sidecar, await token())).status);
+    expect(statuses).toEqual([503, 503, 503, 503, 503]);
+    if (Date.now() - started < 1000) expect(hits - before).toBe(1);
+    else expect(hits - before).toBeLessThanOrEqual(2);
+  });
 
   it('once the issuer answers again, the same token is accepted; a token it does not sign stays 401', async () => {
     mode = 'up';

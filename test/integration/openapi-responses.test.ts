@@ -8,6 +8,9 @@
  * keyed by operationId: a route added to ROUTES without a success case fails the test.
  */
 import { randomUUID } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { generateKeyPair, SignJWT } from 'jose';
 import Ajv2020, { type ValidateFunction } from 'ajv/dist/2020';
 import addFormats from 'ajv-formats';
 import { StoreUnavailableError } from '../../src/core/errors';
@@ -34,6 +37,13 @@ const DOC_ID = 'https://lockgate.test/openapi.json';
 /** An org id over the 256 characters an id may have: 400 code 3 on every authenticated route. */
 const BAD_ORG = 'o'.repeat(300);
 
+const TOKENS = [
+  { name: 'root', token: ADMIN, org: 'org-a', orgs: ['*'], permissions: [...PERMISSIONS] },
+  { name: 'login-service', token: CHECKER, org: 'org-a', permissions: ['lockout.check'] },
+  // Every permission, but only for its own org: 403 for any other.
+  { name: 'outsider', token: OUTSIDER, org: 'org-z', permissions: [...PERMISSIONS] },
+];
+
 function config(extra: Record<string, unknown> = {}) {
   return parseConfig({
     server: { port: 0, bodyLimit: '2kb' },
@@ -41,14 +51,7 @@ function config(extra: Record<string, unknown> = {}) {
     log: { level: 'silent' },
     password: { argon2: FAST_ARGON2 },
     otp: { issueLimit: { points: ISSUE_POINTS, durationSeconds: 60 } },
-    auth: {
-      tokens: [
-        { name: 'root', token: ADMIN, org: 'org-a', orgs: ['*'], permissions: [...PERMISSIONS] },
-        { name: 'login-service', token: CHECKER, org: 'org-a', permissions: ['lockout.check'] },
-        // Every permission, but only for its own org: 403 for any other.
-        { name: 'outsider', token: OUTSIDER, org: 'org-z', permissions: [...PERMISSIONS] },
-      ],
-    },
+    auth: { tokens: TOKENS },
     ...extra,
   });
 }
@@ -106,6 +109,10 @@ function fillPath(route: RouteDoc, params: Readonly<Record<string, string>> = {}
 
 let sidecar: SidecarHandle;
 let redisSidecar: SidecarHandle;
+/** A sidecar whose JWT issuer is unreachable (its keys cannot be fetched), and a JWT for it. */
+let jwtSidecar: SidecarHandle;
+let jwtIssuerDown = '';
+let unverifiableJwt = '';
 let doc: Json;
 let hash: string;
 const ajv = new Ajv2020({ allErrors: true, strict: true });
@@ -895,6 +902,13 @@ const SHARED: Case[] = AUTHENTICATED.flatMap((route): Case[] => {
       expect: grpc(3),
     },
   ];
+  cases.push({
+    op,
+    what: "a JWT whose issuer's keys cannot be fetched: 503 code 14",
+    status: 503,
+    request: () => ({ token: unverifiableJwt, params: ANY_PARAMS, via: () => jwtSidecar }),
+    expect: grpc(14, 'Errors.Token.KeysUnavailable'),
+  });
   if (route.permission !== undefined && route.permission !== 'lockout.check') {
     cases.push({
       op,
@@ -982,6 +996,28 @@ describe('OpenAPI document against real answers', () => {
       config({ store: { type: 'redis', redis: { url: testRedisUrl(), commandTimeoutMs: 1000 } } }),
       { logger: createLogger('silent') },
     );
+    // An issuer on a port nothing listens on (taken, then released): every key fetch is refused.
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    jwtIssuerDown = `http://127.0.0.1:${(closed.address() as AddressInfo).port}`;
+    await new Promise<void>((resolve) => closed.close(() => resolve()));
+    jwtSidecar = await startSidecar(
+      config({
+        auth: {
+          tokens: TOKENS,
+          jwt: { issuer: jwtIssuerDown, audience: 'lockgate', permissions: { fixed: [...PERMISSIONS] } },
+        },
+      }),
+      { logger: createLogger('silent') },
+    );
+    const { privateKey } = await generateKeyPair('ES256');
+    unverifiableJwt = await new SignJWT({})
+      .setProtectedHeader({ alg: 'ES256', kid: 'k' })
+      .setIssuer(jwtIssuerDown)
+      .setAudience('lockgate')
+      .setSubject('someone')
+      .setExpirationTime('5m')
+      .sign(privateKey);
     const res = await fetch(`${sidecar.url}/openapi.json`);
     doc = await res.json();
     ajv.addSchema(doc as object, DOC_ID);
@@ -989,6 +1025,7 @@ describe('OpenAPI document against real answers', () => {
   afterAll(async () => {
     await sidecar?.close();
     await redisSidecar?.close();
+    await jwtSidecar?.close();
   });
 
   it('every route of ROUTES has a success case, and every case names a route of ROUTES', () => {
