@@ -3,6 +3,7 @@ import type { Request } from 'express';
 import { describeOptionValue, invalidOption } from '../core/option-checks';
 import { validateId } from '../core/subjects';
 import { InvalidArgumentError } from '../core/errors';
+import type { Actor } from '../core/events';
 import { PermissionDeniedError, UnauthenticatedError } from './errors';
 import { Id, parseParameter } from './schemas';
 
@@ -33,6 +34,11 @@ export interface AuthContext {
   readonly principal: string;
   /** The org the request acts on. */
   readonly orgId: string;
+  /**
+   * Who, for the event record (issue 14): a configured token's name or a JWT's subject. An
+   * `authorize` hook that leaves it out is recorded as `{ type: 'app', name: principal }`.
+   */
+  readonly actor?: Actor;
 }
 
 /** An org the request acts on that does not come from the header (an attempt id's org, `?ctx.orgId=`). */
@@ -209,6 +215,6 @@ export function createTokenAuthorizer(options: TokenAuthorizerOptions): Authoriz
         `Token lacks the permission ${permission}`,
       );
     }
-    return { principal: token.name, orgId };
+    return { principal: token.name, orgId, actor: { type: 'token', name: token.name } };
   };
 }

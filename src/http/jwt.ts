@@ -410,7 +410,11 @@ export function createJwtAuthorizer(options: JwtAuthorizerOptions): Authorize {
         `Token lacks the permission ${permission}`,
       );
     }
-    return { principal: identity.principal, orgId };
+    return {
+      principal: identity.principal,
+      orgId,
+      actor: { type: 'jwt', subject: identity.principal.slice('jwt:'.length) },
+    };
   };
 }
 

@@ -9,6 +9,8 @@
  */
 
 import {
+  EventCursor,
+  EventType,
   Id,
   parameterJsonSchema,
   requestBodySchemas,
@@ -26,7 +28,7 @@ export interface RouteDoc {
   readonly path: string;
   readonly operationId: string;
   readonly summary: string;
-  readonly tag: 'settings' | 'users' | 'checks' | 'attempts' | 'otp' | 'service';
+  readonly tag: 'settings' | 'users' | 'checks' | 'attempts' | 'otp' | 'service' | 'events';
   /** The permission the token needs; undefined: no authentication. */
   readonly permission?: string;
   /** The request body: a schema of src/http/schemas.ts, the one its handler parses the body with. */
@@ -47,6 +49,9 @@ const ref = (name: string): Json => ({ $ref: `#/components/schemas/${name}` });
  * from a string, documented as the integer it stands for) and `ctx.instance` (`true`/`false`).
  */
 const ID_PARAMETER = parameterJsonSchema(Id);
+/** The events routes' `cursor` and `type`, generated from the schemas their handler parses them with. */
+const EVENT_CURSOR_PARAMETER = parameterJsonSchema(EventCursor);
+const EVENT_TYPE_PARAMETER = parameterJsonSchema(EventType);
 
 /** Path parameters whose schema is generated; another is a string. */
 const PATH_PARAMETERS: Readonly<Record<string, Json>> = { userId: ID_PARAMETER };
@@ -201,6 +206,54 @@ export const ROUTES: readonly RouteDoc[] = [
     tag: 'users',
     permission: 'user.write',
     success: { status: '200', schema: 'DetailsResponse', description: 'Reset' },
+  },
+  // ---- events (issue 14) ----
+  ...(['/v1/events', '/v1/users/{userId}/events'] as const).map((path, i): RouteDoc => ({
+    method: 'get',
+    path,
+    operationId: i === 0 ? 'ListEvents' : 'ListUserEvents',
+    summary:
+      i === 0
+        ? 'Recorded events of the org (locks, unlocks, settings changes, password changes), newest first'
+        : 'Recorded events of the user, newest first',
+    tag: 'events',
+    permission: 'user.read',
+    query: [
+      {
+        name: 'limit',
+        description: 'Most events in the page (1–1000, default 100)',
+        schema: { type: 'integer', minimum: 1, maximum: 1000 },
+      },
+      { name: 'cursor', description: 'nextCursor of the previous page', schema: EVENT_CURSOR_PARAMETER },
+      {
+        name: 'type',
+        description: 'Only events of this type (e.g. user.locked)',
+        schema: EVENT_TYPE_PARAMETER,
+      },
+      ...(i === 0 ? [{ name: 'userId', description: 'Only events of this user', schema: ID_PARAMETER }] : []),
+    ],
+    success: {
+      status: '200',
+      schema: 'Events',
+      description:
+        'A page of events; a page may hold fewer than `limit` events (filters look at 10 × limit entries at most) and still have a nextCursor',
+    },
+  })),
+  {
+    method: 'get',
+    path: '/v1/webhooks/dead-letters',
+    operationId: 'ListWebhookDeadLetters',
+    summary: "Webhook deliveries of the org's events given up after their last attempt, newest first",
+    tag: 'events',
+    permission: 'user.read',
+    query: [
+      {
+        name: 'limit',
+        description: 'Most dead letters in the answer (1–1000, default 100)',
+        schema: { type: 'integer', minimum: 1, maximum: 1000 },
+      },
+    ],
+    success: { status: '200', schema: 'WebhookDeadLetters', description: 'The dead letters' },
   },
   // ---- checks ----
   {
@@ -427,6 +480,7 @@ export function buildOpenApiDocument(options: { version?: string; serverUrl?: st
       { name: 'otp', description: 'One-time codes by SMS and email' },
       { name: 'attempts', description: 'Attempts for credentials verified elsewhere' },
       { name: 'service', description: 'Health, readiness, metrics and this document' },
+      { name: 'events', description: 'Recorded lockout events and webhook dead letters' },
     ],
     paths,
     components: {
