@@ -44,9 +44,7 @@ import {
   type PolicyResponseBody,
   CodeCheckRequest,
   type DeadLettersBody,
-  EventCursor,
   type EventsBody,
-  EventType,
   PasswordCheckRequest,
   SettingsRequest,
   TotpCheckRequest,
@@ -496,8 +494,8 @@ export function createUsersRouter(options: UsersRouterOptions): Router {
     const cursor = singleParam(query, 'cursor');
     const type = singleParam(query, 'type');
     const userFilter = user ?? singleParam(query, 'userId');
-    if (cursor !== undefined) parseParameter(EventCursor, cursor, 'cursor');
-    if (type !== undefined) parseParameter(EventType, type, 'type');
+    if (cursor !== undefined) parseParameter(Id, cursor, 'cursor');
+    if (type !== undefined) parseParameter(Id, type, 'type');
     if (userFilter !== undefined && user === undefined) parseParameter(Id, userFilter, 'userId');
     const log = engine.events;
     if (!log) {

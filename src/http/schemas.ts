@@ -505,27 +505,3 @@ export const DeadLettersBody = component(
     ),
   }),
 );
-
-/** The `cursor` of the events routes: a stream id (Redis) or a sequence number (memory). */
-export const EventCursor = answering(
-  z
-    .string()
-    .regex(/^[0-9]{1,20}(-[0-9]{1,20})?$/)
-    .meta({ description: 'nextCursor of the previous page' }),
-  (_issue, field) =>
-    new InvalidArgumentError('Errors.List.Cursor', `${field} is not a cursor of this list`, field),
-);
-
-/** The `type` filter of the events routes. */
-export const EventType = answering(
-  z
-    .string()
-    .regex(/^[A-Za-z0-9_.-]{1,100}$/)
-    .meta({ description: 'A recorded event type, e.g. user.locked' }),
-  (_issue, field) =>
-    new InvalidArgumentError(
-      'Errors.Request.Invalid',
-      `${field} must be an event type such as user.locked`,
-      field,
-    ),
-);

@@ -9,8 +9,6 @@
  */
 
 import {
-  EventCursor,
-  EventType,
   Id,
   parameterJsonSchema,
   requestBodySchemas,
@@ -49,9 +47,6 @@ const ref = (name: string): Json => ({ $ref: `#/components/schemas/${name}` });
  * from a string, documented as the integer it stands for) and `ctx.instance` (`true`/`false`).
  */
 const ID_PARAMETER = parameterJsonSchema(Id);
-/** The events routes' `cursor` and `type`, generated from the schemas their handler parses them with. */
-const EVENT_CURSOR_PARAMETER = parameterJsonSchema(EventCursor);
-const EVENT_TYPE_PARAMETER = parameterJsonSchema(EventType);
 
 /** Path parameters whose schema is generated; another is a string. */
 const PATH_PARAMETERS: Readonly<Record<string, Json>> = { userId: ID_PARAMETER };
@@ -224,11 +219,11 @@ export const ROUTES: readonly RouteDoc[] = [
         description: 'Most events in the page (1–1000, default 100)',
         schema: { type: 'integer', minimum: 1, maximum: 1000 },
       },
-      { name: 'cursor', description: 'nextCursor of the previous page', schema: EVENT_CURSOR_PARAMETER },
+      { name: 'cursor', description: 'nextCursor of the previous page', schema: ID_PARAMETER },
       {
         name: 'type',
         description: 'Only events of this type (e.g. user.locked)',
-        schema: EVENT_TYPE_PARAMETER,
+        schema: ID_PARAMETER,
       },
       ...(i === 0 ? [{ name: 'userId', description: 'Only events of this user', schema: ID_PARAMETER }] : []),
     ],
