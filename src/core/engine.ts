@@ -605,8 +605,10 @@ export class LockoutEngine {
         outcome: reported,
       });
     }
+    // Awaited: the check that locks is answered once its event is recorded (one more round trip
+    // on Redis, for that check only), so an answered lock is never an unrecorded one.
     if (r.lockedNow)
-      this.onEvent({
+      await this.emit({
         type: 'lock',
         org: subject.org,
         user: subject.user,
