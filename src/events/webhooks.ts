@@ -437,6 +437,8 @@ export class RedisDeliveryQueue implements DeliveryQueue {
   private readonly client: RedisEventClient;
   private readonly keys: EventKeys;
   private readonly groups = new Set<string>();
+  /** When this process last looked for a dead consumer's entries, per stream. */
+  private readonly claimedAt = new Map<string, number>();
 
   constructor(private readonly options: RedisDeliveryQueueOptions) {
     this.client = options.client;
@@ -458,18 +460,23 @@ export class RedisDeliveryQueue implements DeliveryQueue {
       const ack = (id: string) => async () => {
         await this.client.xack(key, DELIVERY_GROUP, id);
       };
-      // Entries of a consumer that died (or stopped) before acknowledging them.
-      const claimed = (await this.client.xautoclaim(
-        key,
-        DELIVERY_GROUP,
-        this.consumer,
-        this.options.claimIdleMs,
-        '0-0',
-        'COUNT',
-        max - out.length,
-      )) as [string, Array<[string, string[] | null]>, string[]?];
-      for (const [id, fields] of claimed[1] ?? []) out.push({ event: parseEntry(fields), ack: ack(id) });
-      if (out.length >= max) break;
+      // Entries of a consumer that died (or stopped) before acknowledging them: looked for a few
+      // times per claimIdleMs, not at every round (one command less per org and round).
+      const now = Date.now();
+      if (now - (this.claimedAt.get(key) ?? 0) >= this.options.claimIdleMs / 4) {
+        this.claimedAt.set(key, now);
+        const claimed = (await this.client.xautoclaim(
+          key,
+          DELIVERY_GROUP,
+          this.consumer,
+          this.options.claimIdleMs,
+          '0-0',
+          'COUNT',
+          max - out.length,
+        )) as [string, Array<[string, string[] | null]>, string[]?];
+        for (const [id, fields] of claimed[1] ?? []) out.push({ event: parseEntry(fields), ack: ack(id) });
+        if (out.length >= max) break;
+      }
       const read = (await this.client.xreadgroup(
         'GROUP',
         DELIVERY_GROUP,
