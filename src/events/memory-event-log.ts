@@ -42,7 +42,7 @@ export class MemoryEventLog implements EventLog {
     return Promise.resolve();
   }
 
-  list(org: string, query: EventQuery): Promise<EventPage> {
+  async list(org: string, query: EventQuery): Promise<EventPage> {
     const limit = query.limit ?? 100;
     let before = Infinity;
     if (query.cursor !== undefined) {
@@ -65,7 +65,7 @@ export class MemoryEventLog implements EventLog {
       events.push(r);
     }
     const more = last !== undefined && this.ring.length > 0 && this.ring[0]!.seq < last;
-    return Promise.resolve({ events, ...(more ? { nextCursor: String(last) } : {}) });
+    return { events, ...(more ? { nextCursor: String(last) } : {}) };
   }
 
   subscribe(listener: (record: EventRecord) => void): () => void {

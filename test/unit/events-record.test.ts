@@ -53,6 +53,15 @@ describe('toEventRecord', () => {
     expect(instance.org).toBe('inst');
   });
 
+  it('records an automatic unlock (a field an engine event may carry) with the system as actor', () => {
+    const r = toEventRecord({ type: 'unlock', org: 'o', user: 'u', reason: 'automatic' }, 'inst')!;
+    expect(r).toMatchObject({
+      type: 'user.unlocked',
+      actor: { type: 'system' },
+      data: { reason: 'automatic' },
+    });
+  });
+
   it('does not record checks (they are counted in /metrics)', () => {
     expect(EVENT_TYPES.check).toBeNull();
     expect(
