@@ -439,6 +439,7 @@ export class RedisDeliveryQueue implements DeliveryQueue {
   private readonly groups = new Set<string>();
   /** When this process last looked for a dead consumer's entries, per stream. */
   private readonly claimedAt = new Map<string, number>();
+  private rotation = 0;
 
   constructor(private readonly options: RedisDeliveryQueueOptions) {
     this.client = options.client;
@@ -449,49 +450,63 @@ export class RedisDeliveryQueue implements DeliveryQueue {
   async fresh(max: number): Promise<FreshItem[]> {
     const orgs = await this.client.smembers(this.keys.orgs());
     const out: FreshItem[] = [];
-    for (const org of orgs) {
-      if (out.length >= max) break;
-      const key = this.keys.stream(org);
-      if (!this.groups.has(key)) {
-        // Made by the appender before its first event; made here too for a stream trimmed away.
-        await createGroup(this.client, key, DELIVERY_GROUP, '0');
-        this.groups.add(key);
-      }
-      const ack = (id: string) => async () => {
-        await this.client.xack(key, DELIVERY_GROUP, id);
-      };
-      // Entries of a consumer that died (or stopped) before acknowledging them: looked for a few
-      // times per claimIdleMs, not at every round (one command less per org and round).
-      const now = Date.now();
-      if (now - (this.claimedAt.get(key) ?? 0) >= this.options.claimIdleMs / 4) {
-        this.claimedAt.set(key, now);
-        const claimed = (await this.client.xautoclaim(
-          key,
-          DELIVERY_GROUP,
-          this.consumer,
-          this.options.claimIdleMs,
-          '0-0',
-          'COUNT',
-          max - out.length,
-        )) as [string, Array<[string, string[] | null]>, string[]?];
-        for (const [id, fields] of claimed[1] ?? []) out.push({ event: parseEntry(fields), ack: ack(id) });
-        if (out.length >= max) break;
-      }
-      const read = (await this.client.xreadgroup(
-        'GROUP',
-        DELIVERY_GROUP,
-        this.consumer,
-        'COUNT',
-        max - out.length,
-        'STREAMS',
-        key,
-        '>',
-      )) as Array<[string, Array<[string, string[] | null]>]> | null;
-      for (const [, entries] of read ?? []) {
-        for (const [id, fields] of entries) out.push({ event: parseEntry(fields), ack: ack(id) });
+    let failed: unknown;
+    // A different org first at each round, so that one org's backlog does not starve the others.
+    const first = orgs.length > 0 ? this.rotation++ % orgs.length : 0;
+    for (let i = 0; i < orgs.length && out.length < max; i += 1) {
+      const key = this.keys.stream(orgs[(first + i) % orgs.length]!);
+      try {
+        await this.freshOf(key, max, out);
+      } catch (error) {
+        // One org's stream failing (its group deleted: NOGROUP) does not stop the others.
+        this.groups.delete(key);
+        failed ??= error;
       }
     }
+    if (out.length === 0 && failed !== undefined) throw failed;
     return out;
+  }
+
+  /** The new and the abandoned entries of one org's stream, appended to `out` (up to `max` in all). */
+  private async freshOf(key: string, max: number, out: FreshItem[]): Promise<void> {
+    if (!this.groups.has(key)) {
+      // Made by the appender before its first event; made here too for a stream deleted since.
+      await createGroup(this.client, key, DELIVERY_GROUP, '0');
+      this.groups.add(key);
+    }
+    const ack = (id: string) => async () => {
+      await this.client.xack(key, DELIVERY_GROUP, id);
+    };
+    // Entries of a consumer that died (or stopped) before acknowledging them: looked for a few
+    // times per claimIdleMs, not at every round (one command less per org and round).
+    const now = Date.now();
+    if (now - (this.claimedAt.get(key) ?? 0) >= this.options.claimIdleMs / 4) {
+      this.claimedAt.set(key, now);
+      const claimed = (await this.client.xautoclaim(
+        key,
+        DELIVERY_GROUP,
+        this.consumer,
+        this.options.claimIdleMs,
+        '0-0',
+        'COUNT',
+        max - out.length,
+      )) as [string, Array<[string, string[] | null]>, string[]?];
+      for (const [id, fields] of claimed[1] ?? []) out.push({ event: parseEntry(fields), ack: ack(id) });
+      if (out.length >= max) return;
+    }
+    const read = (await this.client.xreadgroup(
+      'GROUP',
+      DELIVERY_GROUP,
+      this.consumer,
+      'COUNT',
+      max - out.length,
+      'STREAMS',
+      key,
+      '>',
+    )) as Array<[string, Array<[string, string[] | null]>]> | null;
+    for (const [, entries] of read ?? []) {
+      for (const [id, fields] of entries) out.push({ event: parseEntry(fields), ack: ack(id) });
+    }
   }
 
   async due(max: number, leaseMs: number): Promise<RetryJob[]> {

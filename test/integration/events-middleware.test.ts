@@ -12,7 +12,7 @@ import { toEventRecord, type EventRecord } from '../../src/core/events';
 import type { LockoutEvent } from '../../src/core/engine';
 import { MemoryStore } from '../../src/store/memory/memory-store';
 import { RedisStore } from '../../src/store/redis/redis-store';
-import { createTestCluster } from '../helpers/redis-clients';
+import { createTestCluster, createTestRedis } from '../helpers/redis-clients';
 import { until } from '../helpers/sidecar-process';
 import { newSecret, startReceiver } from '../helpers/webhook-receiver';
 import { randomUUID } from 'node:crypto';
@@ -104,6 +104,43 @@ describe('events on a Redis Cluster', () => {
       const record: EventRecord = toEventRecord({ type: 'unlock', org: 'org-y', user: 'v' }, instanceId)!;
       await log.append(record);
       expect((await log.list('org-y', { limit: 1 })).events[0]!.id).toBe(record.id);
+    } finally {
+      await events.close();
+      await lockout.close();
+      await receiver.close();
+      client.disconnect();
+    }
+  });
+});
+
+describe('events on a standalone Redis', () => {
+  it('an org stream deleted under the workers gets its group back and its next events delivered; other orgs go on', async () => {
+    const client = await createTestRedis();
+    const instanceId = `ev-nogroup-${randomUUID()}`;
+    const secret = newSecret();
+    const receiver = await startReceiver(secret);
+    const events = createEvents({
+      redis: client,
+      instanceId,
+      webhooks: { endpoints: [{ name: 'r', url: receiver.url, secret }], pollIntervalMs: 20 },
+    });
+    const lockout = createLockout({
+      store: new RedisStore({ client }),
+      instanceId,
+      eventLog: events.eventLog,
+    });
+    events.start();
+    const users = () => receiver.delivered().map((r) => `${r.body.data.orgId}/${r.body.data.userId}`);
+    try {
+      await lockout.engine.lockUser('org-a', 'a1');
+      await lockout.engine.lockUser('org-b', 'b1');
+      await until('two deliveries', () => (receiver.delivered().length >= 2 ? true : undefined));
+      await client.del((events.eventLog as RedisEventLog).keys.stream('org-a'));
+      await lockout.engine.lockUser('org-a', 'a2');
+      await lockout.engine.lockUser('org-b', 'b2');
+      await until('four deliveries', () => (receiver.delivered().length >= 4 ? true : undefined));
+      expect(users().sort()).toEqual(['org-a/a1', 'org-a/a2', 'org-b/b1', 'org-b/b2']);
+      expect(receiver.received.every((r) => r.verified)).toBe(true);
     } finally {
       await events.close();
       await lockout.close();
