@@ -178,9 +178,12 @@ describe('webhooks across sidecar processes (Redis)', () => {
     const instance = `wh-two-${randomUUID()}`;
     const secret = newSecret();
     const r = await receiver(secret, () => 200);
+    // Generous timeouts: a retry after a timed-out attempt (the receiver in this busy process
+    // answering late) or a take-over of a slow round would be a legitimate second delivery.
+    const slow = { timeoutMs: 10_000, claimIdleMs: 30_000 };
     const [a, b] = await Promise.all([
-      sidecar({ instance, url: r.url, secret, maxPasswordAttempts: 1 }),
-      sidecar({ instance, url: r.url, secret, maxPasswordAttempts: 1 }),
+      sidecar({ instance, url: r.url, secret, maxPasswordAttempts: 1, ...slow }),
+      sidecar({ instance, url: r.url, secret, maxPasswordAttempts: 1, ...slow }),
     ]);
     const users = Array.from({ length: 200 }, (_, i) => `user-${i}`);
     await Promise.all(
@@ -237,6 +240,12 @@ describe('webhooks across sidecar processes (Redis)', () => {
       60_000,
     );
     expect(r.received.every((x) => x.verified)).toBe(true);
+    // No attempt failed, so every event was attempted once, by one of the two.
+    for (const p of [a, b]) {
+      expect(await metric(p, 'lockgate_webhook_attempts_total', 'endpoint="receiver",outcome="retry"')).toBe(
+        0,
+      );
+    }
     expect(r.received).toHaveLength(600);
     expect(new Set(r.received.map((x) => x.id)).size).toBe(600);
     expect(new Set(r.received.map((x) => x.id))).toEqual(new Set(events.map((e) => e.id)));
