@@ -848,13 +848,19 @@ export class LockoutEngine {
 
   /**
    * Tells the observer of `event` and, when an event log is set, records it (resolves once
-   * recorded; never rejects: the log reports its own failures).
+   * recorded; never rejects: the log reports its own failures, and an operation that committed
+   * in the store is not failed by its event).
    */
   private emit(event: LockoutEvent): Promise<void> {
     this.observeEvent(event);
     if (!this.eventLog) return Promise.resolve();
     const record = toEventRecord(event, this.instanceId);
-    return record ? this.eventLog.append(record) : Promise.resolve();
+    if (!record) return Promise.resolve();
+    try {
+      return Promise.resolve(this.eventLog.append(record)).catch(() => undefined);
+    } catch {
+      return Promise.resolve();
+    }
   }
 
   /** Locked users of an org, by user id. */
