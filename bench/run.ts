@@ -31,6 +31,11 @@ const BENCHMARKS: Benchmark[] = [
     run: () => require('./middleware').benchMiddleware(),
   },
   {
+    name: 'webhooks',
+    description: 'issue 14: login-check latency with webhooks to a receiver that hangs vs no webhooks',
+    run: () => require('./webhooks').benchWebhooks(),
+  },
+  {
     name: 'proxy',
     description: "lockgate's reverse proxy vs calling the upstream directly",
     run: () => require('./proxy').benchProxy(),

@@ -9,6 +9,20 @@ export * from './store';
 export * from './express';
 export * from './verify';
 export {
+  CREDENTIAL_FIELDS,
+  EVENT_TYPES,
+  RECORDED_EVENT_TYPES,
+  renderEvent,
+  toEventRecord,
+  type DeadLetter,
+  type EventLog,
+  type EventPage,
+  type EventQuery,
+  type EventRecord,
+  type RenderedEvent,
+} from './core/events';
+export * from './events';
+export {
   InvalidCredentialsError,
   PermissionDeniedError,
   RequestError,

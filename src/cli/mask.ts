@@ -1,7 +1,7 @@
 /**
  * The effective configuration as `lockgate config check` prints it: every secret masked. Tokens
  * (only their digests are kept, masked too: a digest lets anyone test guesses offline), Redis
- * URLs' passwords and Redis passwords, and the OTP pepper.
+ * URLs' passwords and Redis passwords, the OTP pepper, and webhook secrets (and their URLs' credentials).
  */
 import type { SidecarConfig } from '../sidecar/config';
 
@@ -17,6 +17,15 @@ export function maskConfig(config: SidecarConfig): Record<string, unknown> {
   if (typeof redis.url === 'string') redis.url = maskUrl(redis.url);
   if (redis.password !== undefined) redis.password = MASK;
   if (redis.sentinel?.password !== undefined) redis.sentinel.password = MASK;
+  // Webhook secrets (whsec_…) sign every delivery.
+  const webhooks = out.webhooks as { endpoints?: Array<Record<string, unknown>> } | undefined;
+  if (webhooks?.endpoints) {
+    webhooks.endpoints = webhooks.endpoints.map((e) => ({
+      ...e,
+      secret: MASK,
+      ...(typeof e.url === 'string' ? { url: maskUrl(e.url) } : {}),
+    }));
+  }
   const otp = out.otp as Record<string, unknown>;
   if (otp.pepper !== undefined) otp.pepper = MASK;
   // The issuer's URLs may carry credentials (https://user:secret@idp/keys?api_key=…).

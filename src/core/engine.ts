@@ -15,6 +15,7 @@ import {
   OptionError,
   StoreUnavailableError,
 } from './errors';
+import { toEventRecord, type Actor, type EventLog, type OperationContext } from './events';
 import { describeOptionValue } from './option-checks';
 import { parseSettingsValues, SHIPPED_DEFAULT, type Details, type EffectiveSettings } from './settings';
 import { SettingsCache } from './settings-cache';
@@ -45,6 +46,11 @@ export interface LockoutEngineOptions {
   settingsCacheTtlMs?: number;
   /** Observer of lockout events (metrics, audit logs). Must not throw. */
   onEvent?: (event: LockoutEvent) => void;
+  /**
+   * Where lockout events are recorded (issue 14: the events API and webhooks): every event of a
+   * type in EVENT_TYPES (core/events.ts) that is not `null` there, and every type not listed.
+   */
+  eventLog?: EventLog;
   /**
    * How long check() lets `evaluate` run (default min(leaseMs / 2, 10 000) ms; at most
    * leaseMs − 500, so that a check is settled before its lease ends). Past it the attempt is
@@ -96,9 +102,31 @@ export interface LockoutEngineConfig {
 
 export type LockoutEvent =
   | { type: 'check'; org: string; user: string; factor: Factor; outcome: CheckOutcome }
-  | { type: 'lock'; org: string; user: string; reason: 'failures' | 'admin'; factor?: Factor }
-  | { type: 'unlock'; org: string; user: string }
-  | { type: 'settings'; owner: Owner; op: SettingsChange['op'] };
+  | {
+      type: 'lock';
+      org: string;
+      user: string;
+      reason: 'failures' | 'admin';
+      factor?: Factor;
+      /** The factor's failure count that reached the limit (reason `failures`). */
+      failedAttempts?: number;
+      /** Who locked (reason `admin`). */
+      actor?: Actor;
+    }
+  | { type: 'unlock'; org: string; user: string; actor?: Actor }
+  | {
+      type: 'settings';
+      owner: Owner;
+      op: SettingsChange['op'];
+      actor?: Actor;
+      /** The stored values before the change (null: none were stored), read just before it. */
+      before?: SettingsValues | null;
+      /** The stored values after it (null: removed, the org falls back to the instance's). */
+      after?: SettingsValues | null;
+    }
+  | { type: 'password_changed'; org: string; user: string; actor?: Actor };
+
+export type { Actor, OperationContext } from './events';
 
 export type CheckOutcome = 'success' | 'failure' | 'locked' | 'busy';
 
@@ -244,6 +272,9 @@ export class LockoutEngine {
   private readonly cache: SettingsCache;
   private readonly unsubscribe: () => void;
   private readonly onEvent: (event: LockoutEvent) => void;
+  private readonly observeEvent: (event: LockoutEvent) => void;
+  private readonly observed: boolean;
+  private readonly eventLog: EventLog | undefined;
   private readonly onFailOpen: (notice: FailOpenNotice) => void;
   private readonly failOpen: boolean;
   private readonly compensation: CompensationQueue;
@@ -259,7 +290,16 @@ export class LockoutEngine {
     this.config = resolveEngineConfig(options);
     this.store = options.store;
     this.cache = new SettingsCache(this.config.settingsCacheTtlMs);
-    this.onEvent = options.onEvent ?? (() => {});
+    this.observeEvent = options.onEvent ?? (() => {});
+    this.observed = options.onEvent !== undefined;
+    this.eventLog = options.eventLog;
+    // Every event goes to the observer and, when one is set, to the event log (not awaited here:
+    // the admin operations await theirs through emit()).
+    this.onEvent = this.eventLog
+      ? (event) => {
+          void this.emit(event);
+        }
+      : this.observeEvent;
     const onFailOpen = options.onFailOpen;
     this.onFailOpen = (notice) => {
       try {
@@ -283,6 +323,11 @@ export class LockoutEngine {
 
   get instanceId(): string {
     return this.config.instanceId;
+  }
+
+  /** Where events are recorded (the eventLog option), if anywhere. */
+  get events(): EventLog | undefined {
+    return this.eventLog;
   }
 
   // ---- settings -------------------------------------------------------------------------
@@ -317,41 +362,63 @@ export class LockoutEngine {
   }
 
   /** Gives `org` custom settings. AlreadyExistsError when it has some. */
-  async addOrgSettings(org: string, input: SettingsInput): Promise<Details> {
+  async addOrgSettings(org: string, input: SettingsInput, context?: OperationContext): Promise<Details> {
     return this.writeSettings(
       { type: 'org', org: validateId(org, 'orgId') },
       { op: 'add', values: parseSettingsValues(input) },
+      context,
     );
   }
 
   /** Changes `org`'s custom settings. NotFoundError when it has none, NotChangedError for the same values. */
-  async updateOrgSettings(org: string, input: SettingsInput): Promise<Details> {
+  async updateOrgSettings(org: string, input: SettingsInput, context?: OperationContext): Promise<Details> {
     return this.writeSettings(
       { type: 'org', org: validateId(org, 'orgId') },
       { op: 'update', values: parseSettingsValues(input) },
+      context,
     );
   }
 
   /** Removes `org`'s custom settings: it falls back to the instance's. NotFoundError when it has none. */
-  async resetOrgSettings(org: string): Promise<Details> {
-    return this.writeSettings({ type: 'org', org: validateId(org, 'orgId') }, { op: 'remove' });
+  async resetOrgSettings(org: string, context?: OperationContext): Promise<Details> {
+    return this.writeSettings({ type: 'org', org: validateId(org, 'orgId') }, { op: 'remove' }, context);
   }
 
   /** Changes the instance settings. NotChangedError for the same values. */
-  async updateInstanceSettings(input: SettingsInput): Promise<Details> {
+  async updateInstanceSettings(input: SettingsInput, context?: OperationContext): Promise<Details> {
     return this.writeSettings(
       { type: 'instance' },
       { op: 'set', values: parseSettingsValues(input), fallback: this.config.defaults },
+      context,
     );
   }
 
-  private async writeSettings(owner: Owner, change: SettingsChange): Promise<Details> {
+  private async writeSettings(
+    owner: Owner,
+    change: SettingsChange,
+    context?: OperationContext,
+  ): Promise<Details> {
+    // The values before the change, for the event (read only when someone listens; not atomic
+    // with the write: a change by another process in between is not seen).
+    const listening = this.eventLog !== undefined || this.observed;
+    const stored = listening ? await this.store.getSettings(this.instanceId, owner) : undefined;
     const result = await this.store.writeSettings(this.instanceId, owner, change);
     const resourceOwner = owner.type === 'org' ? owner.org : this.instanceId;
     switch (result.status) {
       case 'ok':
         this.cache.invalidate(owner);
-        this.onEvent({ type: 'settings', owner, op: change.op });
+        await this.emit({
+          type: 'settings',
+          owner,
+          op: change.op,
+          ...(context?.actor ? { actor: context.actor } : {}),
+          ...(stored !== undefined
+            ? {
+                before: stored === null ? null : valuesOf(stored),
+                after: change.op === 'remove' ? null : valuesOf(change.values),
+              }
+            : {}),
+        });
         return {
           sequence: result.sequence,
           creationDate: result.creationDate,
@@ -538,13 +605,16 @@ export class LockoutEngine {
         outcome: reported,
       });
     }
+    // Awaited: the check that locks is answered once its event is recorded (one more round trip
+    // on Redis, for that check only), so an answered lock is never an unrecorded one.
     if (r.lockedNow)
-      this.onEvent({
+      await this.emit({
         type: 'lock',
         org: subject.org,
         user: subject.user,
         reason: 'failures',
         factor: ref.factor,
+        failedAttempts: r.failedAttempts,
       });
     return { failedAttempts: r.failedAttempts, locked: r.locked };
   }
@@ -737,26 +807,60 @@ export class LockoutEngine {
   }
 
   /** Admin lock. NotChangedError when the user is locked already. */
-  async lockUser(orgId: string, userId: string): Promise<{ lockedAt: number }> {
+  async lockUser(orgId: string, userId: string, context?: OperationContext): Promise<{ lockedAt: number }> {
     const subject = this.subject(orgId, userId);
     const r = await this.store.lock(subject, await this.limits(subject.org));
     if (!r.changed) throw new NotChangedError('Errors.User.AlreadyLocked', 'User is already locked');
-    this.onEvent({ type: 'lock', org: subject.org, user: subject.user, reason: 'admin' });
+    await this.emit({
+      type: 'lock',
+      org: subject.org,
+      user: subject.user,
+      reason: 'admin',
+      ...(context?.actor ? { actor: context.actor } : {}),
+    });
     return { lockedAt: r.lockedAt };
   }
 
   /** Admin unlock: clears the lock and resets all counters. NotChangedError when not locked. */
-  async unlockUser(orgId: string, userId: string): Promise<void> {
+  async unlockUser(orgId: string, userId: string, context?: OperationContext): Promise<void> {
     const subject = this.subject(orgId, userId);
     const r = await this.store.unlock(subject, await this.limits(subject.org), this.config.leaseMs);
     if (!r.changed) throw new NotChangedError('Errors.User.NotLocked', 'User is not locked');
-    this.onEvent({ type: 'unlock', org: subject.org, user: subject.user });
+    await this.emit({
+      type: 'unlock',
+      org: subject.org,
+      user: subject.user,
+      ...(context?.actor ? { actor: context.actor } : {}),
+    });
   }
 
   /** The user's password was changed or reset: its password counter restarts; a lock stays. */
-  async passwordChanged(orgId: string, userId: string): Promise<void> {
+  async passwordChanged(orgId: string, userId: string, context?: OperationContext): Promise<void> {
     const subject = this.subject(orgId, userId);
     await this.store.resetFactor(subject, 'password', await this.limits(subject.org), this.config.leaseMs);
+    await this.emit({
+      type: 'password_changed',
+      org: subject.org,
+      user: subject.user,
+      ...(context?.actor ? { actor: context.actor } : {}),
+    });
+  }
+
+  /**
+   * Tells the observer of `event` and, when an event log is set, records it (resolves once
+   * recorded; never rejects: the log reports its own failures, and an operation that committed
+   * in the store is not failed by its event).
+   */
+  private emit(event: LockoutEvent): Promise<void> {
+    this.observeEvent(event);
+    if (!this.eventLog) return Promise.resolve();
+    const record = toEventRecord(event, this.instanceId);
+    if (!record) return Promise.resolve();
+    try {
+      return Promise.resolve(this.eventLog.append(record)).catch(() => undefined);
+    } catch {
+      return Promise.resolve();
+    }
   }
 
   /** Locked users of an org, by user id. */
@@ -882,6 +986,10 @@ class UnenforcedReservation implements Reservation {
 export interface SettingsInput {
   maxPasswordAttempts?: unknown;
   maxOtpAttempts?: unknown;
+}
+
+function valuesOf(v: SettingsValues): SettingsValues {
+  return { maxPasswordAttempts: v.maxPasswordAttempts, maxOtpAttempts: v.maxOtpAttempts };
 }
 
 function detailsOf(r: SettingsRecord, resourceOwner: string): Details {

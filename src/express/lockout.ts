@@ -41,6 +41,8 @@ export interface LockoutRouterOptions {
   readonly bodyLimit?: string | number;
   /** Check routes (checks(), all()): told of each check's factor, outcome and duration (metrics). Must not throw. */
   readonly observeCheck?: (factor: Factor, outcome: ObservedCheckOutcome, seconds: number) => void;
+  /** The webhook dead letters of an org (GET /v1/webhooks/dead-letters): a DeliveryQueue's deadLetters. */
+  readonly deadLetters?: RouterBaseOptions['deadLetters'];
 }
 
 /** The admin routers of API.md 2.1 and 2.2, to mount in the app (`app.use('/admin', lockout.routers.users())`). */
@@ -172,6 +174,7 @@ export function createLockout(options: LockoutOptions = {}): Lockout {
               onEvent(event);
             }
           : (event) => activity.record(event),
+        ...(options.eventLog ? { eventLog: options.eventLog } : {}),
       }),
   );
   const totpVerifier = withPrefix(
@@ -262,6 +265,7 @@ export function createLockout(options: LockoutOptions = {}): Lockout {
       activity,
       ...(audit ? { audit } : {}),
       ...(bodyLimit !== undefined ? { bodyLimit } : {}),
+      ...(o.deadLetters !== undefined ? { deadLetters: o.deadLetters } : {}),
       onError: (error: unknown, req: Request) =>
         report(error, { operation: 'router', outcome: 'refused', req }),
     };

@@ -1,3 +1,4 @@
+import type { EventLog } from '../core/events';
 import type { Request, Response } from 'express';
 import {
   resolveEngineConfig,
@@ -135,6 +136,12 @@ export interface LockoutOptions {
   /** Told of every lockout event (checks, locks, unlocks, settings changes). Must not throw. */
   readonly onEvent?: (event: LockoutEvent) => void;
   /**
+   * Where lock, unlock, settings and password-changed events are recorded (issue 14): a
+   * MemoryEventLog, or a RedisEventLog (per-org Redis Streams, which a WebhookSender delivers
+   * from). Also serves GET /v1/events of the routers. Default: none (not recorded).
+   */
+  readonly eventLog?: EventLog;
+  /**
    * Told of every pass without lockout under `fail-open`, from guards, checks and routers alike
    * (for metrics; the engine's notice). Must not throw.
    */
@@ -193,6 +200,7 @@ const KNOWN_OPTIONS = new Set<string>([
   'unavailableResponse',
   'onError',
   'onEvent',
+  'eventLog',
   'onFailOpen',
   'onCompensation',
   'password',
@@ -414,6 +422,17 @@ export function resolveLockoutOptions(options: LockoutOptions | undefined): Lock
 
   optionalFunction(where, o.onError, 'onError', '(error, context) => void');
   optionalFunction(where, o.onEvent, 'onEvent', '(event) => void');
+  if (
+    o.eventLog !== undefined &&
+    (typeof (o.eventLog as Partial<EventLog> | null)?.append !== 'function' ||
+      typeof (o.eventLog as Partial<EventLog> | null)?.list !== 'function')
+  ) {
+    throw optionError(
+      where,
+      'eventLog',
+      `must be an EventLog (new MemoryEventLog() or new RedisEventLog({ client, instanceId })), got ${describe(o.eventLog)}`,
+    );
+  }
   optionalFunction(where, o.onFailOpen, 'onFailOpen', '(notice) => void');
   optionalFunction(where, o.onCompensation, 'onCompensation', '(event) => void');
   optionalFunction(where, o.audit, 'audit', '(entry) => void');

@@ -3,6 +3,7 @@ import type { Request } from 'express';
 import { describeOptionValue, invalidOption } from '../core/option-checks';
 import { validateId } from '../core/subjects';
 import { InvalidArgumentError } from '../core/errors';
+import type { Actor } from '../core/events';
 import { PermissionDeniedError, UnauthenticatedError } from './errors';
 import { Id, parseParameter } from './schemas';
 
@@ -38,6 +39,11 @@ export interface AuthContext {
    * console offers only those orgs). Optional: a custom Authorize may leave it out.
    */
   readonly scope?: AuthScope;
+  /**
+   * Who, for the event record (issue 14): a configured token's name or a JWT's subject. An
+   * `authorize` hook that leaves it out is recorded as `{ type: 'app', name: principal }`.
+   */
+  readonly actor?: Actor;
 }
 
 /** The home org of a credential and the orgs it may act on. */
@@ -226,6 +232,11 @@ export function createTokenAuthorizer(options: TokenAuthorizerOptions): Authoriz
         `Token lacks the permission ${permission}`,
       );
     }
-    return { principal: token.name, orgId, scope: scopes.get(token)! };
+    return {
+      principal: token.name,
+      orgId,
+      scope: scopes.get(token)!,
+      actor: { type: 'token', name: token.name },
+    };
   };
 }

@@ -462,7 +462,12 @@ export function createJwtAuthorizer(options: JwtAuthorizerOptions): Authorize {
         `Token lacks the permission ${permission}`,
       );
     }
-    return { principal: identity.principal, orgId, scope: scopeOf(identity) };
+    return {
+      principal: identity.principal,
+      orgId,
+      scope: scopeOf(identity),
+      actor: { type: 'jwt', subject: identity.principal.slice('jwt:'.length) },
+    };
   };
 }
 

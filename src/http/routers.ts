@@ -2,7 +2,16 @@ import type { z } from 'zod';
 import express, { Router, type Request, type RequestHandler, type Response } from 'express';
 import { decodeAttemptId, type AttemptRef } from '../core/attempt-id';
 import type { CheckOutcome, CheckResult, LockoutEngine } from '../core/engine';
-import { BusyError, GrpcCode, InvalidArgumentError, UserLockedError, isLockgateError } from '../core/errors';
+import {
+  BusyError,
+  GrpcCode,
+  InvalidArgumentError,
+  NotChangedError,
+  StoreUnavailableError,
+  UserLockedError,
+  isLockgateError,
+} from '../core/errors';
+import { renderEvent, type DeadLetter, type OperationContext } from '../core/events';
 import { checkBodyLimit, invalidOption } from '../core/option-checks';
 import type { CodeChannel } from '../core/store';
 import { makeSubject, type Factor, type Subject } from '../core/subjects';
@@ -36,6 +45,8 @@ import {
   type IssuedCodeBody,
   type PolicyResponseBody,
   CodeCheckRequest,
+  type DeadLettersBody,
+  type EventsBody,
   PasswordCheckRequest,
   SettingsRequest,
   TotpCheckRequest,
@@ -82,6 +93,11 @@ export interface RouterBaseOptions {
   readonly onError?: (error: unknown, req: Request) => void;
   /** Per-minute failures, locks and unlocks (createActivity): the users router serves them at GET /v1/activity; without it, that route is not served. */
   readonly activity?: Activity;
+  /**
+   * The webhook dead letters of an org, newest first (GET /v1/webhooks/dead-letters; issue 14).
+   * Absent: that route answers 400 code 9 (no webhooks).
+   */
+  readonly deadLetters?: (orgId: string, limit: number) => Promise<readonly DeadLetter[]>;
 }
 
 export type SettingsRouterOptions = RouterBaseOptions;
@@ -195,6 +211,25 @@ function singleParam(query: URLSearchParams, name: string): string | undefined {
 /** An id path parameter (`userId`), parsed by the schema the document's parameter is generated from. */
 function pathParam(req: Request, name: string): string {
   return parseParameter(Id, req.params[name], name);
+}
+
+/** The operation context of an admin action: who made it (AuthContext.actor, else the principal). */
+function by(ctx: AuthContext): OperationContext {
+  return { actor: ctx.actor ?? { type: 'app', name: ctx.principal } };
+}
+
+/** The `limit` query parameter of the list routes: 1 to ORG_LIST_LIMIT_MAX. */
+function limitParam(query: URLSearchParams): number | undefined {
+  const rawLimit = singleParam(query, 'limit');
+  if (rawLimit === undefined) return undefined;
+  if (!/^[0-9]{1,10}$/.test(rawLimit) || Number(rawLimit) < 1 || Number(rawLimit) > ORG_LIST_LIMIT_MAX) {
+    throw new InvalidArgumentError(
+      'Errors.List.Limit',
+      `limit must be an integer from 1 to ${ORG_LIST_LIMIT_MAX}`,
+      'limit',
+    );
+  }
+  return Number(rawLimit);
 }
 
 /** Reports `entry` to the audit hook, never letting the hook break the request. */
@@ -311,7 +346,7 @@ export function createSettingsRouter(options: SettingsRouterOptions): Router {
       const details = await audited(
         audit,
         { action: 'settings.org.add', principal: ctx.principal, orgId: ctx.orgId },
-        () => engine.addOrgSettings(ctx.orgId, parseFields(SettingsRequest, body)),
+        () => engine.addOrgSettings(ctx.orgId, parseFields(SettingsRequest, body), by(ctx)),
       );
       res.json({ details: renderDetails(details) } satisfies DetailsResponse);
     }),
@@ -324,7 +359,7 @@ export function createSettingsRouter(options: SettingsRouterOptions): Router {
       const details = await audited(
         audit,
         { action: 'settings.org.update', principal: ctx.principal, orgId: ctx.orgId },
-        () => engine.updateOrgSettings(ctx.orgId, parseFields(SettingsRequest, body)),
+        () => engine.updateOrgSettings(ctx.orgId, parseFields(SettingsRequest, body), by(ctx)),
       );
       res.json({ details: renderDetails(details) } satisfies DetailsResponse);
     }),
@@ -336,7 +371,7 @@ export function createSettingsRouter(options: SettingsRouterOptions): Router {
       const details = await audited(
         audit,
         { action: 'settings.org.reset', principal: ctx.principal, orgId: ctx.orgId },
-        () => engine.resetOrgSettings(ctx.orgId),
+        () => engine.resetOrgSettings(ctx.orgId, by(ctx)),
       );
       res.json({ details: renderDetails(details) } satisfies DetailsResponse);
     }),
@@ -354,7 +389,7 @@ export function createSettingsRouter(options: SettingsRouterOptions): Router {
     const details = await audited(
       audit,
       { action: 'settings.instance.update', principal: ctx.principal, orgId: engine.instanceId },
-      () => engine.updateInstanceSettings(parseFields(SettingsRequest, body)),
+      () => engine.updateInstanceSettings(parseFields(SettingsRequest, body), by(ctx)),
     );
     res.json({ details: renderDetails(details) } satisfies DetailsResponse);
   });
@@ -423,23 +458,8 @@ export function createUsersRouter(options: UsersRouterOptions): Router {
     '/v1/lockouts',
     ...t.plain('user.read', async (req, res, ctx) => {
       const query = queryOf(req);
-      const rawLimit = singleParam(query, 'limit');
+      const limit = limitParam(query);
       const cursor = singleParam(query, 'cursor');
-      let limit: number | undefined;
-      if (rawLimit !== undefined) {
-        if (
-          !/^[0-9]{1,10}$/.test(rawLimit) ||
-          Number(rawLimit) < 1 ||
-          Number(rawLimit) > ORG_LIST_LIMIT_MAX
-        ) {
-          throw new InvalidArgumentError(
-            'Errors.List.Limit',
-            `limit must be an integer from 1 to ${ORG_LIST_LIMIT_MAX}`,
-            'limit',
-          );
-        }
-        limit = Number(rawLimit);
-      }
       if (cursor !== undefined) parseParameter(Id, cursor, 'cursor');
       const page = await engine.listLocked(ctx.orgId, {
         ...(limit !== undefined ? { limit } : {}),
@@ -454,7 +474,7 @@ export function createUsersRouter(options: UsersRouterOptions): Router {
     const { lockedAt } = await audited(
       audit,
       { action: 'user.lock', principal: ctx.principal, orgId: ctx.orgId, userId },
-      () => engine.lockUser(ctx.orgId, userId),
+      () => engine.lockUser(ctx.orgId, userId, by(ctx)),
     );
     res.json({
       details: renderDetails({ sequence: 0, changeDate: lockedAt, resourceOwner: ctx.orgId }),
@@ -466,7 +486,7 @@ export function createUsersRouter(options: UsersRouterOptions): Router {
   const unlock = t.plain('user.write', async (req, res, ctx) => {
     const userId = pathParam(req, 'userId');
     await audited(audit, { action: 'user.unlock', principal: ctx.principal, orgId: ctx.orgId, userId }, () =>
-      engine.unlockUser(ctx.orgId, userId),
+      engine.unlockUser(ctx.orgId, userId, by(ctx)),
     );
     res.json({
       details: renderDetails({ sequence: 0, changeDate: Date.now(), resourceOwner: ctx.orgId }),
@@ -538,6 +558,77 @@ export function createUsersRouter(options: UsersRouterOptions): Router {
       }),
     );
   }
+  // ---- events (issue 14) ----
+  const events = async (res: Response, orgId: string, query: URLSearchParams, user?: string) => {
+    const limit = limitParam(query);
+    const cursor = singleParam(query, 'cursor');
+    const type = singleParam(query, 'type');
+    const userFilter = user ?? singleParam(query, 'userId');
+    if (cursor !== undefined) parseParameter(Id, cursor, 'cursor');
+    if (type !== undefined) parseParameter(Id, type, 'type');
+    if (userFilter !== undefined && user === undefined) parseParameter(Id, userFilter, 'userId');
+    const log = engine.events;
+    if (!log) {
+      throw new NotChangedError(
+        'Errors.Events.Disabled',
+        'Events are not recorded (events.enabled is false)',
+      );
+    }
+    const page = await log.list(orgId, {
+      ...(limit !== undefined ? { limit } : {}),
+      ...(cursor !== undefined ? { cursor } : {}),
+      ...(userFilter !== undefined ? { user: userFilter } : {}),
+      ...(type !== undefined ? { type } : {}),
+    });
+    const answer: z.output<typeof EventsBody> = {
+      events: page.events.map(renderEvent),
+      ...(page.nextCursor !== undefined ? { nextCursor: page.nextCursor } : {}),
+    };
+    res.setHeader('Cache-Control', 'no-store');
+    res.json(answer);
+  };
+  router.get(
+    '/v1/events',
+    ...t.plain('user.read', async (req, res, ctx) => {
+      await events(res, ctx.orgId, queryOf(req));
+    }),
+  );
+  router.get(
+    '/v1/users/:userId/events',
+    ...t.plain('user.read', async (req, res, ctx) => {
+      const userId = pathParam(req, 'userId');
+      await events(res, ctx.orgId, queryOf(req), userId);
+    }),
+  );
+  router.get(
+    '/v1/webhooks/dead-letters',
+    ...t.plain('user.read', async (req, res, ctx) => {
+      const limit = limitParam(queryOf(req)) ?? 100;
+      if (!options.deadLetters) {
+        throw new NotChangedError('Errors.Webhooks.Disabled', 'No webhooks are configured');
+      }
+      let letters: readonly DeadLetter[];
+      try {
+        letters = await options.deadLetters(ctx.orgId, limit);
+      } catch (error) {
+        throw isLockgateError(error)
+          ? error
+          : new StoreUnavailableError('Redis command failed', { cause: error });
+      }
+      const answer: z.output<typeof DeadLettersBody> = {
+        deadLetters: letters.map((l) => ({
+          endpoint: l.endpoint,
+          event: renderEvent(l.event),
+          attempts: String(l.attempts),
+          ...(l.lastStatus !== undefined ? { lastStatus: l.lastStatus } : {}),
+          ...(l.lastError === 'timeout' || l.lastError === 'network' ? { lastError: l.lastError } : {}),
+          time: rfc3339(l.time),
+        })),
+      };
+      res.setHeader('Cache-Control', 'no-store');
+      res.json(answer);
+    }),
+  );
 
   router.post(
     '/v1/users/:userId/password_changed',
@@ -546,7 +637,7 @@ export function createUsersRouter(options: UsersRouterOptions): Router {
       await audited(
         audit,
         { action: 'user.password_changed', principal: ctx.principal, orgId: ctx.orgId, userId },
-        () => engine.passwordChanged(ctx.orgId, userId),
+        () => engine.passwordChanged(ctx.orgId, userId, by(ctx)),
       );
       res.json({
         details: renderDetails({ sequence: 0, changeDate: Date.now(), resourceOwner: ctx.orgId }),

@@ -435,3 +435,73 @@ export function requestBodySchemas(): Record<RequestBodyName, Record<string, unk
   }
   return out;
 }
+
+// ---- events (issue 14) -------------------------------------------------------------------
+
+/** Who caused an event (core/events.ts Actor). */
+export const EventActorBody = component(
+  'EventActor',
+  z.union([
+    z.strictObject({
+      type: z.literal('token'),
+      name: z.string().meta({ description: 'The API token’s name' }),
+    }),
+    z.strictObject({
+      type: z.literal('jwt'),
+      subject: z.string().meta({ description: 'The JWT’s subject' }),
+    }),
+    z.strictObject({
+      type: z.literal('app'),
+      name: z.string().meta({ description: 'The principal of an embedding app’s authorize hook' }),
+    }),
+    z.strictObject({
+      type: z.literal('system').meta({ description: 'lockgate itself (failed checks, automatic unlock)' }),
+    }),
+  ]),
+);
+
+/** One recorded event (renderEvent of core/events.ts): also the `data` of a webhook message. */
+export const EventBody = component(
+  'Event',
+  z.strictObject({
+    id: z.string().meta({ description: 'Unique event id: the webhook-id of its deliveries' }),
+    time: DateTime,
+    orgId: Id,
+    userId: Id.optional(),
+    type: z.string().meta({
+      description:
+        'user.locked, user.unlocked, user.password_changed, settings.changed (and later types, e.g. user.throttled)',
+    }),
+    actor: EventActorBody,
+    data: z.record(z.string(), z.unknown()).meta({
+      description:
+        'The event’s other fields: factor, reason, failedAttempts (locks); op, owner, before, after (settings); never a credential',
+    }),
+  }),
+);
+
+/** `GET /v1/events`, `GET /v1/users/{userId}/events`: newest first. */
+export const EventsBody = component(
+  'Events',
+  z.strictObject({
+    events: z.array(EventBody),
+    nextCursor: z.string().meta({ description: 'Present when there may be a further page' }).optional(),
+  }),
+);
+
+/** `GET /v1/webhooks/dead-letters`: events no attempt could deliver, newest first. */
+export const DeadLettersBody = component(
+  'WebhookDeadLetters',
+  z.strictObject({
+    deadLetters: z.array(
+      z.strictObject({
+        endpoint: z.string().meta({ description: 'The endpoint’s configured name' }),
+        event: EventBody,
+        attempts: Uint,
+        lastStatus: z.number().int().optional(),
+        lastError: z.enum(['timeout', 'network']).optional(),
+        time: DateTime.meta({ description: 'When it was given up' }),
+      }),
+    ),
+  }),
+);

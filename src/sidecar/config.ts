@@ -60,6 +60,7 @@ export type FileReader = (path: string) => string;
 const ENV_REF = /\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
 const SHA256_PREFIX = 'sha256:';
 const HEX64 = /^[0-9a-fA-F]{64}$/;
+const WEBHOOK_SECRET = /^whsec_[A-Za-z0-9+/]{32,}={0,2}$/;
 
 const intIn = (min: number, max: number) => {
   const error = `expected an integer from ${min} to ${max}`;
@@ -288,6 +289,78 @@ function buildSchema(env: Env) {
     })
     .prefault({});
 
+  /** Issue 14: the event record (per-org Redis Streams, or an in-process ring) and webhooks. */
+  const events = z
+    .strictObject({
+      /** Record lock, unlock, settings and password-changed events (the events API, webhooks). */
+      enabled: z.boolean({ error: 'expected true or false' }).default(true),
+      /** Most events kept per org stream (Redis) or in all (memory). */
+      maxLength: intIn(1, 10_000_000).default(10_000),
+      /** Redis: events older than this are trimmed as new ones arrive (0 = by length only). */
+      maxAgeSeconds: intIn(0, 86_400 * 3650).default(0),
+    })
+    .prefault({});
+
+  const webhookEndpoint = z.strictObject({
+    /** A name for logs, metrics and the dead-letter list. */
+    name: id('an endpoint name'),
+    url: httpUrl('the endpoint URL'),
+    /** Standard Webhooks secret: whsec_ + base64 of at least 24 random bytes ("${ENV_VAR}" is interpolated). */
+    secret: secret('a webhook secret').pipe(
+      z.string().regex(WEBHOOK_SECRET, {
+        error: 'expected whsec_ followed by the base64 of at least 24 random bytes',
+      }),
+    ),
+    /** Recorded event types (user.locked, user.unlocked, …), or ["*"]. */
+    types: z.array(z.string().min(1).max(100)).min(1).default(['*']),
+    /** Orgs, or ["*"]. */
+    orgs: z
+      .array(z.union([z.literal('*'), id('an org id')]))
+      .min(1)
+      .default(['*']),
+    /** How long one delivery may take. */
+    timeoutMs: intIn(100, 60_000).default(5000),
+  });
+
+  const webhooks = z
+    .strictObject({
+      endpoints: z.array(webhookEndpoint).default([]),
+      retry: z
+        .strictObject({
+          initialDelayMs: intIn(1, 3_600_000).default(1000),
+          maxDelayMs: intIn(1, 86_400_000).default(300_000),
+          maxAttempts: intIn(1, 100).default(12),
+        })
+        .prefault({}),
+      /** Pause between two rounds of the delivery worker. */
+      pollIntervalMs: intIn(10, 60_000).default(500),
+      /** Redis: a process that died holding deliveries; after this long another takes them over. */
+      claimIdleMs: intIn(100, 3_600_000).default(60_000),
+      /** Most dead letters kept. */
+      deadLetterMax: intIn(1, 1_000_000).default(1000),
+    })
+    .prefault({})
+    .superRefine((w, ctx) => {
+      const names = new Set<string>();
+      w.endpoints.forEach((e, i) => {
+        if (names.has(e.name)) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['endpoints', i, 'name'],
+            message: `duplicate endpoint name "${e.name}"`,
+          });
+        }
+        names.add(e.name);
+        if (e.timeoutMs >= w.claimIdleMs) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['endpoints', i, 'timeoutMs'],
+            message: `must be below webhooks.claimIdleMs (${w.claimIdleMs}): a delivery must end before another process may take it over`,
+          });
+        }
+      });
+    });
+
   return z
     .strictObject({
       server: z
@@ -413,6 +486,8 @@ function buildSchema(env: Env) {
       shutdownTimeoutMs: intIn(0, 600_000).default(10_000),
       /** Reverse-proxy mode (src/sidecar/proxy): forward everything else to an auth service, judging its logins. */
       proxy: proxyConfigSchema.optional(),
+      events,
+      webhooks,
     })
     .superRefine((c, ctx) => {
       if (c.evaluationTimeoutMs !== undefined && c.evaluationTimeoutMs > c.leaseMs - 500) {
@@ -420,6 +495,13 @@ function buildSchema(env: Env) {
           code: 'custom',
           path: ['evaluationTimeoutMs'],
           message: `must be at most leaseMs − 500 (${c.leaseMs - 500}) so that a check is settled before its lease ends: lower it or raise leaseMs`,
+        });
+      }
+      if (c.webhooks.endpoints.length > 0 && !c.events.enabled) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['events', 'enabled'],
+          message: 'is false but webhooks.endpoints are set: webhooks deliver recorded events',
         });
       }
       const seen = new Set<string>();

@@ -37,6 +37,12 @@ export interface SidecarMetrics {
    * maxUsers bound, evictions). A store without stats() adds nothing.
    */
   watchStore(store: unknown): void;
+  /** Issue 14: one webhook delivery attempt, by endpoint name and outcome. */
+  webhookAttempt(endpoint: string, outcome: string): void;
+  /** Issue 14: an event that could not be recorded (its retries ran out). */
+  eventLost(): void;
+  /** Issue 14: reads the dead-letter count at every scrape. */
+  watchDeadLetters(count: () => Promise<number>): void;
 }
 
 export interface MetricsOptions {
@@ -156,6 +162,26 @@ export function createMetrics(options: MetricsOptions = {}): SidecarMetrics {
       },
     });
   };
+  const webhookAttempts = new Counter({
+    name: 'lockgate_webhook_attempts_total',
+    help: 'Webhook delivery attempts, by endpoint and outcome: delivered, retry (failed, retried later), dead (failed, dead-lettered), gone (410: endpoint disabled), skipped (endpoint disabled).',
+    labelNames: ['endpoint', 'outcome'] as const,
+    registers: [registry],
+  });
+  const eventsLost = new Counter({
+    name: 'lockgate_events_lost_total',
+    help: 'Events that could not be recorded in the event log (the store did not take them within their retries).',
+    registers: [registry],
+  });
+  let deadLetters: (() => Promise<number>) | undefined;
+  new Gauge({
+    name: 'lockgate_webhook_dead_letters',
+    help: 'Webhook deliveries given up after their last attempt, kept in the dead-letter list (GET /v1/webhooks/dead-letters).',
+    registers: [registry],
+    async collect() {
+      this.set(deadLetters ? await deadLetters().catch(() => 0) : 0);
+    },
+  });
   if (options.processMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'lockgate_' });
 
   return {
@@ -198,6 +224,15 @@ export function createMetrics(options: MetricsOptions = {}): SidecarMetrics {
     },
     watchEngine(engine) {
       engineStats = () => engine.compensationStats();
+    },
+    webhookAttempt(endpoint, outcome) {
+      webhookAttempts.inc({ endpoint, outcome });
+    },
+    eventLost() {
+      eventsLost.inc();
+    },
+    watchDeadLetters(count) {
+      deadLetters = count;
     },
     watchStore(store) {
       if (!hasStats(store) || storeStats) return;

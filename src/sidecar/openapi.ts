@@ -28,7 +28,7 @@ export interface RouteDoc {
   readonly path: string;
   readonly operationId: string;
   readonly summary: string;
-  readonly tag: 'settings' | 'users' | 'checks' | 'attempts' | 'otp' | 'service';
+  readonly tag: 'settings' | 'users' | 'checks' | 'attempts' | 'otp' | 'service' | 'events';
   /** The permission the token needs; undefined: no authentication (unless anyPermission). */
   readonly permission?: string;
   /** Authenticated, but any valid credential may call it (GET /v1/me). */
@@ -240,6 +240,54 @@ export const ROUTES: readonly RouteDoc[] = [
     tag: 'users',
     permission: 'user.write',
     success: { status: '200', schema: 'DetailsResponse', description: 'Reset' },
+  },
+  // ---- events (issue 14) ----
+  ...(['/v1/events', '/v1/users/{userId}/events'] as const).map((path, i): RouteDoc => ({
+    method: 'get',
+    path,
+    operationId: i === 0 ? 'ListEvents' : 'ListUserEvents',
+    summary:
+      i === 0
+        ? 'Recorded events of the org (locks, unlocks, settings changes, password changes), newest first'
+        : 'Recorded events of the user, newest first',
+    tag: 'events',
+    permission: 'user.read',
+    query: [
+      {
+        name: 'limit',
+        description: 'Most events in the page (1–1000, default 100)',
+        schema: { type: 'integer', minimum: 1, maximum: 1000 },
+      },
+      { name: 'cursor', description: 'nextCursor of the previous page', schema: ID_PARAMETER },
+      {
+        name: 'type',
+        description: 'Only events of this type (e.g. user.locked)',
+        schema: ID_PARAMETER,
+      },
+      ...(i === 0 ? [{ name: 'userId', description: 'Only events of this user', schema: ID_PARAMETER }] : []),
+    ],
+    success: {
+      status: '200',
+      schema: 'Events',
+      description:
+        'A page of events; a page may hold fewer than `limit` events (filters look at 10 × limit entries at most) and still have a nextCursor',
+    },
+  })),
+  {
+    method: 'get',
+    path: '/v1/webhooks/dead-letters',
+    operationId: 'ListWebhookDeadLetters',
+    summary: "Webhook deliveries of the org's events given up after their last attempt, newest first",
+    tag: 'events',
+    permission: 'user.read',
+    query: [
+      {
+        name: 'limit',
+        description: 'Most dead letters in the answer (1–1000, default 100)',
+        schema: { type: 'integer', minimum: 1, maximum: 1000 },
+      },
+    ],
+    success: { status: '200', schema: 'WebhookDeadLetters', description: 'The dead letters' },
   },
   // ---- checks ----
   {
@@ -470,6 +518,7 @@ export function buildOpenApiDocument(options: { version?: string; serverUrl?: st
       { name: 'otp', description: 'One-time codes by SMS and email' },
       { name: 'attempts', description: 'Attempts for credentials verified elsewhere' },
       { name: 'service', description: 'Health, readiness, metrics and this document' },
+      { name: 'events', description: 'Recorded lockout events and webhook dead letters' },
     ],
     paths,
     components: {

@@ -36,6 +36,7 @@ import { createLogger, redactPath, type Logger } from './logger';
 import { createMetrics, type SidecarMetrics } from './metrics';
 import { buildOpenApiDocument } from './openapi';
 import { createProxy, type LockgateProxy } from './proxy/proxy';
+import { createSidecarEvents } from './events';
 import { createSidecarStore, waitForRedis, type SidecarStore } from './store';
 
 type Readiness = z.output<typeof ReadinessBody>;
@@ -97,6 +98,8 @@ export async function startSidecar(
   );
   const { store } = sidecarStore;
   metrics.watchStore(store);
+  // Issue 14: the event record and, when endpoints are configured, the webhook sender.
+  const sidecarEvents = createSidecarEvents(config, sidecarStore.client, metrics, logger);
   if (sidecarStore.client) {
     const ready = await waitForRedis(sidecarStore.client, options.redisConnectTimeoutMs ?? 5000);
     if (!ready) logger.warn({ store: 'redis' }, 'Redis is not reachable yet; answering 503 until it is');
@@ -201,6 +204,7 @@ export async function startSidecar(
     onFailOpen,
     onCompensation,
     onEvent,
+    ...(sidecarEvents.eventLog ? { eventLog: sidecarEvents.eventLog } : {}),
     // Abandoned compensations are logged by onCompensation; the sidecar uses no guards or checks.
     onError: (error, context) => {
       if (context.operation !== 'router' || !context.req) return;
@@ -315,6 +319,7 @@ export async function startSidecar(
   app.use(
     lockout.routers.all({
       observeCheck: (factor, outcome, seconds) => metrics.observeCheckLatency(factor, outcome, seconds),
+      ...(sidecarEvents.deadLetters ? { deadLetters: sidecarEvents.deadLetters } : {}),
     }),
   );
   // Reverse-proxy mode: everything that is not lockgate's own goes to the auth service.
@@ -339,6 +344,7 @@ export async function startSidecar(
   );
 
   const server = await listen(app, config.server.host, config.server.port).catch(async (error: unknown) => {
+    await sidecarEvents.close();
     await proxy?.close();
     await lockout.close(0);
     await sidecarStore.close();
@@ -365,6 +371,7 @@ export async function startSidecar(
         })
       : undefined;
   const servers = proxyServer ? [server, proxyServer] : [server];
+  sidecarEvents.start();
   const sockets = new Set<Socket>();
   for (const s of servers) {
     s.keepAliveTimeout = 5000;
@@ -413,6 +420,8 @@ export async function startSidecar(
         await drained;
       }
       await proxyClosed;
+      // Webhook deliveries in flight are aborted (retried later, by this or another process).
+      await sidecarEvents.close();
       // Writes of unknown outcome (G5) still queued are made before the store closes, within
       // what is left of shutdownTimeoutMs; those still pending then are abandoned (and logged).
       const pending = engine.compensationStats().pending;

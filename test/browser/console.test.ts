@@ -317,9 +317,18 @@ test('user lookup: counters against the effective limits; Lock, then Unlock, the
   await p.page.getByRole('status').filter({ hasText: 'Password counter' }).waitFor();
   const status = await api(h.sidecar, 'GET', `/v1/users/${userId}/lockout`, { org });
   expect(status.body.failedAttempts.password).toBe('0');
-  // No events API in this build: the panel is not shown (its 404 means "none yet").
-  expect(await p.page.getByRole('heading', { name: 'Recent events' }).count()).toBe(0);
-  expectClean(p, ['404 /events']);
+  // The events API (issue 14) answers the user's history, newest first, with who did it.
+  const events = p.page.locator('ol.events li');
+  await p.page.getByRole('heading', { name: 'Recent events' }).waitFor();
+  await events.filter({ hasText: 'user.password_changed' }).waitFor();
+  const lines = await events.allTextContents();
+  expect(lines.map((l) => /user\.[a-z_]+/.exec(l)?.[0])).toEqual([
+    'user.password_changed',
+    'user.unlocked',
+    'user.locked',
+  ]);
+  expect(lines.every((l) => l.includes(' by token admin'))).toBe(true);
+  expectClean(p);
 });
 
 test('settings: inherited from instance, a bad value is refused in the form, save makes isDefault false, reset makes it true', async () => {

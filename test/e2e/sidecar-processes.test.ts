@@ -3,7 +3,6 @@
  * what `npm start` runs): the quick start without configuration, bad configuration, SIGTERM
  * draining, and two processes sharing one Redis (G1 and G3).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
@@ -12,96 +11,18 @@ import path from 'node:path';
 import { hashPassword } from '../../src/verify';
 import { testRedisUrl } from '../helpers/redis-clients';
 import { getFreePort } from '../helpers/redis-servers';
+import {
+  call,
+  killSidecars,
+  spawnSidecar,
+  until,
+  waitReady,
+  type SidecarProcess,
+} from '../helpers/sidecar-process';
 
-/** A parsed JSON answer, read freely by the assertions. */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-type Json = any;
-const ROOT = path.join(__dirname, '..', '..');
-const MAIN = ['-r', 'ts-node/register/transpile-only', 'src/sidecar/main.ts'];
 const FAST_ARGON2 = { memoryCost: 1024, timeCost: 1, parallelism: 1 };
 
-interface SidecarProcess {
-  readonly child: ChildProcess;
-  readonly url: string;
-  stdout(): string;
-  stderr(): string;
-  /** Resolves with the exit code (or the signal). */
-  readonly exited: Promise<number | string>;
-}
-
-const children = new Set<ChildProcess>();
-
-/** Spawns main.ts with only the given LOCKGATE_* variables (the rest of the environment is kept). */
-function spawnSidecar(env: Record<string, string>, port?: number): SidecarProcess {
-  const base = Object.fromEntries(
-    Object.entries(process.env).filter(([k]) => !k.startsWith('LOCKGATE_') || k.startsWith('LOCKGATE_TEST_')),
-  );
-  const child = spawn(process.execPath, MAIN, {
-    cwd: ROOT,
-    env: { ...base, ...env, ...(port !== undefined ? { LOCKGATE_PORT: String(port) } : {}) },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.add(child);
-  let out = '';
-  let err = '';
-  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  const exited = new Promise<number | string>((resolve) =>
-    child.once('exit', (code, signal) => {
-      children.delete(child);
-      resolve(code ?? signal ?? -1);
-    }),
-  );
-  return { child, url: `http://127.0.0.1:${port ?? 0}`, stdout: () => out, stderr: () => err, exited };
-}
-
-async function until<T>(
-  what: string,
-  fn: () => Promise<T | undefined> | T | undefined,
-  timeoutMs = 20_000,
-): Promise<T> {
-  const started = Date.now();
-  for (;;) {
-    const value = await fn();
-    if (value !== undefined) return value;
-    if (Date.now() - started > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-async function waitReady(p: SidecarProcess): Promise<void> {
-  await until(`${p.url}/readyz (stderr: ${p.stderr()})`, async () => {
-    if (p.child.exitCode !== null) throw new Error(`sidecar exited: ${p.stderr()}`);
-    try {
-      return (await fetch(`${p.url}/readyz`)).status === 200 ? true : undefined;
-    } catch {
-      return undefined;
-    }
-  });
-}
-
-async function call(
-  url: string,
-  token: string,
-  method: string,
-  route: string,
-  body?: unknown,
-  org = 'org-a',
-) {
-  const headers: Record<string, string> = { authorization: `Bearer ${token}`, 'x-zitadel-orgid': org };
-  if (body !== undefined) headers['content-type'] = 'application/json';
-  const res = await fetch(`${url}${route}`, {
-    method,
-    headers,
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await res.text();
-  return { status: res.status, body: text ? (JSON.parse(text) as Json) : undefined };
-}
-
-afterAll(() => {
-  for (const child of children) child.kill('SIGKILL');
-});
+afterAll(() => killSidecars());
 
 describe('sidecar main (npm start)', () => {
   it('starts with no configuration, prints a generated admin token once, and that token locks and unlocks', async () => {

@@ -29,3 +29,20 @@ test('LOCKGATE_URL with credentials is refused, and the message does not repeat 
   );
   expect(baseUrl({ LOCKGATE_URL: 'http://127.0.0.1:8080/' })).toBe('http://127.0.0.1:8080');
 });
+
+test('config check masks webhook secrets and credentials in webhook URLs', () => {
+  const secret = `whsec_${Buffer.alloc(32, 9).toString('base64')}`;
+  const config = parseConfig({
+    webhooks: {
+      endpoints: [
+        { name: 'hd', url: 'https://hook:url-secret-3@hooks.example.com/in?sig=query-secret-4', secret },
+      ],
+    },
+  });
+  const printed = JSON.stringify(maskConfig(config));
+  expect(printed).not.toContain(secret);
+  expect(printed).not.toContain(secret.slice('whsec_'.length, 20));
+  expect(printed).not.toContain('url-secret-3');
+  expect(printed).not.toContain('query-secret-4');
+  expect(printed).toContain('hooks.example.com');
+});

@@ -107,6 +107,10 @@ describe('the OpenAPI request schemas are generated from the handlers’ schemas
           'DetailsV2',
           'Error',
           'ErrorDetail',
+          'Event',
+          'EventActor',
+          'Events',
+          'WebhookDeadLetters',
           'Factor',
           'GetPolicyResponse',
           'Health',
@@ -158,6 +162,8 @@ describe('the OpenAPI request schemas are generated from the handlers’ schemas
         }
         if (typeof node !== 'object' || node === null) return;
         const o = node as Record<string, unknown>;
+        // An event's `data` is open by design: event types and fields added later flow through (issue 14).
+        if (where === 'Event/properties/data') return;
         if (o.type === 'object' && (o.additionalProperties !== false || !Array.isArray(o.required))) {
           open.push(where);
         }
@@ -219,7 +225,7 @@ describe('the OpenAPI request schemas are generated from the handlers’ schemas
 });
 
 describe('the id parameters are parsed by the schema their documentation is generated from', () => {
-  const ID_PARAMETERS = ['userId', 'cursor', 'ctx.orgId', 'x-zitadel-orgid'];
+  const ID_PARAMETERS = ['userId', 'cursor', 'ctx.orgId', 'x-zitadel-orgid', 'type'];
 
   it('each documented id parameter’s schema is z.toJSONSchema of Id; the others are the hand-written ones', () => {
     const doc = buildOpenApiDocument() as {

@@ -76,12 +76,15 @@ export function createClient(token, org, onUnauthenticated) {
     lock: (id) => request('POST', `/v2/users/${user(id)}/lock`),
     unlock: (id) => request('POST', `/v2/users/${user(id)}/unlock`),
     passwordChanged: (id) => request('POST', `/v1/users/${user(id)}/password_changed`),
-    /** The user's recent events, or null when the events API is not there (404). */
+    /**
+     * The user's recent events ({ events: [{ id, time, type, actor, data }] }, newest first), or
+     * null when there are none to show: no events API (404), or events not recorded (400 code 9).
+     */
     async userEvents(id) {
       try {
-        return await request('GET', `/v1/users/${user(id)}/events`);
+        return await request('GET', `/v1/users/${user(id)}/events?limit=20`);
       } catch (error) {
-        if (error instanceof ApiError && error.status === 404) return null;
+        if (error instanceof ApiError && (error.status === 404 || error.status === 400)) return null;
         throw error;
       }
     },

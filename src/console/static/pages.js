@@ -294,18 +294,26 @@ function userFromHash() {
   return m ? decodeURIComponent(m[1]) : '';
 }
 
+/** Who did it, in words: a token's name, a JWT's subject, an app's principal, or lockgate. */
+function actorText(actor) {
+  if (!actor || actor.type === 'system') return 'lockgate';
+  if (actor.type === 'token') return `token ${actor.name}`;
+  if (actor.type === 'jwt') return `JWT ${actor.subject}`;
+  return actor.name || actor.type;
+}
+
+/** The events API's answer ({ events: [...] }, newest first) as a list. */
 function Events({ events }) {
-  const list = Array.isArray(events) ? events : Array.isArray(events && events.events) ? events.events : [];
+  const list = events && Array.isArray(events.events) ? events.events : [];
   if (list.length === 0) return html`<p>No recent events.</p>`;
   return html`<ol class="events">
-    ${list.slice(0, 50).map((e) => {
-      const at = e.time || e.at || e.timestamp || e.createdAt || e.date;
-      const rest = Object.entries(e)
-        .filter(([k]) => !['time', 'at', 'timestamp', 'createdAt', 'date', 'type'].includes(k))
+    ${list.map((e) => {
+      const data = Object.entries(e.data || {})
         .map(([k, v]) => `${k}: ${typeof v === 'object' ? JSON.stringify(v) : v}`)
         .join(', ');
       return html`<li>
-        <time datetime=${at}>${when(at)}</time> <strong>${e.type || e.action}</strong> ${rest}
+        <time datetime=${e.time}>${when(e.time)}</time>
+        <strong>${e.type}</strong>${` by ${actorText(e.actor)}${data ? ` (${data})` : ''}`}
       </li>`;
     })}
   </ol>`;
