@@ -9,17 +9,29 @@ import {
   AlreadyExistsError,
   CheckAbortedError,
   CheckTimeoutError,
+  FailedPreconditionError,
   InvalidArgumentError,
   NotChangedError,
   NotFoundError,
   OptionError,
   StoreUnavailableError,
 } from './errors';
+import {
+  effectiveDefences,
+  repeatKeyOf,
+  storeDefencesOf,
+  type DefenceRecord,
+  type DefencesConfig,
+  type DefenceValues,
+} from './defences';
 import { describeOptionValue } from './option-checks';
 import { parseSettingsValues, SHIPPED_DEFAULT, type Details, type EffectiveSettings } from './settings';
 import { SettingsCache } from './settings-cache';
 import {
+  isDefenceSettingsStore,
   missingStoreMembers,
+  type DefenceSettingsChange,
+  type DefenceSettingsStore,
   type LockedPage,
   type LockoutStore,
   type Owner,
@@ -66,6 +78,11 @@ export interface LockoutEngineOptions {
   onCompensation?: (event: CompensationEvent) => void;
   /** Bounds of the compensation queue (most pending tasks, backoff). */
   compensation?: { maxPending?: number; initialDelayMs?: number; maxDelayMs?: number };
+  /**
+   * The instance's defences (issue 12; see core/defences.ts), resolved with their keys. Absent:
+   * no defence is on and per-org defence settings are not read (every check is as before).
+   */
+  defences?: DefencesConfig;
 }
 
 export type { CompensationEvent, CompensationStats, CompensationTask } from './compensation';
@@ -96,9 +113,22 @@ export interface LockoutEngineConfig {
 
 export type LockoutEvent =
   | { type: 'check'; org: string; user: string; factor: Factor; outcome: CheckOutcome }
-  | { type: 'lock'; org: string; user: string; reason: 'failures' | 'admin'; factor?: Factor }
-  | { type: 'unlock'; org: string; user: string }
-  | { type: 'settings'; owner: Owner; op: SettingsChange['op'] };
+  | {
+      type: 'lock';
+      org: string;
+      user: string;
+      reason: 'failures' | 'admin';
+      factor?: Factor;
+      /** Temporary lockout: when this lock ends by itself (absent: permanent), and when it began. */
+      lockedUntil?: number;
+      lockedAt?: number;
+    }
+  /** `reason` 'automatic': a temporary lock ended (absent: an admin unlock, as before defences). */
+  | { type: 'unlock'; org: string; user: string; reason?: 'automatic'; lockedAt?: number }
+  | { type: 'settings'; owner: Owner; op: SettingsChange['op'] }
+  /** Repeat-password forgiveness: a wrong password the user had tried before was not counted again. */
+  | { type: 'forgiven'; org: string; user: string; factor: Factor }
+  | { type: 'defences'; org: string; op: DefenceSettingsChange['op'] };
 
 export type CheckOutcome = 'success' | 'failure' | 'locked' | 'busy';
 
@@ -121,12 +151,14 @@ export interface Reservation {
 
 export type ReserveOutcome =
   | { readonly status: 'admitted'; readonly reservation: Reservation }
-  | { readonly status: 'locked'; readonly lockedAt: number }
+  | { readonly status: 'locked'; readonly lockedAt: number; readonly lockedUntil?: number }
   | { readonly status: 'busy'; readonly retryAfterMs: number };
 
 export interface Settlement {
   readonly failedAttempts: number;
   readonly locked: boolean;
+  /** Repeat-password forgiveness: this failure was not counted (defences only). */
+  readonly forgiven?: true;
   /** false: nothing was counted because the store could not be reached (fail-open). */
   readonly enforced?: false;
   /** The store error (fail-open only). */
@@ -145,14 +177,36 @@ interface Unenforced {
 export type CheckResult =
   | ({ readonly outcome: 'success'; readonly failedAttempts: 0; readonly locked: false } & Unenforced)
   | ({ readonly outcome: 'failure'; readonly failedAttempts: number; readonly locked: boolean } & Unenforced)
-  | { readonly outcome: 'locked'; readonly lockedAt: number }
+  | { readonly outcome: 'locked'; readonly lockedAt: number; readonly lockedUntil?: number }
   | { readonly outcome: 'busy'; readonly retryAfterMs: number };
+
+/** What a check or settle may carry for the defences. */
+export interface CheckOptions {
+  /**
+   * The password being checked (factor `password` only): with repeat-password forgiveness on, a
+   * wrong one is remembered as a keyed hash, and trying it again is not counted again.
+   */
+  readonly password?: string;
+}
+
+/** The defence settings that apply to an org (no secrets), as lockout settings are rendered. */
+export interface EffectiveDefences {
+  readonly values: Required<DefenceValues>;
+  /** Per defence: true when it is the instance's (the org has none of its own). */
+  readonly inherited: Readonly<Record<keyof DefenceValues, boolean>>;
+  /** true when the org has no custom defence settings at all. */
+  readonly isDefault: boolean;
+  readonly resourceOwnerType: 'RESOURCE_OWNER_TYPE_INSTANCE' | 'RESOURCE_OWNER_TYPE_ORG';
+  readonly details: Details;
+}
 
 export interface UserStatus {
   readonly userId: string;
   readonly orgId: string;
   readonly locked: boolean;
   readonly lockedAt?: number;
+  /** Temporary lockout: when the lock ends by itself (absent: not locked, or locked for good). */
+  readonly lockedUntil?: number;
   readonly failedAttempts: Readonly<Record<Factor, number>>;
   readonly settings: EffectiveSettings;
 }
@@ -253,12 +307,19 @@ export class LockoutEngine {
    * Insertion order is expiry order (one lease for all).
    */
   private readonly open = new Map<string, UnenforcedReservation>();
+  /** The instance's defences (absent: none, and per-org defence settings are not read). */
+  readonly defences?: DefencesConfig;
+  private readonly defenceCache?: SettingsCache<DefenceRecord>;
 
   constructor(options: LockoutEngineOptions) {
     checkStore(options?.store);
     this.config = resolveEngineConfig(options);
     this.store = options.store;
     this.cache = new SettingsCache(this.config.settingsCacheTtlMs);
+    if (options.defences !== undefined) {
+      this.defences = options.defences;
+      this.defenceCache = new SettingsCache<DefenceRecord>(this.config.settingsCacheTtlMs);
+    }
     this.onEvent = options.onEvent ?? (() => {});
     const onFailOpen = options.onFailOpen;
     this.onFailOpen = (notice) => {
@@ -277,7 +338,9 @@ export class LockoutEngine {
       ...(options.onCompensation ? { onEvent: options.onCompensation } : {}),
     });
     this.unsubscribe = this.store.onSettingsChanged((instance, owner) => {
-      if (instance === this.config.instanceId) this.cache.invalidate(owner);
+      if (instance !== this.config.instanceId) return;
+      this.cache.invalidate(owner);
+      this.defenceCache?.invalidate(owner);
     });
   }
 
@@ -386,7 +449,129 @@ export class LockoutEngine {
       (await this.record({ type: 'org', org })) ??
       (await this.record({ type: 'instance' })) ??
       this.config.defaults;
-    return { maxPasswordAttempts: values.maxPasswordAttempts, maxOtpAttempts: values.maxOtpAttempts };
+    if (this.defences === undefined) {
+      return { maxPasswordAttempts: values.maxPasswordAttempts, maxOtpAttempts: values.maxOtpAttempts };
+    }
+    const own = await this.defenceRecord(org);
+    const defences = storeDefencesOf(effectiveDefences(this.defences.values, own?.values), this.defences);
+    return defences === undefined
+      ? { maxPasswordAttempts: values.maxPasswordAttempts, maxOtpAttempts: values.maxOtpAttempts }
+      : { maxPasswordAttempts: values.maxPasswordAttempts, maxOtpAttempts: values.maxOtpAttempts, defences };
+  }
+
+  // ---- defence settings (issue 12) --------------------------------------------------------
+
+  /** The store's defence settings port; FailedPrecondition-like NotFound when it has none. */
+  private defenceStore(): DefenceSettingsStore {
+    if (this.defences === undefined) {
+      throw new FailedPreconditionError(
+        'Errors.Defences.Disabled',
+        'Defences are not enabled on this instance (configure a defences section)',
+      );
+    }
+    if (!isDefenceSettingsStore(this.store)) {
+      throw new FailedPreconditionError(
+        'Errors.Defences.Unsupported',
+        'This store keeps no defence settings',
+      );
+    }
+    return this.store;
+  }
+
+  private defenceRecord(org: string): Promise<DefenceRecord | null> {
+    const cache = this.defenceCache;
+    if (cache === undefined || !isDefenceSettingsStore(this.store)) return Promise.resolve(null);
+    const store = this.store;
+    return cache.get({ type: 'org', org }, () => store.getDefenceSettings(this.instanceId, org));
+  }
+
+  /** The defence settings that apply to `org`: per defence its own, else the instance's. */
+  async getEffectiveDefences(org: string): Promise<EffectiveDefences> {
+    validateId(org, 'orgId');
+    this.defenceStore();
+    const own = await this.defenceRecord(org);
+    const instance = this.defences?.values ?? {};
+    const values = effectiveDefences(instance, own?.values);
+    const inherited = {
+      temporaryLockout: own?.values.temporaryLockout === undefined,
+      repeatPassword: own?.values.repeatPassword === undefined,
+    };
+    if (own === null) return this.getInstanceDefences();
+    return {
+      values,
+      inherited,
+      isDefault: false,
+      resourceOwnerType: 'RESOURCE_OWNER_TYPE_ORG',
+      details: {
+        sequence: own.sequence,
+        creationDate: own.creationDate,
+        changeDate: own.changeDate,
+        resourceOwner: org,
+      },
+    };
+  }
+
+  /** The instance's defence settings (from its configuration). */
+  async getInstanceDefences(): Promise<EffectiveDefences> {
+    this.defenceStore();
+    return {
+      values: effectiveDefences(this.defences?.values ?? {}, undefined),
+      inherited: { temporaryLockout: true, repeatPassword: true },
+      isDefault: true,
+      resourceOwnerType: 'RESOURCE_OWNER_TYPE_INSTANCE',
+      details: { sequence: 0, resourceOwner: this.instanceId },
+    };
+  }
+
+  /**
+   * Changes `org`'s own defence settings: add (AlreadyExistsError when it has some), update
+   * (NotFoundError when none, NotChangedError for the same values) or remove (NotFoundError when
+   * none): the org then inherits every defence from the instance. A defence that needs a key the
+   * instance has not configured cannot be enabled (InvalidArgumentError).
+   */
+  async writeOrgDefences(org: string, change: DefenceSettingsChange): Promise<Details> {
+    validateId(org, 'orgId');
+    const store = this.defenceStore();
+    if (
+      change.op !== 'remove' &&
+      change.values.repeatPassword?.enabled &&
+      !this.defences?.repeatPasswordKey
+    ) {
+      throw new FailedPreconditionError(
+        'Errors.Defences.KeyMissing',
+        'repeatPassword needs a key in the instance configuration (defences.repeatPassword.key)',
+      );
+    }
+    const result = await store.writeDefenceSettings(this.instanceId, org, change);
+    switch (result.status) {
+      case 'ok':
+        this.defenceCache?.invalidate({ type: 'org', org });
+        this.onEvent({ type: 'defences', org, op: change.op });
+        return {
+          sequence: result.sequence,
+          creationDate: result.creationDate,
+          changeDate: result.changeDate,
+          resourceOwner: org,
+        };
+      case 'exists':
+        throw new AlreadyExistsError('Errors.Org.Defences.AlreadyExists', 'Defence settings already exist');
+      case 'not_found':
+        throw new NotFoundError('Errors.Org.Defences.NotFound', 'Defence settings not found');
+      case 'not_changed':
+        throw new NotChangedError('Errors.Org.Defences.NotChanged', 'Defence settings have not been changed');
+    }
+  }
+
+  /** Tells onEvent of a temporary lock that ended during a store operation. */
+  private endedLock(subject: Subject, expiredLockAt: number | undefined): void {
+    if (expiredLockAt === undefined) return;
+    this.onEvent({
+      type: 'unlock',
+      org: subject.org,
+      user: subject.user,
+      reason: 'automatic',
+      lockedAt: expiredLockAt,
+    });
   }
 
   // ---- the reservation protocol ---------------------------------------------------------
@@ -424,6 +609,7 @@ export class LockoutEngine {
       // A fresh nonce cannot have a tombstone; a store answering so is not to be trusted.
       throw new StoreUnavailableError('The store answered a new attempt as already settled');
     }
+    this.endedLock(subject, r.expiredLockAt);
     if (r.status === 'admitted') {
       return {
         status: 'admitted',
@@ -431,7 +617,12 @@ export class LockoutEngine {
       };
     }
     this.onEvent({ type: 'check', org: subject.org, user: subject.user, factor, outcome: r.status });
-    return r;
+    if (r.status === 'locked') {
+      return r.lockedUntil === undefined
+        ? { status: 'locked', lockedAt: r.lockedAt }
+        : { status: 'locked', lockedAt: r.lockedAt, lockedUntil: r.lockedUntil };
+    }
+    return { status: 'busy', retryAfterMs: r.retryAfterMs };
   }
 
   /** G4 for a reserve that failed: rethrow (fail-closed), or admit an unenforced reservation. */
@@ -465,7 +656,11 @@ export class LockoutEngine {
    * until the lease ends); then, fail-closed: StoreUnavailableError; fail-open: a settlement
    * with `enforced: false`. An unenforced (fail-open) reservation's settle changes nothing.
    */
-  async settle(attempt: Reservation | string, outcome: SettleOutcome): Promise<Settlement> {
+  async settle(
+    attempt: Reservation | string,
+    outcome: SettleOutcome,
+    options?: CheckOptions,
+  ): Promise<Settlement> {
     if (outcome !== 'success' && outcome !== 'failure' && outcome !== 'release') {
       throw new InvalidArgumentError(
         'Errors.Attempt.Outcome',
@@ -492,7 +687,7 @@ export class LockoutEngine {
         ? attempt.ref
         : decodeAttemptId(typeof attempt === 'string' ? attempt : attempt.attemptId);
     const expiresAt = attempt instanceof AdmittedReservation ? attempt.expiresAt : undefined;
-    const s = await this.settleRef(ref, outcome, expiresAt);
+    const s = await this.settleRef(ref, outcome, expiresAt, options?.password);
     if (s === undefined) {
       throw new NotFoundError('Errors.Attempt.NotFound', 'Attempt not found, expired or already settled');
     }
@@ -504,13 +699,34 @@ export class LockoutEngine {
     ref: AttemptRef,
     outcome: SettleOutcome,
     expiresAt: number | undefined,
+    password?: string,
   ): Promise<Settlement | undefined> {
     const subject = this.subject(ref.org, ref.user);
     let r: SettleResult;
     try {
       // writeSettle inlined: every check settles here, and each extra async hop costs a tick.
       const limits = await this.limits(subject.org);
-      r = await this.store.settle(subject, ref.factor, ref.nonce, outcome, limits, this.config.leaseMs);
+      const key = this.defences?.repeatPasswordKey;
+      r =
+        // repeat-password forgiveness: a wrong password travels as its keyed hash, never itself
+        outcome === 'failure' &&
+        password !== undefined &&
+        ref.factor === 'password' &&
+        key !== undefined &&
+        (limits.defences?.remember ?? 0) > 0
+          ? await this.store.settle(
+              subject,
+              ref.factor,
+              ref.nonce,
+              outcome,
+              limits,
+              this.config.leaseMs,
+              false,
+              {
+                repeatKey: repeatKeyOf(key, subject, password),
+              },
+            )
+          : await this.store.settle(subject, ref.factor, ref.nonce, outcome, limits, this.config.leaseMs);
     } catch (error) {
       // Unknown outcome (or never sent): the same settle is written again until the lease ends.
       const deadline = this.leaseEnd(expiresAt);
@@ -528,6 +744,7 @@ export class LockoutEngine {
       return { failedAttempts: 0, locked: false, enforced: false, storeError: error };
     }
     if (r.status === 'unknown') return undefined;
+    this.endedLock(subject, r.expiredLockAt);
     if (outcome !== 'release') {
       const reported: CheckOutcome = outcome === 'success' && r.locked ? 'locked' : outcome;
       this.onEvent({
@@ -538,6 +755,9 @@ export class LockoutEngine {
         outcome: reported,
       });
     }
+    if (r.forgiven === true) {
+      this.onEvent({ type: 'forgiven', org: subject.org, user: subject.user, factor: ref.factor });
+    }
     if (r.lockedNow)
       this.onEvent({
         type: 'lock',
@@ -545,8 +765,11 @@ export class LockoutEngine {
         user: subject.user,
         reason: 'failures',
         factor: ref.factor,
+        ...(r.lockedUntil !== undefined ? { lockedAt: r.lockedAt, lockedUntil: r.lockedUntil } : {}),
       });
-    return { failedAttempts: r.failedAttempts, locked: r.locked };
+    return r.forgiven === true
+      ? { failedAttempts: r.failedAttempts, locked: r.locked, forgiven: true }
+      : { failedAttempts: r.failedAttempts, locked: r.locked };
   }
 
   /** One settle in the store; when it fails, the same settle is queued for compensation and the error rethrown. */
@@ -647,9 +870,14 @@ export class LockoutEngine {
     userId: string,
     factor: Factor,
     evaluate: () => Promise<boolean> | boolean,
+    options?: CheckOptions,
   ): Promise<CheckResult> {
     const r = await this.reserve(orgId, userId, factor);
-    if (r.status === 'locked') return { outcome: 'locked', lockedAt: r.lockedAt };
+    if (r.status === 'locked') {
+      return r.lockedUntil === undefined
+        ? { outcome: 'locked', lockedAt: r.lockedAt }
+        : { outcome: 'locked', lockedAt: r.lockedAt, lockedUntil: r.lockedUntil };
+    }
     if (r.status === 'busy') return { outcome: 'busy', retryAfterMs: r.retryAfterMs };
     const reservation = r.reservation;
     let ok: boolean;
@@ -678,7 +906,12 @@ export class LockoutEngine {
           };
     }
     const admitted = reservation as AdmittedReservation;
-    const s = await this.settleRef(admitted.ref, ok ? 'success' : 'failure', admitted.expiresAt);
+    const s = await this.settleRef(
+      admitted.ref,
+      ok ? 'success' : 'failure',
+      admitted.expiresAt,
+      ok ? undefined : options?.password,
+    );
     if (s === undefined) throw new CheckAbortedError();
     if (s.enforced === false) {
       return ok
@@ -725,12 +958,17 @@ export class LockoutEngine {
   async getUserStatus(orgId: string, userId: string): Promise<UserStatus> {
     const subject = this.subject(orgId, userId);
     const settings = await this.getEffectiveSettings(subject.org);
-    const state = await this.store.getUser(subject, settings);
+    const state = await this.store.getUser(
+      subject,
+      this.defences === undefined ? settings : await this.limits(subject.org),
+    );
+    this.endedLock(subject, state.expiredLockAt);
     return {
       userId: subject.user,
       orgId: subject.org,
       locked: state.locked,
       ...(state.lockedAt !== undefined ? { lockedAt: state.lockedAt } : {}),
+      ...(state.lockedUntil !== undefined ? { lockedUntil: state.lockedUntil } : {}),
       failedAttempts: state.failed,
       settings,
     };

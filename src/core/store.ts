@@ -1,3 +1,4 @@
+import type { DefenceRecord, DefenceValues } from './defences';
 import type { Factor, Limits, Subject } from './subjects';
 
 /*
@@ -41,6 +42,25 @@ import type { Factor, Limits, Subject } from './subjects';
  * An operation that committed never fails afterwards: secondary writes (the locked-users index)
  * are made so that they converge (a locked user is listed, an unlocked one is not) without
  * failing the operation that caused them.
+ *
+ * Defences (issue 12, opt-in; `limits.defences`, see StoreDefences and core/defences.ts). With
+ * `limits.defences` absent every operation is exactly as above: no other field is read or written.
+ * With it, each operation stays ONE atomic step (the same script, no extra round trip):
+ *   - temporary lockout (`lockMs` > 0): a failure that locks the user also records `lockedUntil`
+ *     = now + min(lockMs × 2^(n−1), maxLockMs), n = the user's consecutive locks (kept, +1 at each
+ *     such lock). Every operation first ends a lock whose `lockedUntil` has passed — whatever the
+ *     current policy, the lock's own end is what counts: the lock, every counter and the
+ *     remembered wrong passwords are cleared (`expiredLockAt` in the answer, and the user leaves
+ *     the locked-users listing), in-flight reservations stay. n is reset by a success, an unlock
+ *     and resetFactor. An admin lock has no end; an admin lock of a temporarily locked user makes
+ *     the lock permanent (`changed: true`). A temporarily locked user's state expires `idleTtlMs`
+ *     after its end (bounded state; 0 = never).
+ *   - repeat-password forgiveness (`remember` > 0): a failure settle of `password` may carry
+ *     `repeatKey` (a keyed hash of the wrong password). When it is one of the user's last
+ *     `remember` remembered keys, nothing is counted (`forgiven: true`; the reservation is settled
+ *     all the same); else the failure counts and the key is remembered (the oldest dropped past
+ *     `remember`). Decided in the settle's own step, so two parallel repeats count once. Cleared
+ *     by a password success, an unlock (admin or automatic) and resetFactor('password').
  */
 export interface AttemptStore {
   /**
@@ -75,6 +95,7 @@ export interface AttemptStore {
     limits: Limits,
     leaseMs: number,
     tombstone?: boolean,
+    extra?: SettleExtra,
   ): Promise<SettleResult>;
 
   /** The user's state (after applying expired leases). */
@@ -169,6 +190,58 @@ export interface OneTimeStore {
     channel: CodeChannel,
     codeHash: string,
   ): Promise<'match' | 'mismatch' | 'missing'>;
+}
+
+/**
+ * Per-org defence settings (issue 12): an optional port beside LockoutStore (not one of its
+ * member lists, so that stores written before it keep working; the engine asks for it only when
+ * the instance has defences). Values are stored as canonical JSON (canonicalDefences), written
+ * atomically with a sequence per org that survives `remove`, and a change tells every process
+ * through onSettingsChanged with the org as owner (the engines drop both cached settings of it).
+ * Same rules as writeSettings: add only when there are none (`exists`), update only when there
+ * are some (`not_found`) and only to other values (`not_changed`), remove only when there are some.
+ */
+export interface DefenceSettingsStore {
+  /** The org's stored defence settings, or null when it has none. */
+  getDefenceSettings(instance: string, org: string): Promise<DefenceRecord | null>;
+  /** Changes the org's defence settings (see the port's comment). */
+  writeDefenceSettings(
+    instance: string,
+    org: string,
+    change: DefenceSettingsChange,
+  ): Promise<WriteSettingsResult>;
+}
+
+export type DefenceSettingsChange =
+  { readonly op: 'add' | 'update'; readonly values: DefenceValues } | { readonly op: 'remove' };
+
+/** Whether `store` also keeps per-org defence settings. */
+export function isDefenceSettingsStore(store: unknown): store is DefenceSettingsStore {
+  const s = store as Partial<DefenceSettingsStore> | null;
+  return typeof s?.getDefenceSettings === 'function' && typeof s.writeDefenceSettings === 'function';
+}
+
+/**
+ * The defences in force for one store operation (`limits.defences`). Absent: all off.
+ *   lockMs, maxLockMs: temporary lockout (0 = locks are permanent);
+ *   remember: how many wrong-password keys are remembered per user (0 = no forgiveness).
+ */
+export interface StoreDefences {
+  readonly lockMs: number;
+  readonly maxLockMs: number;
+  readonly remember: number;
+}
+
+/** What a settle may carry for the defences. */
+export interface SettleExtra {
+  /** A failure of `password`: the keyed hash of the wrong password (repeat-password forgiveness). */
+  readonly repeatKey?: string;
+}
+
+/** Fields any answer may carry when defences are on (absent otherwise). */
+export interface DefenceAnswer {
+  /** The lockedAt of a temporary lock that ended during this operation. */
+  readonly expiredLockAt?: number;
 }
 
 /** What every store has whatever its concerns: a name, a health probe and close. */
@@ -295,12 +368,15 @@ export function missingStoreMembers(store: unknown): StorePort[] {
 export type Owner = { readonly type: 'instance' } | { readonly type: 'org'; readonly org: string };
 export type CodeChannel = 'sms' | 'email';
 
-export type ReserveResult =
+export type ReserveResult = (
   | { readonly status: 'admitted'; readonly expiresAt: number }
   /** The id was settled or released already (tombstone): nothing was reserved. */
   | { readonly status: 'gone' }
-  | { readonly status: 'locked'; readonly lockedAt: number }
-  | { readonly status: 'busy'; readonly retryAfterMs: number };
+  /** `lockedUntil`: when a temporary lock ends (absent: permanent). */
+  | { readonly status: 'locked'; readonly lockedAt: number; readonly lockedUntil?: number }
+  | { readonly status: 'busy'; readonly retryAfterMs: number }
+) &
+  DefenceAnswer;
 
 export type SettleOutcome = 'success' | 'failure' | 'release';
 
@@ -313,12 +389,20 @@ export type SettleResult =
       readonly locked: boolean;
       /** Whether this settle locked the user (its failure reached the limit). */
       readonly lockedNow: boolean;
+      /** When the lock ends, if it is temporary (defences only; then with its lockedAt). */
+      readonly lockedUntil?: number;
+      readonly lockedAt?: number;
+      /** The failure repeated a remembered wrong password and was not counted (defences only). */
+      readonly forgiven?: boolean;
+      readonly expiredLockAt?: number;
     }
   | { readonly status: 'unknown' };
 
-export interface UserState {
+export interface UserState extends DefenceAnswer {
   readonly locked: boolean;
   readonly lockedAt?: number;
+  /** When a temporary lock ends (absent: not locked, or locked for good). */
+  readonly lockedUntil?: number;
   readonly failed: Readonly<Record<Factor, number>>;
 }
 

@@ -1,4 +1,5 @@
 import { InvalidArgumentError } from './errors';
+import type { StoreDefences } from './store';
 
 /** The credential factors lockgate counts, each with its own counter. */
 export const FACTORS = ['password', 'totp', 'otp_sms', 'otp_email', 'recovery_code'] as const;
@@ -15,6 +16,11 @@ export interface Subject {
 export interface Limits {
   readonly maxPasswordAttempts: number;
   readonly maxOtpAttempts: number;
+  /**
+   * The defences in force for this operation (issue 12; see core/defences.ts and the store port).
+   * Absent: every defence is off, and the store does exactly what it did before they existed.
+   */
+  readonly defences?: StoreDefences;
 }
 
 /** The limit of one factor: password against maxPasswordAttempts, every OTP kind (and recovery codes) against maxOtpAttempts. */

@@ -1,16 +1,21 @@
 import { timingSafeEqual } from 'node:crypto';
+import { canonicalDefences, parseStoredDefences, type DefenceRecord } from '../../core/defences';
 import { StoreUnavailableError } from '../../core/errors';
 import { integerOption } from '../../core/option-checks';
 import type {
   CodeChannel,
+  DefenceSettingsChange,
+  DefenceSettingsStore,
   LockedPage,
   LockoutStore,
   Owner,
   ReserveResult,
   SettingsChange,
   SettingsRecord,
+  SettleExtra,
   SettleOutcome,
   SettleResult,
+  StoreDefences,
   UserState,
   WriteSettingsResult,
 } from '../../core/store';
@@ -55,6 +60,8 @@ interface Reservation {
   readonly leaseMs: number;
   /** The factor's limit when reserved: used only by the purge timer, which has no limits of its own. */
   readonly max: number;
+  /** The defences when reserved (issue 12), for the purge timer likewise. */
+  readonly def?: StoreDefences;
 }
 
 /**
@@ -77,9 +84,21 @@ class UserRecord {
   /** counter key → the last step used and until when it is kept */
   once: Map<string, { step: number; until: number }> | undefined = undefined;
   codes: Map<CodeChannel, { hash: Buffer; expiresAt: number }> | undefined = undefined;
+  /** Defences (issue 12), undefined while unused: see the store port. */
+  def: DefenceState | undefined = undefined;
 
   /** `lastWrite`: when the state was last written (idle expiry). */
   constructor(public lastWrite: number) {}
+}
+
+/** A user's defence state: temporary lockout and repeat-password forgiveness. */
+interface DefenceState {
+  /** When the current (temporary) lock ends; undefined: not locked, or locked for good. */
+  lockedUntil: number | undefined;
+  /** Consecutive locks made by failures (temporary lockout); 0 when reset. */
+  streak: number;
+  /** Keys of the latest wrong passwords, oldest first. */
+  seen: string[] | undefined;
 }
 
 interface SettingsSlot {
@@ -95,7 +114,7 @@ const WARNING_INTERVAL_MS = 60_000;
  * A user with no failures, no lock, no reservation, no tombstone and no code takes no space;
  * unlocked idle users expire (`idleTtlMs`) and at most `maxUsers` users are tracked.
  */
-export class MemoryStore implements LockoutStore {
+export class MemoryStore implements LockoutStore, DefenceSettingsStore {
   readonly kind = 'memory';
   /** user key → state, in least-recently-used-first order (a touched user is moved to the end). */
   private readonly users = new Map<string, UserRecord>();
@@ -104,6 +123,13 @@ export class MemoryStore implements LockoutStore {
   /** instance+org → ids of users with reservations in flight (their leases may lock them) */
   private readonly pendingIndex = new Map<string, Set<string>>();
   private readonly settings = new Map<string, SettingsSlot>();
+  /** instance+org → stored defence settings (canonical JSON) and their sequence */
+  private readonly defenceSettings = new Map<
+    string,
+    { json: string | null; sequence: number; creationDate: number; changeDate: number }
+  >();
+  /** The lockedAt of a temporary lock that ended during the current operation (0: none). */
+  private ended = 0;
   private readonly listeners = new Set<(instance: string, owner: Owner) => void>();
   private readonly now: () => number;
   private readonly timer?: NodeJS.Timeout;
@@ -173,14 +199,20 @@ export class MemoryStore implements LockoutStore {
       const result = this.refuse(rec, factor, limits, id, now);
       if (result) {
         this.commit(subject, key, rec, applied);
-        return result;
+        return this.answer(result);
       }
     }
     rec ??= this.create(key, now);
     const expiresAt = now + leaseMs;
-    (rec.res ??= new Map()).set(id, { factor, expiresAt, leaseMs, max: limitOf(factor, limits) });
+    const max = limitOf(factor, limits);
+    (rec.res ??= new Map()).set(
+      id,
+      limits.defences
+        ? { factor, expiresAt, leaseMs, max, def: limits.defences }
+        : { factor, expiresAt, leaseMs, max },
+    );
     this.commit(subject, key, rec, true);
-    return { status: 'admitted', expiresAt };
+    return this.answer({ status: 'admitted', expiresAt });
   }
 
   async settle(
@@ -191,6 +223,7 @@ export class MemoryStore implements LockoutStore {
     limits: Limits,
     leaseMs: number,
     tombstone = false,
+    extra?: SettleExtra,
   ): Promise<SettleResult> {
     const now = this.now();
     const key = userKey(subject);
@@ -207,19 +240,44 @@ export class MemoryStore implements LockoutStore {
     if (!r || tombstone) addTomb(rec, id, now + leaseMs);
     if (!r) {
       this.commit(subject, key, rec, true);
+      this.ended = 0;
       return { status: 'unknown' };
     }
     this.dropReservation(rec, id);
     let lockedNow = false;
-    if (outcome === 'failure') lockedNow = this.fail(subject, rec, factor, limitOf(factor, limits), now);
-    else if (outcome === 'success' && rec.lockedAt === undefined) this.clearCounter(rec, factor);
+    let forgiven = false;
+    const d = limits.defences;
+    if (outcome === 'failure') {
+      const repeatKey = d && d.remember > 0 && factor === 'password' ? extra?.repeatKey : undefined;
+      if (repeatKey !== undefined && rec.def?.seen?.includes(repeatKey)) forgiven = true;
+      else lockedNow = this.fail(subject, rec, factor, limitOf(factor, limits), now, d);
+      if (repeatKey !== undefined && !forgiven) {
+        const seen = (defOf(rec).seen ??= []);
+        seen.push(repeatKey);
+        if (seen.length > (d?.remember ?? 0)) seen.splice(0, seen.length - (d?.remember ?? 0));
+      }
+    } else if (outcome === 'success' && rec.lockedAt === undefined) {
+      this.clearCounter(rec, factor);
+      if (rec.def) {
+        rec.def.streak = 0;
+        if (factor === 'password') rec.def.seen = undefined;
+        tidyDef(rec);
+      }
+    }
     this.commit(subject, key, rec, true);
-    return {
-      status: 'settled',
+    const settled = {
+      status: 'settled' as const,
       failedAttempts: rec.failed?.[factor] ?? 0,
       locked: rec.lockedAt !== undefined,
       lockedNow,
     };
+    if (!d && this.ended === 0) return settled;
+    const until = rec.def?.lockedUntil;
+    return this.answer({
+      ...settled,
+      ...(until !== undefined ? { lockedUntil: until, lockedAt: rec.lockedAt } : {}),
+      ...(forgiven ? { forgiven } : {}),
+    });
   }
 
   async getUser(subject: Subject, limits: Limits): Promise<UserState> {
@@ -229,9 +287,14 @@ export class MemoryStore implements LockoutStore {
     if (!rec) return { locked: false, failed: zeroCounters() };
     this.commit(subject, key, rec, this.sweep(subject, rec, limits, now));
     const failed = { ...(rec.failed ?? zeroCounters()) };
-    return rec.lockedAt === undefined
-      ? { locked: false, failed }
-      : { locked: true, lockedAt: rec.lockedAt, failed };
+    const until = rec.def?.lockedUntil;
+    return this.answer(
+      rec.lockedAt === undefined
+        ? { locked: false, failed }
+        : until !== undefined
+          ? { locked: true, lockedAt: rec.lockedAt, lockedUntil: until, failed }
+          : { locked: true, lockedAt: rec.lockedAt, failed },
+    );
   }
 
   async lock(subject: Subject, limits: Limits): Promise<{ changed: boolean; lockedAt: number }> {
@@ -239,9 +302,13 @@ export class MemoryStore implements LockoutStore {
     const key = userKey(subject);
     let rec = this.load(key, now);
     const applied = rec ? this.sweep(subject, rec, limits, now) : false;
+    this.ended = 0;
     if (rec?.lockedAt !== undefined) {
-      this.commit(subject, key, rec, applied);
-      return { changed: false, lockedAt: rec.lockedAt };
+      // An admin lock is permanent: it turns a temporary lock into one.
+      const temporary = rec.def?.lockedUntil !== undefined;
+      if (rec.def) rec.def.lockedUntil = undefined;
+      this.commit(subject, key, rec, applied || temporary);
+      return { changed: temporary, lockedAt: rec.lockedAt };
     }
     rec ??= this.create(key, now);
     this.setLocked(subject, rec, now);
@@ -255,12 +322,14 @@ export class MemoryStore implements LockoutStore {
     const rec = this.load(key, now);
     if (!rec) return { changed: false };
     const applied = this.sweep(subject, rec, limits, now);
+    this.ended = 0;
     if (rec.lockedAt === undefined) {
       this.commit(subject, key, rec, applied);
       return { changed: false };
     }
     rec.lockedAt = undefined;
     rec.failed = undefined;
+    rec.def = undefined;
     removeFrom(this.lockedIndex, orgKey(subject.instance, subject.org), subject.user);
     for (const id of [...(rec.res?.keys() ?? [])]) this.dropReservation(rec, id, now + leaseMs);
     this.commit(subject, key, rec, true);
@@ -273,7 +342,13 @@ export class MemoryStore implements LockoutStore {
     const rec = this.load(key, now);
     if (!rec) return;
     this.sweep(subject, rec, limits, now);
+    this.ended = 0;
     this.clearCounter(rec, factor);
+    if (rec.def) {
+      rec.def.streak = 0;
+      if (factor === 'password') rec.def.seen = undefined;
+      tidyDef(rec);
+    }
     for (const [id, r] of [...(rec.res ?? [])]) {
       if (r.factor === factor) this.dropReservation(rec, id, now + leaseMs);
     }
@@ -298,6 +373,18 @@ export class MemoryStore implements LockoutStore {
       else removeFrom(this.pendingIndex, ok, user);
       if (rec?.pending && !rec.res) this.unlistPending(subject, rec);
     }
+    // Temporary locks that have ended leave the listing (their users are unlocked now).
+    for (const user of [...(this.lockedIndex.get(ok) ?? [])]) {
+      const subject = { instance, org, user };
+      const key = userKey(subject);
+      const rec = this.users.get(key);
+      const until = rec?.def?.lockedUntil;
+      if (rec && until !== undefined && until <= now) {
+        this.load(key, now);
+        this.commit(subject, key, rec, this.sweep(subject, rec, limits, now), false);
+      }
+    }
+    this.ended = 0;
     const after = cursor === undefined ? undefined : Buffer.from(cursor, 'utf8');
     const ids = [...(this.lockedIndex.get(ok) ?? [])]
       .map((u) => ({ u, b: Buffer.from(u, 'utf8') }))
@@ -351,6 +438,38 @@ export class MemoryStore implements LockoutStore {
   onSettingsChanged(listener: (instance: string, owner: Owner) => void): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
+  }
+
+  async getDefenceSettings(instance: string, org: string): Promise<DefenceRecord | null> {
+    const slot = this.defenceSettings.get(orgKey(instance, org));
+    if (!slot || slot.json === null) return null;
+    return {
+      values: parseStoredDefences(slot.json),
+      sequence: slot.sequence,
+      creationDate: slot.creationDate,
+      changeDate: slot.changeDate,
+    };
+  }
+
+  async writeDefenceSettings(
+    instance: string,
+    org: string,
+    change: DefenceSettingsChange,
+  ): Promise<WriteSettingsResult> {
+    const key = orgKey(instance, org);
+    const slot = this.defenceSettings.get(key) ?? { json: null, sequence: 0, creationDate: 0, changeDate: 0 };
+    const json = change.op === 'remove' ? null : canonicalDefences(change.values);
+    if (change.op === 'add' && slot.json !== null) return { status: 'exists' };
+    if (change.op !== 'add' && slot.json === null) return { status: 'not_found' };
+    if (change.op === 'update' && slot.json === json) return { status: 'not_changed' };
+    const now = this.now();
+    slot.sequence++;
+    if (change.op !== 'update') slot.creationDate = now;
+    slot.changeDate = now;
+    slot.json = json;
+    this.defenceSettings.set(key, slot);
+    for (const l of this.listeners) l(instance, { type: 'org', org });
+    return { status: 'ok', sequence: slot.sequence, creationDate: slot.creationDate, changeDate: now };
   }
 
   async useStep(subject: Subject, key: string, step: number, ttlMs: number): Promise<boolean> {
@@ -419,7 +538,12 @@ export class MemoryStore implements LockoutStore {
     if (tombEnd(rec.tomb, id) > now) return { status: 'gone' };
     const existing = rec.res?.get(id);
     if (existing) return { status: 'admitted', expiresAt: existing.expiresAt };
-    if (rec.lockedAt !== undefined) return { status: 'locked', lockedAt: rec.lockedAt };
+    if (rec.lockedAt !== undefined) {
+      const until = rec.def?.lockedUntil;
+      return until !== undefined
+        ? { status: 'locked', lockedAt: rec.lockedAt, lockedUntil: until }
+        : { status: 'locked', lockedAt: rec.lockedAt };
+    }
     const max = limitOf(factor, limits);
     if (max <= 0) return undefined;
     let inflight = 0;
@@ -442,15 +566,52 @@ export class MemoryStore implements LockoutStore {
    * (the purge timer). Answers whether anything was applied.
    */
   private sweep(subject: Subject, rec: UserRecord, limits: Limits | undefined, now: number): boolean {
-    if (!rec.res) return false;
-    let applied = false;
+    this.ended = 0;
+    const ended = rec.def !== undefined && this.endLock(subject, rec, now);
+    if (!rec.res) return ended;
+    let applied = ended;
     for (const [id, r] of [...rec.res]) {
       if (r.expiresAt > now) continue;
       this.dropReservation(rec, id, now + r.leaseMs);
-      this.fail(subject, rec, r.factor, limits ? limitOf(r.factor, limits) : r.max, now);
+      this.fail(
+        subject,
+        rec,
+        r.factor,
+        limits ? limitOf(r.factor, limits) : r.max,
+        now,
+        limits ? limits.defences : r.def,
+      );
       applied = true;
     }
     return applied;
+  }
+
+  /**
+   * Temporary lockout: ends the user's lock when its time has passed (whatever the policy now),
+   * with the counters and remembered wrong passwords of that lock; in-flight reservations stay.
+   * Answers whether it did (the ended lock's lockedAt is kept in `ended` for the answer).
+   */
+  private endLock(subject: Subject, rec: UserRecord, now: number): boolean {
+    const def = rec.def;
+    if (!def || def.lockedUntil === undefined || def.lockedUntil > now || rec.lockedAt === undefined) {
+      return false;
+    }
+    this.ended = rec.lockedAt;
+    rec.lockedAt = undefined;
+    rec.failed = undefined;
+    def.lockedUntil = undefined;
+    def.seen = undefined;
+    tidyDef(rec);
+    removeFrom(this.lockedIndex, orgKey(subject.instance, subject.org), subject.user);
+    return true;
+  }
+
+  /** Adds to an answer the lockedAt of a temporary lock that ended during this operation. */
+  private answer<T extends object>(result: T): T & { expiredLockAt?: number } {
+    const ended = this.ended;
+    if (ended === 0) return result;
+    this.ended = 0;
+    return { ...result, expiredLockAt: ended };
   }
 
   /** Removes a reservation, tombstoning its id until `tombUntil` when given. */
@@ -461,11 +622,23 @@ export class MemoryStore implements LockoutStore {
   }
 
   /** Counts one failure; locks when the limit is reached. Answers whether it locked the user now. */
-  private fail(subject: Subject, rec: UserRecord, factor: Factor, max: number, now: number): boolean {
+  private fail(
+    subject: Subject,
+    rec: UserRecord,
+    factor: Factor,
+    max: number,
+    now: number,
+    defences?: StoreDefences,
+  ): boolean {
     const count = (rec.failed?.[factor] ?? 0) + 1;
     (rec.failed ??= zeroCounters())[factor] = count;
     if (max > 0 && count >= max && rec.lockedAt === undefined) {
       this.setLocked(subject, rec, now);
+      if (defences && defences.lockMs > 0) {
+        const def = defOf(rec);
+        def.streak += 1;
+        def.lockedUntil = now + lockLength(defences, def.streak);
+      }
       return true;
     }
     return false;
@@ -515,6 +688,15 @@ export class MemoryStore implements LockoutStore {
       now - rec.lastWrite >= this.idleTtlMs
     ) {
       rec.failed = undefined;
+    }
+    if (
+      this.idleTtlMs > 0 &&
+      rec.def &&
+      rec.lockedAt === undefined &&
+      !rec.res &&
+      now - rec.lastWrite >= this.idleTtlMs
+    ) {
+      rec.def = undefined;
     }
   }
 
@@ -611,7 +793,7 @@ export class MemoryStore implements LockoutStore {
   private purge(): void {
     const now = this.now();
     for (const [key, rec] of [...this.users]) {
-      if (rec.res) {
+      if (rec.res || rec.def?.lockedUntil !== undefined) {
         const subject = subjectOf(key);
         this.expire(rec, now); // before the sweep: a failure it counts now is a write, not idle
         const applied = this.sweep(subject, rec, undefined, now);
@@ -621,6 +803,7 @@ export class MemoryStore implements LockoutStore {
         if (isEmpty(rec)) this.drop(subjectOf(key), key, rec);
       }
     }
+    this.ended = 0;
   }
 }
 
@@ -680,7 +863,26 @@ function pruneTombs(tombs: Tombs, now: number): Tombs | undefined {
 }
 
 function isEmpty(rec: UserRecord): boolean {
-  return rec.lockedAt === undefined && !rec.failed && !rec.res && !rec.tomb && !rec.once && !rec.codes;
+  return (
+    rec.lockedAt === undefined && !rec.failed && !rec.res && !rec.tomb && !rec.once && !rec.codes && !rec.def
+  );
+}
+
+function defOf(rec: UserRecord): DefenceState {
+  return (rec.def ??= { lockedUntil: undefined, streak: 0, seen: undefined });
+}
+
+/** Drops a user's defence state once it holds nothing. */
+function tidyDef(rec: UserRecord): void {
+  const d = rec.def;
+  if (d && d.lockedUntil === undefined && d.streak === 0 && (d.seen === undefined || d.seen.length === 0)) {
+    rec.def = undefined;
+  }
+}
+
+/** Temporary lockout: the length of the `streak`-th consecutive lock, lockMs × 2^(streak−1), at most maxLockMs. */
+export function lockLength(d: StoreDefences, streak: number): number {
+  return Math.min(d.maxLockMs, d.lockMs * 2 ** Math.min(streak - 1, 52));
 }
 
 function addTo(index: Map<string, Set<string>>, key: string, member: string): void {

@@ -1,14 +1,18 @@
 import { ReplyError, type Cluster, type Redis } from 'ioredis';
+import { canonicalDefences, parseStoredDefences, type DefenceRecord } from '../../core/defences';
 import { OptionError, StoreUnavailableError } from '../../core/errors';
 import { describeOptionValue, integerOption } from '../../core/option-checks';
 import type {
   CodeChannel,
+  DefenceSettingsChange,
+  DefenceSettingsStore,
   LockedPage,
   LockoutStore,
   Owner,
   ReserveResult,
   SettingsChange,
   SettingsRecord,
+  SettleExtra,
   SettleOutcome,
   SettleResult,
   UserState,
@@ -76,6 +80,12 @@ interface UserReply {
   /** > 0: the lease end of a reservation whose failure could lock the user. */
   readonly pendingUntil: number;
   readonly counters: ReadonlyArray<readonly [string, number]>;
+  /** Defences only (0 otherwise): the lockedAt of a temporary lock the script ended. */
+  readonly ended: number;
+  /** Defences only (0 otherwise): when the current lock ends (0: not locked, or for good). */
+  readonly lockedUntil: number;
+  /** Defences only: the settle's failure repeated a remembered wrong password (not counted). */
+  readonly forgiven: boolean;
 }
 
 /** Parses the fixed reply of a user script; anything else is a bug, not an outage. */
@@ -98,7 +108,7 @@ function parseSettingsReply(raw: unknown): WriteSettingsResult {
 }
 
 function parseUserReply(raw: unknown): UserReply {
-  if (!Array.isArray(raw) || raw.length !== 7 || !Array.isArray(raw[6])) {
+  if (!Array.isArray(raw) || (raw.length !== 7 && raw.length !== 10) || !Array.isArray(raw[6])) {
     throw new Error(`RedisStore: unexpected script reply ${JSON.stringify(raw)}`);
   }
   const flat = raw[6] as unknown[];
@@ -112,6 +122,17 @@ function parseUserReply(raw: unknown): UserReply {
     lockChange: Number(raw[4]),
     pendingUntil: Number(raw[5]),
     counters,
+    ended: raw.length === 10 ? Number(raw[7]) : 0,
+    lockedUntil: raw.length === 10 ? Number(raw[8]) : 0,
+    forgiven: raw.length === 10 && Number(raw[9]) === 1,
+  };
+}
+
+/** The defence fields of an answer, present only when set. */
+function defenceFields(r: UserReply): { expiredLockAt?: number; lockedUntil?: number; lockedAt?: number } {
+  return {
+    ...(r.ended > 0 ? { expiredLockAt: r.ended } : {}),
+    ...(r.lockedUntil > 0 && r.lockedAt > 0 ? { lockedUntil: r.lockedUntil, lockedAt: r.lockedAt } : {}),
   };
 }
 
@@ -165,7 +186,7 @@ const DEFAULT_LEASE_HINT_MS = 30_000;
  * and the writes converge in any order (see scripts.ts). Settings changes are published on
  * `<prefix>:settings` so every process drops its cached copy at once.
  */
-export class RedisStore implements LockoutStore {
+export class RedisStore implements LockoutStore, DefenceSettingsStore {
   readonly kind = 'redis';
   readonly client: RedisClient;
   private readonly redis: RedisClient & Scripts;
@@ -242,16 +263,19 @@ export class RedisStore implements LockoutStore {
     leaseMs: number,
     id: string,
   ): Promise<ReserveResult> {
-    const r = await this.user(subject, this.redis.lgReserve, limits, leaseMs, factor, id);
+    const r = await this.user(subject, this.redis.lgReserve, limits, leaseMs, [factor, id]);
+    const ended = r.ended > 0 ? { expiredLockAt: r.ended } : undefined;
     switch (r.status) {
       case 'admitted':
-        return { status: 'admitted', expiresAt: r.value };
+        return { status: 'admitted', expiresAt: r.value, ...ended };
       case 'gone':
-        return { status: 'gone' };
+        return { status: 'gone', ...ended };
       case 'locked':
-        return { status: 'locked', lockedAt: r.value };
+        return r.lockedUntil > 0
+          ? { status: 'locked', lockedAt: r.value, lockedUntil: r.lockedUntil, ...ended }
+          : { status: 'locked', lockedAt: r.value, ...ended };
       default:
-        return { status: 'busy', retryAfterMs: r.value };
+        return { status: 'busy', retryAfterMs: r.value, ...ended };
     }
   }
 
@@ -263,38 +287,44 @@ export class RedisStore implements LockoutStore {
     limits: Limits,
     leaseMs: number,
     tombstone = false,
+    extra?: SettleExtra,
   ): Promise<SettleResult> {
     const r = await this.user(
       subject,
       this.redis.lgSettle,
       limits,
       leaseMs,
-      factor,
-      id,
-      outcome,
-      tombstone ? '1' : '0',
+      [factor, id, outcome, tombstone ? '1' : '0'],
+      extra?.repeatKey,
     );
     if (r.status !== 'settled') return { status: 'unknown' };
-    return { status: 'settled', failedAttempts: r.value, locked: r.lockedAt > 0, lockedNow: r.flag };
+    const settled = {
+      status: 'settled' as const,
+      failedAttempts: r.value,
+      locked: r.lockedAt > 0,
+      lockedNow: r.flag,
+    };
+    if (!limits.defences && r.ended === 0) return settled;
+    return { ...settled, ...defenceFields(r), ...(r.forgiven ? { forgiven: true } : {}) };
   }
 
   async getUser(subject: Subject, limits: Limits): Promise<UserState> {
-    const r = await this.user(subject, this.redis.lgGetUser, limits, this.leaseHintMs);
+    const r = await this.user(subject, this.redis.lgGetUser, limits, this.leaseHintMs, []);
     return stateOf(r);
   }
 
   async lock(subject: Subject, limits: Limits): Promise<{ changed: boolean; lockedAt: number }> {
-    const r = await this.user(subject, this.redis.lgLock, limits, this.leaseHintMs);
+    const r = await this.user(subject, this.redis.lgLock, limits, this.leaseHintMs, []);
     return { changed: r.flag, lockedAt: r.lockedAt };
   }
 
   async unlock(subject: Subject, limits: Limits, leaseMs: number): Promise<{ changed: boolean }> {
-    const r = await this.user(subject, this.redis.lgUnlock, limits, leaseMs);
+    const r = await this.user(subject, this.redis.lgUnlock, limits, leaseMs, []);
     return { changed: r.flag };
   }
 
   async resetFactor(subject: Subject, factor: Factor, limits: Limits, leaseMs: number): Promise<void> {
-    await this.user(subject, this.redis.lgReset, limits, leaseMs, factor);
+    await this.user(subject, this.redis.lgReset, limits, leaseMs, [factor]);
   }
 
   /**
@@ -321,7 +351,9 @@ export class RedisStore implements LockoutStore {
     if (page.length === 0) return { users: [] };
     const indexed = await this.run(() => this.redis.hmget(atKey, ...page));
     const states = await Promise.all(
-      page.map((user) => this.user({ instance, org, user }, this.redis.lgGetUser, limits, this.leaseHintMs)),
+      page.map((user) =>
+        this.user({ instance, org, user }, this.redis.lgGetUser, limits, this.leaseHintMs, []),
+      ),
     );
     const users: Array<{ userId: string; lockedAt: number }> = [];
     const stale: Array<Promise<void>> = [];
@@ -386,6 +418,44 @@ export class RedisStore implements LockoutStore {
     return () => this.listeners.delete(listener);
   }
 
+  async getDefenceSettings(instance: string, org: string): Promise<DefenceRecord | null> {
+    const [on, json, seq, cd, ch] = await this.run(() =>
+      this.redis.hmget(this.defenceKey(instance, org), 'on', 'pw', 'seq', 'cd', 'ch'),
+    );
+    if (on !== '1' || json == null) return null;
+    return {
+      values: parseStoredDefences(json),
+      sequence: Number(seq),
+      creationDate: Number(cd),
+      changeDate: Number(ch),
+    };
+  }
+
+  /** One WRITE_SETTINGS script on the org's defences hash (the JSON in its `pw` field, `otp` unused). */
+  async writeDefenceSettings(
+    instance: string,
+    org: string,
+    change: DefenceSettingsChange,
+  ): Promise<WriteSettingsResult> {
+    const json = change.op === 'remove' ? '' : canonicalDefences(change.values);
+    const message = JSON.stringify({ i: instance, o: org });
+    const reply = await this.run(() =>
+      this.redis.lgWriteSettings(
+        this.defenceKey(instance, org),
+        change.op,
+        json,
+        '',
+        json,
+        '',
+        this.channel,
+        message,
+      ),
+    );
+    const result = parseSettingsReply(reply);
+    if (result.status === 'ok') this.notify(instance, { type: 'org', org });
+    return result;
+  }
+
   async useStep(subject: Subject, key: string, step: number, ttlMs: number): Promise<boolean> {
     const k = `${this.userTag(subject)}:u:${encodeURIComponent(key)}`;
     return (await this.run(() => this.redis.lgUseStep(k, step, ttlMs))) === 1;
@@ -442,6 +512,10 @@ export class RedisStore implements LockoutStore {
     return `${this.prefix}:{${enc(instance)}:${enc(org)}}:pending`;
   }
 
+  private defenceKey(instance: string, org: string): string {
+    return `${this.prefix}:{${enc(instance)}:${enc(org)}}:defences`;
+  }
+
   private settingsKey(instance: string, owner: Owner): string {
     return owner.type === 'instance'
       ? `${this.prefix}:{${enc(instance)}}:settings`
@@ -451,16 +525,23 @@ export class RedisStore implements LockoutStore {
   /**
    * Runs one user script and then its org writes (index, pending set). Only the script can fail
    * the operation: once it answered, the operation committed, and an org write that fails is
-   * queued for retry instead of failing it.
+   * queued for retry instead of failing it. `argv`: the script's own arguments; with defences
+   * on, they are padded to four and followed by the defences' (see scripts.ts).
    */
   private async user(
     subject: Subject,
     script: UserScript,
     limits: Limits,
     leaseMs: number,
-    ...argv: Array<string | number>
+    argv: Array<string | number>,
+    repeatKey?: string,
   ): Promise<UserReply> {
     this.leaseHintMs = leaseMs;
+    const d = limits.defences;
+    if (d) {
+      while (argv.length < 4) argv.push('');
+      argv.push(d.lockMs, d.maxLockMs, d.remember, repeatKey ?? '');
+    }
     const [s] = this.userKeys(subject);
     const raw = await this.run(() =>
       script.call(
@@ -476,6 +557,10 @@ export class RedisStore implements LockoutStore {
     const reply = parseUserReply(raw);
     const { instance, org, user } = subject;
     const writes: Array<Promise<void>> = [];
+    if (reply.ended > 0) {
+      // a temporary lock that ended: its entry goes (a newer lock's entry stays, see INDEX_REMOVE)
+      writes.push(this.orgWrite({ kind: 'remove', instance, org, user, at: reply.ended, attempts: 0 }));
+    }
     if (reply.lockChange === 1) {
       writes.push(this.orgWrite({ kind: 'add', instance, org, user, at: reply.lockedAt, attempts: 0 }));
     } else if (reply.lockChange === -1) {
@@ -563,7 +648,13 @@ export class RedisStore implements LockoutStore {
       let done = 0;
       await Promise.all(
         entries.map(async ([user, until]) => {
-          const r = await this.user({ instance, org, user }, this.redis.lgGetUser, limits, this.leaseHintMs);
+          const r = await this.user(
+            { instance, org, user },
+            this.redis.lgGetUser,
+            limits,
+            this.leaseHintMs,
+            [],
+          );
           // value = earliest lease end still in flight: keep the entry while one that ended by
           // `until` is still there (the user's slot runs on a clock behind the org's)
           if (r.value === 0 || r.value > until) {
@@ -654,7 +745,9 @@ function stateOf(r: UserReply): UserState {
     const factor = field.slice(2);
     if ((FACTORS as readonly string[]).includes(factor)) failed[factor as Factor] = value;
   }
-  return r.lockedAt > 0 ? { locked: true, lockedAt: r.lockedAt, failed } : { locked: false, failed };
+  const state: UserState =
+    r.lockedAt > 0 ? { locked: true, lockedAt: r.lockedAt, failed } : { locked: false, failed };
+  return r.ended > 0 || r.lockedUntil > 0 ? { ...state, ...defenceFields(r) } : state;
 }
 
 function enc(part: string): string {

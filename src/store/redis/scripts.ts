@@ -7,6 +7,11 @@
  *   f:<factor>           failed count (absent = 0)
  *   r:<factor>|<nonce>   a reservation in flight: its lease end (ms)
  *   t:<nonce>            a tombstone: the nonce was settled, released or expired; until (ms)
+ *   U                    temporary lockout (defences): when the current lock ends (ms; absent = permanent)
+ *   k                    temporary lockout (defences): consecutive locks made by failures
+ *   p                    repeat-password forgiveness (defences): keys of the latest wrong passwords,
+ *                        oldest first, comma-separated (22 base64url characters each)
+ * U, k and p are written only while defences are on; absent, every script is what it was before.
  * A factor's in-flight count is the number of its r: fields, so no separate counter can leak.
  * Every script reads the hash once (HGETALL: a user's hash is small), decides in Lua, and writes
  * its changes with at most one HSET and one HDEL, then sets the key's expiry (commit).
@@ -14,7 +19,11 @@
  * Common ARGV of every user script (read once in the prelude):
  *   ARGV[1] maxPasswordAttempts, ARGV[2] maxOtpAttempts,
  *   ARGV[3] leaseMs (how long a tombstone made by this call lasts), ARGV[4] idleTtlMs (0 = never);
- *   ARGV[5…] the script's own arguments.
+ *   ARGV[5…8] the script's own arguments;
+ *   ARGV[9…12] the defences, only when some are on (absent: every one is off, and the script runs
+ *   exactly as without them): ARGV[9] lockMs, ARGV[10] maxLockMs (temporary lockout, 0 = off),
+ *   ARGV[11] remember (repeat-password forgiveness, 0 = off), ARGV[12] the settle's repeat key
+ *   ('' = none). The store pads the own arguments to four before them.
  *
  * Every user script answers ONE fixed shape (parsed by `parseUserReply` in redis-store.ts):
  *   { status, value, flag, lockedAt, lockChange, pendingUntil, counters }
@@ -27,6 +36,10 @@
  *     pendingUntil a lease end > 0 when RESERVE admitted a reservation whose failure could lock the
  *                  user (failures + in flight >= limit): the store records it in the org's pending set
  *     counters     {field, value, …} of the f:* counters (GET_USER only; empty otherwise)
+ * and, only when the defences are on (ARGV[9] given), three more:
+ *     ended        the lockedAt of a temporary lock this script ended (its time had passed), else 0
+ *     lockedUntil  when the current lock ends, 0 when not locked or locked for good
+ *     forgiven     1 = SETTLE did not count a failure that repeated a remembered wrong password
  *
  * Idle expiry (commit, after a write): a locked user's hash is PERSISTed. Otherwise it expires at
  * the latest of: now + idleTtlMs when something is counted; the latest lease end in flight +
@@ -49,6 +62,10 @@ local S = KEYS[1]
 local max_pw, max_otp = tonumber(ARGV[1]), tonumber(ARGV[2])
 local lease, idle = tonumber(ARGV[3]), tonumber(ARGV[4])
 local now = now_ms()
+-- defences: absent (nil) = all off
+local def = ARGV[9] ~= nil
+local lock_ms, max_lock_ms = tonumber(ARGV[9] or '0'), tonumber(ARGV[10] or '0')
+local remember = tonumber(ARGV[11] or '0')
 
 -- the user's state, read once
 local locked = nil      -- lockedAt, nil when not locked
@@ -58,6 +75,11 @@ local tombs = {}        -- nonce -> end, live tombstones only
 local changes = {}      -- field -> new value, or false to delete
 local wrote = false
 local lock_change = 0
+local lock_end = nil    -- U: when a temporary lock ends
+local streak = 0        -- k: consecutive locks made by failures
+local seen = nil        -- p: keys of the latest wrong passwords
+local ended = 0         -- lockedAt of a temporary lock this script ended
+local forgiven = 0
 do
   local h = redis.call('HGETALL', S)
   for i = 1, #h, 2 do
@@ -75,6 +97,12 @@ do
       if e > now then tombs[string.sub(k, 3)] = e else changes[k] = false end
     elseif p == 'n:' then
       changes[k] = false -- an in-flight counter of an earlier version: dropped at the next write
+    elseif k == 'U' then
+      lock_end = tonumber(v)
+    elseif k == 'k' then
+      streak = tonumber(v)
+    elseif k == 'p' then
+      seen = v
     end
   end
 end
@@ -89,6 +117,34 @@ local function limit_of(f)
   return max_otp
 end
 
+-- temporary lockout: a lock whose end has passed ends now, with its counters and remembered
+-- wrong passwords (in-flight reservations stay); its own end counts, whatever the policy now
+if locked and lock_end and lock_end <= now then
+  ended = locked
+  locked = nil
+  lock_end = nil
+  change('L', false)
+  change('U', false)
+  for f in pairs(failed) do change('f:' .. f, false) end
+  failed = {}
+  if seen then
+    seen = nil
+    change('p', false)
+  end
+end
+
+-- forgets the consecutive locks and (password) the remembered wrong passwords, when there are some
+local function forget(password)
+  if streak > 0 then
+    streak = 0
+    change('k', false)
+  end
+  if password and seen then
+    seen = nil
+    change('p', false)
+  end
+end
+
 -- counts one failure of factor f and locks at the limit; 1 when this call locked the user
 local function fail(f)
   local c = (failed[f] or 0) + 1
@@ -99,6 +155,14 @@ local function fail(f)
     locked = now
     change('L', now)
     lock_change = 1
+    if lock_ms > 0 then
+      streak = streak + 1
+      change('k', streak)
+      local len = lock_ms * math.pow(2, math.min(streak - 1, 52))
+      if len > max_lock_ms then len = max_lock_ms end
+      lock_end = now + len
+      change('U', lock_end)
+    end
     return 1
   end
   return 0
@@ -155,11 +219,16 @@ local function commit()
   if #del > 0 then redis.call('HDEL', S, unpack(del)) end
   if #set > 0 then redis.call('HSET', S, unpack(set)) end
   if locked then
-    redis.call('PERSIST', S)
+    -- a temporary lock's state expires idleTtlMs after its end (bounded state)
+    if lock_end and idle > 0 then
+      redis.call('PEXPIREAT', S, lock_end + idle)
+    else
+      redis.call('PERSIST', S)
+    end
     return
   end
   local at, forever = 0, false
-  if next(failed) then
+  if next(failed) or streak > 0 then
     if idle == 0 then forever = true else at = now + idle end
   end
   for i = 1, #res do
@@ -177,6 +246,9 @@ end
 
 local function reply(status, value, flag, pending, counters)
   commit()
+  if def then
+    return {status, value, flag, locked or 0, lock_change, pending, counters, ended, lock_end or 0, forgiven}
+  end
   return {status, value, flag, locked or 0, lock_change, pending, counters}
 end
 `;
@@ -238,10 +310,32 @@ end
 unreserve(i, ARGV[8] == '1')
 local locked_now = 0
 if outcome == 'failure' then
-  locked_now = fail(f)
-elseif outcome == 'success' and not locked and failed[f] then
-  failed[f] = nil
-  change('f:' .. f, false)
+  -- repeat-password forgiveness: a remembered wrong password is not counted again
+  local key = ARGV[12]
+  if remember > 0 and f == 'password' and key and key ~= '' then
+    local list = {}
+    if seen then
+      for x in string.gmatch(seen, '[^,]+') do list[#list + 1] = x end
+    end
+    for j = 1, #list do
+      if list[j] == key then forgiven = 1 end
+    end
+    if forgiven == 0 then
+      locked_now = fail(f)
+      list[#list + 1] = key
+      while #list > remember do table.remove(list, 1) end
+      seen = table.concat(list, ',')
+      change('p', seen)
+    end
+  else
+    locked_now = fail(f)
+  end
+elseif outcome == 'success' and not locked then
+  if failed[f] then
+    failed[f] = nil
+    change('f:' .. f, false)
+  end
+  forget(f == 'password')
 end
 return reply('settled', failed[f] or 0, locked_now, 0, {})
 `;
@@ -267,6 +361,12 @@ return reply('user', first, 0, 0, counters)
 /** No own ARGV. status 'lock'; flag = changed (0 when it was locked, by an expired lease too). */
 export const LOCK = `${PRELUDE}
 sweep()
+if locked and lock_end then
+  -- an admin lock is permanent: it makes a temporary lock one
+  lock_end = nil
+  change('U', false)
+  return reply('lock', 0, 1, 0, {})
+end
 if locked then return reply('lock', 0, 0, 0, {}) end
 locked = now
 change('L', now)
@@ -287,6 +387,11 @@ locked = nil
 change('L', false)
 for f in pairs(failed) do change('f:' .. f, false) end
 failed = {}
+if lock_end then
+  lock_end = nil
+  change('U', false)
+end
+forget(true)
 for i = 1, #res do
   if res[i] then unreserve(i) end
 end
@@ -305,6 +410,7 @@ if failed[f] then
   failed[f] = nil
   change('f:' .. f, false)
 end
+forget(f == 'password')
 for i = 1, #res do
   if res[i] and res[i][2] == f then unreserve(i) end
 end
