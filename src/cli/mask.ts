@@ -19,6 +19,8 @@ export function maskConfig(config: SidecarConfig): Record<string, unknown> {
   if (redis.sentinel?.password !== undefined) redis.sentinel.password = MASK;
   const otp = out.otp as Record<string, unknown>;
   if (otp.pepper !== undefined) otp.pepper = MASK;
+  const repeat = (out.defences as { repeatPassword?: Record<string, unknown> } | undefined)?.repeatPassword;
+  if (repeat?.key !== undefined) repeat.key = MASK;
   // The issuer's URLs may carry credentials (https://user:secret@idp/keys?api_key=…).
   const jwt = (out.auth as { jwt?: Record<string, unknown> }).jwt;
   for (const key of ['issuer', 'jwksUri'] as const) {

@@ -1,4 +1,4 @@
-import type { CheckResult, LockoutEngine } from '../core/engine';
+import type { CheckOptions, CheckResult, LockoutEngine } from '../core/engine';
 import { BusyError, InvalidArgumentError, StoreUnavailableError, UserLockedError } from '../core/errors';
 import type { CodeChannel } from '../core/store';
 import { makeSubject, validateFactor, type Factor, type Subject } from '../core/subjects';
@@ -115,12 +115,13 @@ export function createChecks(ctx: ChecksContext): LockoutChecks {
     user: string,
     factor: Factor,
     evaluate: (subject: Subject) => Promise<boolean> | boolean,
+    options?: CheckOptions,
   ): Promise<LockoutCheckResult> => {
     const subject = makeSubject(engine.instanceId, org, user);
     const context = { operation: 'check', factor, orgId: subject.org, userId: subject.user } as const;
     let result: CheckResult;
     try {
-      result = await engine.check(org, user, factor, () => evaluate(subject));
+      result = await engine.check(org, user, factor, () => evaluate(subject), options);
     } catch (error) {
       if (error instanceof StoreUnavailableError) report(error, { ...context, outcome: 'refused' });
       throw error;
@@ -151,7 +152,8 @@ export function createChecks(ctx: ChecksContext): LockoutChecks {
       }
       const verifier = ctx.passwordVerifier();
       const hash = encodedHash === '' ? undefined : encodedHash;
-      return run(org, user, 'password', () => verifier.verify(hash, password));
+      // The password goes to the engine only for repeat-password forgiveness (as a keyed hash).
+      return run(org, user, 'password', () => verifier.verify(hash, password), { password });
     },
 
     async totp(org, user, secret, code) {

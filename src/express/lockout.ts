@@ -134,6 +134,7 @@ export function createLockout(options: LockoutOptions = {}): Lockout {
           ? { evaluationTimeoutMs: config.evaluationTimeoutMs }
           : {}),
         onStoreError: config.onStoreError,
+        ...(config.defences !== undefined ? { defences: config.defences } : {}),
         ...(options.onFailOpen ? { onFailOpen: options.onFailOpen } : {}),
         onCompensation: (event) => {
           try {

@@ -23,6 +23,8 @@ import type { OtpCodesOptions } from '../verify/otp-codes';
 import type { PasswordVerifierOptions } from '../verify/password';
 import type { TotpVerifierOptions } from '../verify/totp';
 import type { AuditEntry } from '../http/routers';
+import type { DefencesConfig } from '../core/defences';
+import { resolveDefences, type DefencesOptions } from '../http/defence-schemas';
 
 /**
  * Options of `createLockout` and their validation. Every option is checked when `createLockout` is
@@ -162,6 +164,11 @@ export interface LockoutOptions {
   readonly audit?: (entry: AuditEntry) => void;
   /** Largest JSON body the routers accept. Default `16kb`. */
   readonly bodyLimit?: string | number;
+  /**
+   * Opt-in defences against lockout abuse (issue 12; README "Defences"): `temporaryLockout`,
+   * `repeatPassword` (with its HMAC `key`). Absent: none, and per-org defence settings are not read.
+   */
+  readonly defences?: DefencesOptions;
 }
 
 /** The resolved options. */
@@ -177,6 +184,7 @@ export interface LockoutConfig {
   readonly lockedResponse: RefusalResponse | undefined;
   readonly busyResponse: RefusalResponse | undefined;
   readonly unavailableResponse: RefusalResponse | undefined;
+  readonly defences?: DefencesConfig;
 }
 
 const KNOWN_OPTIONS = new Set<string>([
@@ -202,6 +210,7 @@ const KNOWN_OPTIONS = new Set<string>([
   'authorize',
   'audit',
   'bodyLimit',
+  'defences',
 ]);
 
 /** A short description of a value for error messages ("a string", "null", "3"). */
@@ -435,6 +444,8 @@ export function resolveLockoutOptions(options: LockoutOptions | undefined): Lock
     );
   }
   checkBodyLimit(o.bodyLimit, where);
+  const defences =
+    o.defences === undefined ? undefined : withPrefix(where, () => resolveDefences(o.defences));
 
   return {
     instanceId,
@@ -448,5 +459,6 @@ export function resolveLockoutOptions(options: LockoutOptions | undefined): Lock
     lockedResponse,
     busyResponse,
     unavailableResponse,
+    ...(defences !== undefined ? { defences } : {}),
   };
 }

@@ -1,6 +1,7 @@
 import type { LockedPage } from '../core/store';
 import type { Details, EffectiveSettings } from '../core/settings';
-import type { CheckResult, Settlement, UserStatus } from '../core/engine';
+import type { CheckResult, EffectiveDefences, Settlement, UserStatus } from '../core/engine';
+import type { DefenceSettingsBody } from './defence-schemas';
 import type { Factor } from '../core/subjects';
 import type { z } from 'zod';
 import type {
@@ -83,6 +84,9 @@ export function renderUserStatus(status: UserStatus): UserStatusJson {
     orgId: status.orgId,
     state: status.locked ? 'USER_STATE_LOCKED' : 'USER_STATE_ACTIVE',
     ...(status.locked && status.lockedAt !== undefined ? { lockedAt: rfc3339(status.lockedAt) } : {}),
+    ...(status.locked && status.lockedUntil !== undefined
+      ? { lockedUntil: rfc3339(status.lockedUntil) }
+      : {}),
     failedAttempts: {
       password: String(f.password),
       totp: String(f.totp),
@@ -95,6 +99,26 @@ export function renderUserStatus(status: UserStatus): UserStatusJson {
 }
 
 /** `GET /v1/lockouts`. */
+/** The defence settings of an org or of the instance (issue 12): values only, never a key. */
+export function renderDefences(d: EffectiveDefences): z.output<typeof DefenceSettingsBody> {
+  const t = d.values.temporaryLockout;
+  const r = d.values.repeatPassword;
+  return {
+    defences: {
+      temporaryLockout: {
+        enabled: t.enabled,
+        durationMs: t.durationMs,
+        maxDurationMs: t.maxDurationMs,
+        isDefault: d.inherited.temporaryLockout,
+      },
+      repeatPassword: { enabled: r.enabled, remember: r.remember, isDefault: d.inherited.repeatPassword },
+    },
+    isDefault: d.isDefault,
+    resourceOwnerType: d.resourceOwnerType,
+    details: renderDetails(d.details),
+  };
+}
+
 export function renderLockedPage(page: LockedPage): z.output<typeof LockedUsersBody> {
   return {
     users: page.users.map((u) => ({ userId: u.userId, lockedAt: rfc3339(u.lockedAt) })),

@@ -1,12 +1,13 @@
 import type { z } from 'zod';
 import express, { Router, type Request, type RequestHandler, type Response } from 'express';
 import { decodeAttemptId, type AttemptRef } from '../core/attempt-id';
-import type { CheckOutcome, CheckResult, LockoutEngine } from '../core/engine';
+import type { CheckOptions, CheckOutcome, CheckResult, LockoutEngine } from '../core/engine';
 import { BusyError, GrpcCode, InvalidArgumentError, UserLockedError, isLockgateError } from '../core/errors';
 import { checkBodyLimit, invalidOption } from '../core/option-checks';
 import type { CodeChannel } from '../core/store';
 import { makeSubject, type Factor, type Subject } from '../core/subjects';
 import type { AuthContext, Authorize, Permission } from './auth';
+import { parseDefenceSettings } from './defence-schemas';
 import {
   InvalidCredentialsError,
   PermissionDeniedError,
@@ -17,6 +18,7 @@ import {
 import {
   renderCheckSuccess,
   renderDetails,
+  renderDefences,
   renderLockedPage,
   renderPolicy,
   renderSettingsV2,
@@ -389,7 +391,52 @@ export function createSettingsRouter(options: SettingsRouterOptions): Router {
     res.json(renderSettingsV2(settings));
   });
 
+  addDefenceRoutes(router, engine, t, audit);
+
   return finish(router, options);
+}
+
+/**
+ * lockgate's own defence settings routes (issue 12), beside the ZITADEL-compatible ones and with
+ * their permissions: the org's effective defences (each its own, else the instance's, which an org
+ * without defence settings of its own shows), and the org's add/update/remove. Keys are never answered. Without a `defences`
+ * section on the instance every one answers 400 code 9 (Errors.Defences.Disabled).
+ */
+function addDefenceRoutes(
+  router: Router,
+  engine: LockoutEngine,
+  t: ReturnType<typeof toolkit>,
+  audit: RouterBaseOptions['audit'],
+): void {
+  router.get(
+    '/v1/policies/defences',
+    ...t.plain('policy.read', async (_req, res, ctx) => {
+      res.json(renderDefences(await engine.getEffectiveDefences(ctx.orgId)));
+    }),
+  );
+  const write = (op: 'add' | 'update') =>
+    t.withBody('policy.write', async (req, res, ctx) => {
+      const body = readBody(req);
+      const details = await audited(
+        audit,
+        { action: `defences.org.${op}`, principal: ctx.principal, orgId: ctx.orgId },
+        () => engine.writeOrgDefences(ctx.orgId, { op, values: parseDefenceSettings(body) }),
+      );
+      res.json({ details: renderDetails(details) } satisfies DetailsResponse);
+    });
+  router.post('/v1/policies/defences', ...write('add'));
+  router.put('/v1/policies/defences', ...write('update'));
+  router.delete(
+    '/v1/policies/defences',
+    ...t.plain('policy.delete', async (_req, res, ctx) => {
+      const details = await audited(
+        audit,
+        { action: 'defences.org.reset', principal: ctx.principal, orgId: ctx.orgId },
+        () => engine.writeOrgDefences(ctx.orgId, { op: 'remove' }),
+      );
+      res.json({ details: renderDetails(details) } satisfies DetailsResponse);
+    }),
+  );
 }
 
 // ---- users ------------------------------------------------------------------------------
@@ -521,8 +568,15 @@ export function createChecksRouter(options: ChecksRouterOptions): Router {
     userId: string,
     factor: Factor,
     evaluate: Evaluate,
+    checkOptions?: CheckOptions,
   ): Promise<CheckResult> =>
-    engine.check(orgId, userId, factor, () => evaluate(makeSubject(engine.instanceId, orgId, userId)));
+    engine.check(
+      orgId,
+      userId,
+      factor,
+      () => evaluate(makeSubject(engine.instanceId, orgId, userId)),
+      checkOptions,
+    );
 
   /** A check route: its body (`schema`: userId, then the credential's fields) and the evaluation of a parsed body. */
   const checkRoute = <Fields extends { userId: string }>(
@@ -537,7 +591,15 @@ export function createChecksRouter(options: ChecksRouterOptions): Router {
       const started = process.hrtime.bigint();
       let outcome: ObservedCheckOutcome = 'error';
       try {
-        const result = await runCheck(ctx.orgId, userId, factor, evaluate);
+        // The password itself goes to the engine only for repeat-password forgiveness (keyed hash).
+        const password = factor === 'password' ? (body as { password?: unknown }).password : undefined;
+        const result = await runCheck(
+          ctx.orgId,
+          userId,
+          factor,
+          evaluate,
+          typeof password === 'string' ? { password } : undefined,
+        );
         outcome = result.outcome;
         switch (result.outcome) {
           case 'success':

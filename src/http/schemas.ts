@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { GrpcCode, InvalidArgumentError } from '../core/errors';
 import { MAX_SETTING_VALUE, SETTING_VALUE_STRING } from '../core/settings';
 import { FACTORS, LONE_SURROGATE, MAX_ID_LENGTH } from '../core/subjects';
+import { DefenceSettingsBody, DefenceSettingsRequest } from './defence-schemas';
 import { CREDENTIALS_CHECK_ERROR_TYPE, ERROR_DETAIL_TYPE } from './errors';
 
 /**
@@ -160,6 +161,7 @@ export const REQUEST_BODIES = {
   TotpCheckRequest,
   CodeCheckRequest,
   AttemptRequest,
+  DefenceSettingsRequest,
 } as const;
 
 export type RequestBodyName = keyof typeof REQUEST_BODIES;
@@ -331,6 +333,9 @@ export const UserLockoutBody = component(
     orgId: Id,
     state: z.enum(['USER_STATE_ACTIVE', 'USER_STATE_LOCKED']),
     lockedAt: DateTime.meta({ description: 'When the user was locked (USER_STATE_LOCKED only)' }).optional(),
+    lockedUntil: DateTime.meta({
+      description: 'Temporary lockout (defences): when the lock ends by itself; absent for a permanent lock',
+    }).optional(),
     failedAttempts: z.strictObject({
       password: Uint,
       totp: Uint,
@@ -354,6 +359,8 @@ export const LockedUsersBody = component(
 );
 
 component('Factor', Factor);
+/** `GET /v1/policies/defences` (issue 12). */
+component('DefenceSettings', DefenceSettingsBody);
 
 /** A successful check (a success resets the factor's counter: it is never locked). */
 export const CheckSuccessBody = component(
