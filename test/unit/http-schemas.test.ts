@@ -101,6 +101,7 @@ describe('the OpenAPI request schemas are generated from the handlers’ schemas
         [
           'Attempt',
           'CheckSuccess',
+          'DefenceSettings',
           'Details',
           'DetailsResponse',
           'DetailsV2',
