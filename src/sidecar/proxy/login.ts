@@ -117,6 +117,8 @@ export function createLogin(ctx: LoginContext): Login {
     const started = process.hrtime.bigint();
     let orgId: string | undefined;
     let userId: string | undefined;
+    /** The login's password, when the route names its field (repeat-password forgiveness). */
+    let password: string | undefined;
     const done = (outcome: ProxyLoginOutcome, status: number): void =>
       report({
         route: route.path,
@@ -162,6 +164,7 @@ export function createLogin(ctx: LoginContext): Login {
     try {
       const request = new LoginRequest(req, body, target, params);
       userId = request.value(route.user, 'userId');
+      if (route.password !== undefined) password = request.password(route.password);
       const org = route.org;
       if (org === undefined) orgId = engine.instanceId;
       else if ('fixed' in org) orgId = org.fixed;
@@ -234,7 +237,11 @@ export function createLogin(ctx: LoginContext): Login {
       if (settled) return undefined;
       settled = true;
       try {
-        return await engine.settle(reservation, verdict);
+        return await engine.settle(
+          reservation,
+          verdict,
+          verdict === 'failure' && password !== undefined ? { password } : undefined,
+        );
       } catch (error) {
         logger.warn(
           { orgId, userId, factor: route.factor, verdict, error: errorCode(error) },
