@@ -919,8 +919,12 @@ export class LockoutEngine {
         : { outcome: 'failure', failedAttempts: 0, locked: false, enforced: false, storeError: s.storeError };
     }
     if (ok) {
-      if (s.locked)
-        return { outcome: 'locked', lockedAt: (await this.getUserStatus(orgId, userId)).lockedAt ?? 0 };
+      if (s.locked) {
+        const status = await this.getUserStatus(orgId, userId);
+        return status.lockedUntil === undefined
+          ? { outcome: 'locked', lockedAt: status.lockedAt ?? 0 }
+          : { outcome: 'locked', lockedAt: status.lockedAt ?? 0, lockedUntil: status.lockedUntil };
+      }
       return { outcome: 'success', failedAttempts: 0, locked: false };
     }
     return { outcome: 'failure', failedAttempts: s.failedAttempts, locked: s.locked };
