@@ -261,3 +261,59 @@ describe('configuration of the defences', () => {
     expect(JSON.stringify(maskConfig(config))).not.toContain(KEY);
   });
 });
+
+describe('sidecar audit log of the defences', () => {
+  it('logs forgiven repeats, locks with lockedUntil and automatic unlocks, never the password or the key', async () => {
+    const lines: string[] = [];
+    const logger = createLogger('info', { write: (line: string) => void lines.push(line) });
+    const hash = await hashPassword('right', TEST_ARGON2);
+    const sidecar = await startSidecar(
+      parseConfig({
+        server: { port: 0 },
+        instance: { id: 'def-audit', maxPasswordAttempts: 3, maxOtpAttempts: 3 },
+        password: { argon2: TEST_ARGON2 },
+        auth: {
+          tokens: [
+            { name: 'auditor', token: ADMIN, org: 'org-a', orgs: ['*'], permissions: [...PERMISSIONS] },
+          ],
+        },
+        defences: {
+          temporaryLockout: { enabled: true, durationMs: 200, maxDurationMs: 200 },
+          repeatPassword: { enabled: true, key: KEY },
+        },
+      }),
+      { logger },
+    );
+    try {
+      const check = (password: string) =>
+        postJson(
+          sidecar.url,
+          '/v1/checks/password',
+          { userId: 'ada', password, encodedHash: hash },
+          { authorization: `Bearer ${ADMIN}` },
+        );
+      await check('Secret-Guess-1');
+      await check('Secret-Guess-1');
+      await check('Secret-Guess-2');
+      await check('Secret-Guess-3');
+      await until(async () => (await check('right')).status === 200, 'unlocked');
+      const audit = lines
+        .map((l) => JSON.parse(l) as Record<string, unknown>)
+        .filter((r) => r.audit === true);
+      expect(audit).toContainEqual(
+        expect.objectContaining({ action: 'check.forgiven', principal: 'auditor', userId: 'ada' }),
+      );
+      const lock = audit.find((r) => r.action === 'user.lock');
+      expect(lock).toMatchObject({ reason: 'failures', userId: 'ada' });
+      expect(typeof lock?.lockedUntil).toBe('string');
+      expect(audit).toContainEqual(
+        expect.objectContaining({ action: 'user.unlock', reason: 'automatic', userId: 'ada' }),
+      );
+      const all = lines.join('\n');
+      expect(all).not.toContain('Secret-Guess');
+      expect(all).not.toContain(KEY);
+    } finally {
+      await sidecar.close();
+    }
+  });
+});
