@@ -1,4 +1,5 @@
 import { createHmac } from 'node:crypto';
+import type { DeviceTokenConfig } from './device-token';
 import type { StoreDefences } from './store';
 import type { Subject } from './subjects';
 
@@ -10,6 +11,11 @@ import type { Subject } from './subjects';
  *   - temporaryLockout (Okta, Keycloak, Cognito): a lock made by failures ends by itself after
  *     durationMs × 2^(n−1) (n = consecutive locks, reset by a success, an admin unlock or a
  *     password change), at most maxDurationMs. Admin locks stay permanent.
+ *   - deviceCookies (OWASP device cookies): after a success lockgate issues a device token bound
+ *     to (instance, org, user) (core/device-token.ts); a check with a valid one counts on that
+ *     device's own scope and locks only it; checks without one share the user's untrusted scope,
+ *     whose lock locks only them. An admin lock locks every scope; an unlock clears every scope; a
+ *     password change resets every scope. At most maxDevices device scopes per user.
  *   - repeatPassword (Entra smart lockout): a wrong password that is one of the user's last
  *     `remember` wrong passwords is not counted again. The store keeps keyed hashes
  *     (HMAC-SHA256 with the instance's key, truncated to 128 bits) — never the passwords.
@@ -40,10 +46,18 @@ export interface RepeatPasswordValues {
   readonly remember: number;
 }
 
+/** Device cookies: a check with a valid device token counts on that device's own scope. */
+export interface DeviceCookiesValues {
+  readonly enabled: boolean;
+  /** Most device scopes kept per user (the least recently used unlocked one is forgotten past it). */
+  readonly maxDevices: number;
+}
+
 /** The non-secret values of the defences: what an org may set and what the API answers. */
 export interface DefenceValues {
   readonly temporaryLockout?: TemporaryLockoutValues;
   readonly repeatPassword?: RepeatPasswordValues;
+  readonly deviceCookies?: DeviceCookiesValues;
 }
 
 /** The instance's defences, resolved: the values and the secrets that go with them. */
@@ -51,10 +65,12 @@ export interface DefencesConfig {
   readonly values: DefenceValues;
   /** HMAC key of repeat-password forgiveness (from the instance configuration only). */
   readonly repeatPasswordKey?: Buffer;
+  /** Device tokens' keys (the first signs, all verify) and their maximum age. */
+  readonly deviceTokens?: DeviceTokenConfig;
 }
 
 /** The defence names, in the order they are rendered. */
-export const DEFENCE_NAMES = ['temporaryLockout', 'repeatPassword'] as const;
+export const DEFENCE_NAMES = ['temporaryLockout', 'repeatPassword', 'deviceCookies'] as const;
 export type DefenceName = (typeof DEFENCE_NAMES)[number];
 
 export const DEFAULT_TEMPORARY_LOCKOUT: TemporaryLockoutValues = Object.freeze({
@@ -63,6 +79,9 @@ export const DEFAULT_TEMPORARY_LOCKOUT: TemporaryLockoutValues = Object.freeze({
   maxDurationMs: 86_400_000,
 });
 export const DEFAULT_REPEAT_PASSWORD: RepeatPasswordValues = Object.freeze({ enabled: false, remember: 5 });
+export const DEFAULT_DEVICE_COOKIES: DeviceCookiesValues = Object.freeze({ enabled: false, maxDevices: 10 });
+/** The most device scopes a user may keep. */
+export const MAX_DEVICES = 100;
 /** The most wrong passwords remembered per user (bounded state: 22 bytes each). */
 export const MAX_REMEMBERED = 20;
 /** Bounds of a lock's length: 100 ms (tests use a few hundred) to 1 year. */
@@ -85,6 +104,7 @@ export function effectiveDefences(
   return {
     temporaryLockout: org?.temporaryLockout ?? instance.temporaryLockout ?? DEFAULT_TEMPORARY_LOCKOUT,
     repeatPassword: org?.repeatPassword ?? instance.repeatPassword ?? DEFAULT_REPEAT_PASSWORD,
+    deviceCookies: org?.deviceCookies ?? instance.deviceCookies ?? DEFAULT_DEVICE_COOKIES,
   };
 }
 
@@ -101,8 +121,11 @@ export function storeDefencesOf(
   const rp = values.repeatPassword;
   const lockMs = tl.enabled ? tl.durationMs : 0;
   const remember = rp.enabled && config.repeatPasswordKey !== undefined ? rp.remember : 0;
-  if (lockMs === 0 && remember === 0) return undefined;
-  return { lockMs, maxLockMs: tl.enabled ? Math.max(tl.durationMs, tl.maxDurationMs) : 0, remember };
+  const dc = values.deviceCookies;
+  const maxDevices = dc.enabled && config.deviceTokens !== undefined ? dc.maxDevices : 0;
+  if (lockMs === 0 && remember === 0 && maxDevices === 0) return undefined;
+  const d = { lockMs, maxLockMs: tl.enabled ? Math.max(tl.durationMs, tl.maxDurationMs) : 0, remember };
+  return maxDevices > 0 ? { ...d, maxDevices } : d;
 }
 
 /**
@@ -130,6 +153,10 @@ export function canonicalDefences(values: DefenceValues): string {
   if (values.repeatPassword) {
     const r = values.repeatPassword;
     out.repeatPassword = { enabled: r.enabled, remember: r.remember };
+  }
+  if (values.deviceCookies) {
+    const d = values.deviceCookies;
+    out.deviceCookies = { enabled: d.enabled, maxDevices: d.maxDevices };
   }
   return JSON.stringify(out);
 }

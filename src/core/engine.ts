@@ -42,7 +42,17 @@ import {
   type SettleOutcome,
   type SettleResult,
 } from './store';
-import { makeSubject, validateFactor, validateId, type Factor, type Limits, type Subject } from './subjects';
+import { issueDeviceToken, verifyDeviceToken } from './device-token';
+import {
+  makeSubject,
+  SCOPE,
+  UNTRUSTED_SCOPE,
+  validateFactor,
+  validateId,
+  type Factor,
+  type Limits,
+  type Subject,
+} from './subjects';
 
 export interface LockoutEngineOptions {
   /** Where state is kept. */
@@ -122,6 +132,8 @@ export type LockoutEvent =
       /** Temporary lockout: when this lock ends by itself (absent: permanent), and when it began. */
       lockedUntil?: number;
       lockedAt?: number;
+      /** Device cookies: the scope locked (`untrusted`, `device:<id>`); absent: the user. */
+      scope?: string;
     }
   /** `reason` 'automatic': a temporary lock ended (absent: an admin unlock, as before defences). */
   | { type: 'unlock'; org: string; user: string; reason?: 'automatic'; lockedAt?: number }
@@ -159,6 +171,8 @@ export interface Settlement {
   readonly locked: boolean;
   /** Repeat-password forgiveness: this failure was not counted (defences only). */
   readonly forgiven?: true;
+  /** Device cookies: a success's device token for the client. */
+  readonly deviceToken?: string;
   /** false: nothing was counted because the store could not be reached (fail-open). */
   readonly enforced?: false;
   /** The store error (fail-open only). */
@@ -175,7 +189,13 @@ interface Unenforced {
 }
 
 export type CheckResult =
-  | ({ readonly outcome: 'success'; readonly failedAttempts: 0; readonly locked: false } & Unenforced)
+  | ({
+      readonly outcome: 'success';
+      readonly failedAttempts: 0;
+      readonly locked: false;
+      /** Device cookies: the device token to hand to the client (set it as a cookie). */
+      readonly deviceToken?: string;
+    } & Unenforced)
   | ({ readonly outcome: 'failure'; readonly failedAttempts: number; readonly locked: boolean } & Unenforced)
   | { readonly outcome: 'locked'; readonly lockedAt: number; readonly lockedUntil?: number }
   | { readonly outcome: 'busy'; readonly retryAfterMs: number };
@@ -187,6 +207,12 @@ export interface CheckOptions {
    * wrong one is remembered as a keyed hash, and trying it again is not counted again.
    */
   readonly password?: string;
+  /**
+   * Device cookies: the client's device token (a cookie, or a field the auth service passes). A
+   * valid one for this user counts the check on that device's scope; anything else (absent,
+   * invalid, expired, another user's) counts on the user's untrusted scope.
+   */
+  readonly deviceToken?: string;
 }
 
 /** The defence settings that apply to an org (no secrets), as lockout settings are rendered. */
@@ -200,6 +226,20 @@ export interface EffectiveDefences {
   readonly details: Details;
 }
 
+export interface ScopeStatus {
+  /** `untrusted` (clients without a valid device token) or `device:<device id>`. */
+  readonly scope: string;
+  readonly locked: boolean;
+  readonly lockedAt?: number;
+  readonly lockedUntil?: number;
+  readonly failedAttempts: Readonly<Record<Factor, number>>;
+}
+
+/** A store scope (`u`, `d<id>`) as the API names it (`untrusted`, `device:<id>`). */
+export function scopeName(scope: string): string {
+  return scope === UNTRUSTED_SCOPE ? 'untrusted' : `device:${scope.slice(1)}`;
+}
+
 export interface UserStatus {
   readonly userId: string;
   readonly orgId: string;
@@ -207,6 +247,8 @@ export interface UserStatus {
   readonly lockedAt?: number;
   /** Temporary lockout: when the lock ends by itself (absent: not locked, or locked for good). */
   readonly lockedUntil?: number;
+  /** Device cookies: the user's scopes (`untrusted`, `device:<id>`) and their state. */
+  readonly scopes?: readonly ScopeStatus[];
   readonly failedAttempts: Readonly<Record<Factor, number>>;
   readonly settings: EffectiveSettings;
 }
@@ -495,6 +537,7 @@ export class LockoutEngine {
     const inherited = {
       temporaryLockout: own?.values.temporaryLockout === undefined,
       repeatPassword: own?.values.repeatPassword === undefined,
+      deviceCookies: own?.values.deviceCookies === undefined,
     };
     if (own === null) return this.getInstanceDefences();
     return {
@@ -516,7 +559,7 @@ export class LockoutEngine {
     this.defenceStore();
     return {
       values: effectiveDefences(this.defences?.values ?? {}, undefined),
-      inherited: { temporaryLockout: true, repeatPassword: true },
+      inherited: { temporaryLockout: true, repeatPassword: true, deviceCookies: true },
       isDefault: true,
       resourceOwnerType: 'RESOURCE_OWNER_TYPE_INSTANCE',
       details: { sequence: 0, resourceOwner: this.instanceId },
@@ -532,6 +575,12 @@ export class LockoutEngine {
   async writeOrgDefences(org: string, change: DefenceSettingsChange): Promise<Details> {
     validateId(org, 'orgId');
     const store = this.defenceStore();
+    if (change.op !== 'remove' && change.values.deviceCookies?.enabled && !this.defences?.deviceTokens) {
+      throw new FailedPreconditionError(
+        'Errors.Defences.KeyMissing',
+        'deviceCookies needs keys in the instance configuration (defences.deviceCookies.keys)',
+      );
+    }
     if (
       change.op !== 'remove' &&
       change.values.repeatPassword?.enabled &&
@@ -585,16 +634,23 @@ export class LockoutEngine {
    * compensated by a release of the same nonce, retried until its lease ends. Then, fail-closed:
    * StoreUnavailableError; fail-open: an unenforced reservation (`enforced: false`).
    */
-  async reserve(orgId: string, userId: string, factor: Factor): Promise<ReserveOutcome> {
-    const subject = this.subject(orgId, userId);
+  async reserve(
+    orgId: string,
+    userId: string,
+    factor: Factor,
+    options?: CheckOptions,
+  ): Promise<ReserveOutcome> {
+    const user = this.subject(orgId, userId);
     validateFactor(factor);
     let limits: Limits;
     try {
-      limits = await this.limits(subject.org);
+      limits = await this.limits(user.org);
     } catch (error) {
       // Nothing was sent to the store: nothing to compensate.
-      return this.reserveWithoutStore(subject, factor, error);
+      return this.reserveWithoutStore(user, factor, error);
     }
+    // Device cookies: the check counts on the device's scope, or on the untrusted one.
+    const subject = (limits.defences?.maxDevices ?? 0) > 0 ? this.scopeOf(user, options?.deviceToken) : user;
     const nonce = newNonce();
     let r: ReserveResult;
     try {
@@ -623,6 +679,23 @@ export class LockoutEngine {
         : { status: 'locked', lockedAt: r.lockedAt, lockedUntil: r.lockedUntil };
     }
     return { status: 'busy', retryAfterMs: r.retryAfterMs };
+  }
+
+  /** Device cookies: the scope a check of `user` counts on, from its device token. */
+  private scopeOf(user: Subject, deviceToken: string | undefined): Subject {
+    const tokens = this.defences?.deviceTokens;
+    const device =
+      tokens && deviceToken !== undefined ? verifyDeviceToken(tokens, user, deviceToken) : undefined;
+    return { ...user, scope: device === undefined ? UNTRUSTED_SCOPE : `d${device}` };
+  }
+
+  /** Device cookies: the token a success of `subject` hands out (the same device id, refreshed). */
+  private deviceTokenFor(subject: Subject): string | undefined {
+    const tokens = this.defences?.deviceTokens;
+    if (tokens === undefined || subject.scope === undefined) return undefined;
+    const user = { instance: subject.instance, org: subject.org, user: subject.user };
+    const device = subject.scope === UNTRUSTED_SCOPE ? undefined : subject.scope.slice(1);
+    return issueDeviceToken(tokens, user, device).token;
   }
 
   /** G4 for a reserve that failed: rethrow (fail-closed), or admit an unenforced reservation. */
@@ -701,7 +774,7 @@ export class LockoutEngine {
     expiresAt: number | undefined,
     password?: string,
   ): Promise<Settlement | undefined> {
-    const subject = this.subject(ref.org, ref.user);
+    const subject = this.refSubject(ref);
     let r: SettleResult;
     try {
       // writeSettle inlined: every check settles here, and each extra async hop costs a tick.
@@ -766,10 +839,21 @@ export class LockoutEngine {
         reason: 'failures',
         factor: ref.factor,
         ...(r.lockedUntil !== undefined ? { lockedAt: r.lockedAt, lockedUntil: r.lockedUntil } : {}),
+        ...(subject.scope !== undefined ? { scope: scopeName(subject.scope) } : {}),
       });
-    return r.forgiven === true
-      ? { failedAttempts: r.failedAttempts, locked: r.locked, forgiven: true }
-      : { failedAttempts: r.failedAttempts, locked: r.locked };
+    if (r.forgiven === true) return { failedAttempts: r.failedAttempts, locked: r.locked, forgiven: true };
+    if (outcome === 'success' && !r.locked && subject.scope !== undefined) {
+      const deviceToken = this.deviceTokenFor(subject);
+      if (deviceToken !== undefined)
+        return { failedAttempts: r.failedAttempts, locked: r.locked, deviceToken };
+    }
+    return { failedAttempts: r.failedAttempts, locked: r.locked };
+  }
+
+  /** The subject of an attempt: its user, and its scope (device cookies) when it has one. */
+  private refSubject(ref: AttemptRef): Subject {
+    const user = this.subject(ref.org, ref.user);
+    return ref.scope === undefined ? user : { ...user, scope: ref.scope };
   }
 
   /** One settle in the store; when it fails, the same settle is queued for compensation and the error rethrown. */
@@ -824,13 +908,7 @@ export class LockoutEngine {
     }
     const { ref, expiresAt } = reservation as AdmittedReservation;
     try {
-      await this.settleCompensated(
-        this.subject(ref.org, ref.user),
-        ref.factor,
-        ref.nonce,
-        'release',
-        expiresAt,
-      );
+      await this.settleCompensated(this.refSubject(ref), ref.factor, ref.nonce, 'release', expiresAt);
     } catch {
       // Queued for compensation by settleCompensated: it is retried until the lease ends.
     }
@@ -872,7 +950,7 @@ export class LockoutEngine {
     evaluate: () => Promise<boolean> | boolean,
     options?: CheckOptions,
   ): Promise<CheckResult> {
-    const r = await this.reserve(orgId, userId, factor);
+    const r = await this.reserve(orgId, userId, factor, options);
     if (r.status === 'locked') {
       return r.lockedUntil === undefined
         ? { outcome: 'locked', lockedAt: r.lockedAt }
@@ -925,7 +1003,9 @@ export class LockoutEngine {
           ? { outcome: 'locked', lockedAt: status.lockedAt ?? 0 }
           : { outcome: 'locked', lockedAt: status.lockedAt ?? 0, lockedUntil: status.lockedUntil };
       }
-      return { outcome: 'success', failedAttempts: 0, locked: false };
+      return s.deviceToken !== undefined
+        ? { outcome: 'success', failedAttempts: 0, locked: false, deviceToken: s.deviceToken }
+        : { outcome: 'success', failedAttempts: 0, locked: false };
     }
     return { outcome: 'failure', failedAttempts: s.failedAttempts, locked: s.locked };
   }
@@ -962,11 +1042,28 @@ export class LockoutEngine {
   async getUserStatus(orgId: string, userId: string): Promise<UserStatus> {
     const subject = this.subject(orgId, userId);
     const settings = await this.getEffectiveSettings(subject.org);
-    const state = await this.store.getUser(
-      subject,
-      this.defences === undefined ? settings : await this.limits(subject.org),
-    );
+    const limits = this.defences === undefined ? settings : await this.limits(subject.org);
+    const state = await this.store.getUser(subject, limits);
     this.endedLock(subject, state.expiredLockAt);
+    const scopes =
+      state.scopes === undefined
+        ? undefined
+        : await Promise.all(
+            state.scopes
+              .filter((sc) => SCOPE.test(sc))
+              .map(async (sc): Promise<ScopeStatus> => {
+                const scoped = { ...subject, scope: sc };
+                const st = await this.store.getUser(scoped, limits);
+                this.endedLock(subject, st.expiredLockAt);
+                return {
+                  scope: scopeName(sc),
+                  locked: st.locked,
+                  ...(st.lockedAt !== undefined ? { lockedAt: st.lockedAt } : {}),
+                  ...(st.lockedUntil !== undefined ? { lockedUntil: st.lockedUntil } : {}),
+                  failedAttempts: st.failed,
+                };
+              }),
+          );
     return {
       userId: subject.user,
       orgId: subject.org,
@@ -975,7 +1072,15 @@ export class LockoutEngine {
       ...(state.lockedUntil !== undefined ? { lockedUntil: state.lockedUntil } : {}),
       failedAttempts: state.failed,
       settings,
+      ...(scopes !== undefined ? { scopes } : {}),
     };
+  }
+
+  /** Device cookies: the user's scopes recorded in the store (none without device cookies). */
+  private async scopesOf(subject: Subject, limits: Limits): Promise<Subject[]> {
+    if (this.defences?.deviceTokens === undefined) return [];
+    const state = await this.store.getUser(subject, limits);
+    return (state.scopes ?? []).filter((sc) => SCOPE.test(sc)).map((sc) => ({ ...subject, scope: sc }));
   }
 
   /** Admin lock. NotChangedError when the user is locked already. */
@@ -990,15 +1095,27 @@ export class LockoutEngine {
   /** Admin unlock: clears the lock and resets all counters. NotChangedError when not locked. */
   async unlockUser(orgId: string, userId: string): Promise<void> {
     const subject = this.subject(orgId, userId);
-    const r = await this.store.unlock(subject, await this.limits(subject.org), this.config.leaseMs);
-    if (!r.changed) throw new NotChangedError('Errors.User.NotLocked', 'User is not locked');
+    const limits = await this.limits(subject.org);
+    // Device cookies: an unlock clears every scope (a locked scope counts as the user locked).
+    const scopes = await this.scopesOf(subject, limits);
+    const r = await this.store.unlock(subject, limits, this.config.leaseMs);
+    let changed = r.changed;
+    for (const scoped of scopes) {
+      if ((await this.store.unlock(scoped, limits, this.config.leaseMs, true)).changed) changed = true;
+    }
+    if (!changed) throw new NotChangedError('Errors.User.NotLocked', 'User is not locked');
     this.onEvent({ type: 'unlock', org: subject.org, user: subject.user });
   }
 
   /** The user's password was changed or reset: its password counter restarts; a lock stays. */
   async passwordChanged(orgId: string, userId: string): Promise<void> {
     const subject = this.subject(orgId, userId);
-    await this.store.resetFactor(subject, 'password', await this.limits(subject.org), this.config.leaseMs);
+    const limits = await this.limits(subject.org);
+    await this.store.resetFactor(subject, 'password', limits, this.config.leaseMs);
+    // Device cookies: every scope's password counter restarts too.
+    for (const scoped of await this.scopesOf(subject, limits)) {
+      await this.store.resetFactor(scoped, 'password', limits, this.config.leaseMs);
+    }
   }
 
   /** Locked users of an org, by user id. */
@@ -1013,7 +1130,18 @@ export class LockoutEngine {
       );
     }
     if (options.cursor !== undefined) validateId(options.cursor, 'cursor');
-    return this.store.listLocked(this.instanceId, org, await this.limits(org), limit, options.cursor);
+    const page = await this.store.listLocked(
+      this.instanceId,
+      org,
+      await this.limits(org),
+      limit,
+      options.cursor,
+    );
+    if (!page.users.some((u) => u.scope !== undefined)) return page;
+    return {
+      ...page,
+      users: page.users.map((u) => (u.scope === undefined ? u : { ...u, scope: scopeName(u.scope) })),
+    };
   }
 
   /**
@@ -1041,7 +1169,10 @@ class AdmittedReservation implements Reservation {
     nonce: string,
     readonly expiresAt: number,
   ) {
-    this.ref = { org: subject.org, user: subject.user, factor, nonce };
+    this.ref =
+      subject.scope === undefined
+        ? { org: subject.org, user: subject.user, factor, nonce }
+        : { org: subject.org, user: subject.user, factor, nonce, scope: subject.scope };
   }
 
   get orgId(): string {

@@ -61,6 +61,16 @@ import type { Factor, Limits, Subject } from './subjects';
  *     all the same); else the failure counts and the key is remembered (the oldest dropped past
  *     `remember`). Decided in the settle's own step, so two parallel repeats count once. Cleared
  *     by a password success, an unlock (admin or automatic) and resetFactor('password').
+ *   - device cookies (`maxDevices` > 0; `subject.scope` set by the engine): a scoped operation acts
+ *     on the scope's own state — its counters, lock, reservations, tombstones, temporary lock and
+ *     remembered keys, under every rule above, so G1 holds per scope — and, in the same step,
+ *     reads the user's own state: a reserve of any scope is refused `locked` while the user is
+ *     locked (an admin lock locks every scope). A scoped reserve also records the scope in the
+ *     user's own state (getUser of the user answers `scopes`), keeping at most `maxDevices` device
+ *     scopes: past it the least recently used device scope that is not locked is forgotten with
+ *     its state (the untrusted scope `u` is never forgotten). Locked scopes are listed by
+ *     listLocked with their scope. unlock with `force` clears a scope's state even when it is not
+ *     locked (an admin unlock of the user clears every scope).
  */
 export interface AttemptStore {
   /**
@@ -113,7 +123,7 @@ export interface AttemptStore {
    * `unknown`). Afterwards the user is active with nothing counted or in flight.
    * `changed: false` when it was not locked (nothing is cleared then).
    */
-  unlock(subject: Subject, limits: Limits, leaseMs: number): Promise<{ changed: boolean }>;
+  unlock(subject: Subject, limits: Limits, leaseMs: number, force?: boolean): Promise<{ changed: boolean }>;
 
   /**
    * Resets one factor's counter without touching the lock (password changed), after applying
@@ -230,6 +240,8 @@ export interface StoreDefences {
   readonly lockMs: number;
   readonly maxLockMs: number;
   readonly remember: number;
+  /** Device cookies: most device scopes kept per user (0 or absent = off; see AttemptStore). */
+  readonly maxDevices?: number;
 }
 
 /** What a settle may carry for the defences. */
@@ -403,11 +415,18 @@ export interface UserState extends DefenceAnswer {
   readonly lockedAt?: number;
   /** When a temporary lock ends (absent: not locked, or locked for good). */
   readonly lockedUntil?: number;
+  /** Device cookies: the user's scopes (getUser of the user's own state only). */
+  readonly scopes?: readonly string[];
   readonly failed: Readonly<Record<Factor, number>>;
 }
 
 export interface LockedPage {
-  readonly users: ReadonlyArray<{ readonly userId: string; readonly lockedAt: number }>;
+  /** `scope`: device cookies, the locked scope (absent: the user's own lock). */
+  readonly users: ReadonlyArray<{
+    readonly userId: string;
+    readonly lockedAt: number;
+    readonly scope?: string;
+  }>;
   readonly nextCursor?: string;
 }
 
@@ -435,3 +454,38 @@ export type WriteSettingsResult =
       readonly changeDate: number;
     }
   | { readonly status: 'exists' | 'not_found' | 'not_changed' };
+
+/**
+ * Device cookies: the member of the org's locked-users index (and pending set) that stands for a
+ * subject — its user id, and `\u0000<scope>` for a scope (an id never holds a control character,
+ * so members cannot collide, and a user's members sort together, right after its own).
+ */
+export function indexMember(s: Subject): string {
+  return s.scope === undefined ? s.user : `${s.user}\u0000${s.scope}`;
+}
+
+/** The user id and scope of an index member. */
+export function parseIndexMember(member: string): { user: string; scope?: string } {
+  const i = member.indexOf('\u0000');
+  return i < 0 ? { user: member } : { user: member.slice(0, i), scope: member.slice(i + 1) };
+}
+
+/**
+ * A page of the locked-users listing from sorted index members (those after the cursor): the
+ * first `limit`, never splitting one user's members (its own lock and its scopes') across pages —
+ * a page ends before the user that straddles it, or, when that user alone fills it, with all of
+ * that user's members. `more`: members remain after the page. Without scopes this is exactly the
+ * first `limit` members.
+ */
+export function pageOfMembers(members: readonly string[], limit: number): { page: string[]; more: boolean } {
+  if (members.length <= limit) return { page: [...members], more: false };
+  const userAt = (i: number) => parseIndexMember(members[i]!).user;
+  const boundary = userAt(limit);
+  let end = limit;
+  if (userAt(limit - 1) === boundary) {
+    const start = members.findIndex((m) => parseIndexMember(m).user === boundary);
+    if (start > 0) end = start;
+    else while (end < members.length && userAt(end) === boundary) end++;
+  }
+  return { page: members.slice(0, end), more: end < members.length };
+}

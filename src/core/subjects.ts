@@ -10,7 +10,17 @@ export interface Subject {
   readonly instance: string;
   readonly org: string;
   readonly user: string;
+  /**
+   * Device cookies (issue 12): the user's scope whose state this is — `u` (clients without a
+   * valid device token) or `d<deviceId>` (one device). Absent: the user's own state, as always.
+   */
+  readonly scope?: string;
 }
+
+/** The scope of clients without a valid device token. */
+export const UNTRUSTED_SCOPE = 'u';
+/** A scope: `u`, or `d` followed by a device id (22 base64url characters). */
+export const SCOPE = /^(u|d[A-Za-z0-9_-]{22})$/;
 
 /** The lockout limits that apply to one check: 0 means "never lock" (counts still count). */
 export interface Limits {

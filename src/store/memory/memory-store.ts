@@ -2,6 +2,7 @@ import { timingSafeEqual } from 'node:crypto';
 import { canonicalDefences, parseStoredDefences, type DefenceRecord } from '../../core/defences';
 import { StoreUnavailableError } from '../../core/errors';
 import { integerOption } from '../../core/option-checks';
+import { indexMember, pageOfMembers, parseIndexMember } from '../../core/store';
 import type {
   CodeChannel,
   DefenceSettingsChange,
@@ -19,7 +20,14 @@ import type {
   UserState,
   WriteSettingsResult,
 } from '../../core/store';
-import { limitOf, zeroCounters, type Factor, type Limits, type Subject } from '../../core/subjects';
+import {
+  limitOf,
+  UNTRUSTED_SCOPE,
+  zeroCounters,
+  type Factor,
+  type Limits,
+  type Subject,
+} from '../../core/subjects';
 
 export interface MemoryStoreOptions {
   /** Clock in ms since the epoch (tests). Default Date.now. */
@@ -86,6 +94,8 @@ class UserRecord {
   codes: Map<CodeChannel, { hash: Buffer; expiresAt: number }> | undefined = undefined;
   /** Defences (issue 12), undefined while unused: see the store port. */
   def: DefenceState | undefined = undefined;
+  /** Device cookies, on the user's own record: scope → last use, least recently used first. */
+  scopes: Map<string, number> | undefined = undefined;
 
   /** `lastWrite`: when the state was last written (idle expiry). */
   constructor(public lastWrite: number) {}
@@ -202,6 +212,16 @@ export class MemoryStore implements LockoutStore, DefenceSettingsStore {
         return this.answer(result);
       }
     }
+    if (subject.scope !== undefined) {
+      // Device cookies: the user's own lock (an admin lock) locks every scope.
+      const ended = this.ended;
+      const lockedAt = this.userLock(subject, limits, now);
+      this.ended = ended;
+      if (lockedAt !== undefined) {
+        if (rec) this.commit(subject, key, rec, applied);
+        return this.answer({ status: 'locked', lockedAt });
+      }
+    }
     rec ??= this.create(key, now);
     const expiresAt = now + leaseMs;
     const max = limitOf(factor, limits);
@@ -212,6 +232,11 @@ export class MemoryStore implements LockoutStore, DefenceSettingsStore {
         : { factor, expiresAt, leaseMs, max },
     );
     this.commit(subject, key, rec, true);
+    if (subject.scope !== undefined) {
+      const ended = this.ended;
+      this.useScope(subject, limits.defences?.maxDevices ?? 0, now);
+      this.ended = ended;
+    }
     return this.answer({ status: 'admitted', expiresAt });
   }
 
@@ -288,13 +313,13 @@ export class MemoryStore implements LockoutStore, DefenceSettingsStore {
     this.commit(subject, key, rec, this.sweep(subject, rec, limits, now));
     const failed = { ...(rec.failed ?? zeroCounters()) };
     const until = rec.def?.lockedUntil;
-    return this.answer(
+    const state: UserState =
       rec.lockedAt === undefined
         ? { locked: false, failed }
         : until !== undefined
           ? { locked: true, lockedAt: rec.lockedAt, lockedUntil: until, failed }
-          : { locked: true, lockedAt: rec.lockedAt, failed },
-    );
+          : { locked: true, lockedAt: rec.lockedAt, failed };
+    return this.answer(rec.scopes ? { ...state, scopes: [...rec.scopes.keys()] } : state);
   }
 
   async lock(subject: Subject, limits: Limits): Promise<{ changed: boolean; lockedAt: number }> {
@@ -316,24 +341,30 @@ export class MemoryStore implements LockoutStore, DefenceSettingsStore {
     return { changed: true, lockedAt: now };
   }
 
-  async unlock(subject: Subject, limits: Limits, leaseMs: number): Promise<{ changed: boolean }> {
+  async unlock(
+    subject: Subject,
+    limits: Limits,
+    leaseMs: number,
+    force = false,
+  ): Promise<{ changed: boolean }> {
     const now = this.now();
     const key = userKey(subject);
     const rec = this.load(key, now);
     if (!rec) return { changed: false };
     const applied = this.sweep(subject, rec, limits, now);
     this.ended = 0;
-    if (rec.lockedAt === undefined) {
+    const changed = rec.lockedAt !== undefined;
+    if (!changed && !force) {
       this.commit(subject, key, rec, applied);
       return { changed: false };
     }
+    if (changed) removeFrom(this.lockedIndex, orgKey(subject.instance, subject.org), memberOf(subject));
     rec.lockedAt = undefined;
     rec.failed = undefined;
     rec.def = undefined;
-    removeFrom(this.lockedIndex, orgKey(subject.instance, subject.org), subject.user);
     for (const id of [...(rec.res?.keys() ?? [])]) this.dropReservation(rec, id, now + leaseMs);
     this.commit(subject, key, rec, true);
-    return { changed: true };
+    return { changed };
   }
 
   async resetFactor(subject: Subject, factor: Factor, limits: Limits, leaseMs: number): Promise<void> {
@@ -365,17 +396,17 @@ export class MemoryStore implements LockoutStore, DefenceSettingsStore {
     const now = this.now();
     const ok = orgKey(instance, org);
     // Users whose expired leases may lock them although nobody read them since.
-    for (const user of [...(this.pendingIndex.get(ok) ?? [])]) {
-      const subject = { instance, org, user };
+    for (const member of [...(this.pendingIndex.get(ok) ?? [])]) {
+      const subject = subjectOfMember(instance, org, member);
       const key = userKey(subject);
       const rec = this.load(key, now);
       if (rec) this.commit(subject, key, rec, this.sweep(subject, rec, limits, now), false);
-      else removeFrom(this.pendingIndex, ok, user);
+      else removeFrom(this.pendingIndex, ok, member);
       if (rec?.pending && !rec.res) this.unlistPending(subject, rec);
     }
     // Temporary locks that have ended leave the listing (their users are unlocked now).
-    for (const user of [...(this.lockedIndex.get(ok) ?? [])]) {
-      const subject = { instance, org, user };
+    for (const member of [...(this.lockedIndex.get(ok) ?? [])]) {
+      const subject = subjectOfMember(instance, org, member);
       const key = userKey(subject);
       const rec = this.users.get(key);
       const until = rec?.def?.lockedUntil;
@@ -385,19 +416,23 @@ export class MemoryStore implements LockoutStore, DefenceSettingsStore {
       }
     }
     this.ended = 0;
-    const after = cursor === undefined ? undefined : Buffer.from(cursor, 'utf8');
+    // After the cursor's user and all of its scopes (members "<user>\u0000<scope>").
+    const after = cursor === undefined ? undefined : Buffer.from(`${cursor}\u0001`, 'utf8');
     const ids = [...(this.lockedIndex.get(ok) ?? [])]
       .map((u) => ({ u, b: Buffer.from(u, 'utf8') }))
-      .filter((x) => after === undefined || Buffer.compare(x.b, after) > 0)
+      .filter((x) => after === undefined || Buffer.compare(x.b, after) >= 0)
       .sort((x, y) => Buffer.compare(x.b, y.b))
       .map((x) => x.u);
-    const page = ids.slice(0, limit);
-    const users = page.map((userId) => ({
-      userId,
-      lockedAt: this.users.get(userKey({ instance, org, user: userId }))?.lockedAt ?? 0,
-    }));
+    const { page, more } = pageOfMembers(ids, limit);
+    const users = page.map((member) => {
+      const subject = subjectOfMember(instance, org, member);
+      const lockedAt = this.users.get(userKey(subject))?.lockedAt ?? 0;
+      return subject.scope === undefined
+        ? { userId: member, lockedAt }
+        : { userId: subject.user, lockedAt, scope: subject.scope };
+    });
     const last = page[page.length - 1];
-    return ids.length > limit && last !== undefined ? { users, nextCursor: last } : { users };
+    return more && last !== undefined ? { users, nextCursor: parseIndexMember(last).user } : { users };
   }
 
   async getSettings(instance: string, owner: Owner): Promise<SettingsRecord | null> {
@@ -602,8 +637,45 @@ export class MemoryStore implements LockoutStore, DefenceSettingsStore {
     def.lockedUntil = undefined;
     def.seen = undefined;
     tidyDef(rec);
-    removeFrom(this.lockedIndex, orgKey(subject.instance, subject.org), subject.user);
+    removeFrom(this.lockedIndex, orgKey(subject.instance, subject.org), memberOf(subject));
     return true;
+  }
+
+  /** Device cookies: the lockedAt of the user's own lock (the scope's user), else undefined. */
+  private userLock(scoped: Subject, limits: Limits, now: number): number | undefined {
+    const user = unscoped(scoped);
+    const key = userKey(user);
+    const rec = this.load(key, now);
+    if (!rec) return undefined;
+    this.commit(user, key, rec, this.sweep(user, rec, limits, now), false);
+    return rec.lockedAt;
+  }
+
+  /**
+   * Device cookies: records the scope's use on the user's own record, and forgets the least
+   * recently used device scope that is not locked when there are more than `maxDevices`.
+   */
+  private useScope(scoped: Subject, maxDevices: number, now: number): void {
+    const user = unscoped(scoped);
+    const key = userKey(user);
+    const rec = this.load(key, now) ?? this.create(key, now);
+    const scopes = (rec.scopes ??= new Map());
+    scopes.delete(scoped.scope!);
+    scopes.set(scoped.scope!, now);
+    let devices = 0;
+    for (const s of scopes.keys()) if (s !== UNTRUSTED_SCOPE) devices++;
+    for (const s of [...scopes.keys()]) {
+      if (devices <= maxDevices) break;
+      if (s === UNTRUSTED_SCOPE || s === scoped.scope) continue;
+      const victim = { ...user, scope: s };
+      const vkey = userKey(victim);
+      const vrec = this.users.get(vkey);
+      if (vrec?.lockedAt !== undefined || vrec?.res !== undefined) continue;
+      if (vrec) this.drop(victim, vkey, vrec);
+      scopes.delete(s);
+      devices--;
+    }
+    this.commit(user, key, rec, true);
   }
 
   /** Adds to an answer the lockedAt of a temporary lock that ended during this operation. */
@@ -652,7 +724,7 @@ export class MemoryStore implements LockoutStore, DefenceSettingsStore {
 
   private setLocked(subject: Subject, rec: UserRecord, now: number): void {
     rec.lockedAt = now;
-    addTo(this.lockedIndex, orgKey(subject.instance, subject.org), subject.user);
+    addTo(this.lockedIndex, orgKey(subject.instance, subject.org), memberOf(subject));
   }
 
   // ---- records: expiry, bound, eviction ------------------------------------------------
@@ -769,7 +841,7 @@ export class MemoryStore implements LockoutStore, DefenceSettingsStore {
     // the record goes, or when a listing finds nothing in flight): not twice per check.
     if (rec.res !== undefined && !rec.pending) {
       rec.pending = true;
-      addTo(this.pendingIndex, orgKey(subject.instance, subject.org), subject.user);
+      addTo(this.pendingIndex, orgKey(subject.instance, subject.org), memberOf(subject));
     }
     if (isEmpty(rec)) this.drop(subject, key, rec);
     else if (touch || !this.users.has(key)) {
@@ -786,7 +858,7 @@ export class MemoryStore implements LockoutStore, DefenceSettingsStore {
 
   private unlistPending(subject: Subject, rec: UserRecord): void {
     rec.pending = false;
-    removeFrom(this.pendingIndex, orgKey(subject.instance, subject.org), subject.user);
+    removeFrom(this.pendingIndex, orgKey(subject.instance, subject.org), memberOf(subject));
   }
 
   /** The purge timer: applies ended leases, drops expired state and empty records. */
@@ -864,8 +936,29 @@ function pruneTombs(tombs: Tombs, now: number): Tombs | undefined {
 
 function isEmpty(rec: UserRecord): boolean {
   return (
-    rec.lockedAt === undefined && !rec.failed && !rec.res && !rec.tomb && !rec.once && !rec.codes && !rec.def
+    rec.lockedAt === undefined &&
+    !rec.failed &&
+    !rec.res &&
+    !rec.tomb &&
+    !rec.once &&
+    !rec.codes &&
+    !rec.def &&
+    !rec.scopes
   );
+}
+
+function memberOf(s: Subject): string {
+  return indexMember(s);
+}
+
+function subjectOfMember(instance: string, org: string, member: string): Subject {
+  const { user, scope } = parseIndexMember(member);
+  return scope === undefined ? { instance, org, user } : { instance, org, user, scope };
+}
+
+/** The user a scope belongs to. */
+function unscoped(s: Subject): Subject {
+  return { instance: s.instance, org: s.org, user: s.user };
 }
 
 function defOf(rec: UserRecord): DefenceState {
@@ -900,7 +993,9 @@ function removeFrom(index: Map<string, Set<string>>, key: string, member: string
 // Keys are length-prefixed ("<instance length>:<org length>:<instance><org><user>"): unambiguous
 // for any strings, and several times cheaper than JSON on the hot path.
 function userKey(s: Subject): string {
-  return `${s.instance.length}:${s.org.length}:${s.instance}${s.org}${s.user}`;
+  const key = `${s.instance.length}:${s.org.length}:${s.instance}${s.org}${s.user}`;
+  // ids never hold a control character: a scope's key cannot be a user's
+  return s.scope === undefined ? key : `${key}\u0000${s.scope}`;
 }
 
 function subjectOf(key: string): Subject {
@@ -909,11 +1004,11 @@ function subjectOf(key: string): Subject {
   const i = Number(key.slice(0, a));
   const o = Number(key.slice(a + 1, b));
   const start = b + 1;
-  return {
-    instance: key.slice(start, start + i),
-    org: key.slice(start + i, start + i + o),
-    user: key.slice(start + i + o),
-  };
+  return subjectOfMember(
+    key.slice(start, start + i),
+    key.slice(start + i, start + i + o),
+    key.slice(start + i + o),
+  );
 }
 
 function orgKey(instance: string, org: string): string {

@@ -2,6 +2,7 @@ import { ReplyError, type Cluster, type Redis } from 'ioredis';
 import { canonicalDefences, parseStoredDefences, type DefenceRecord } from '../../core/defences';
 import { OptionError, StoreUnavailableError } from '../../core/errors';
 import { describeOptionValue, integerOption } from '../../core/option-checks';
+import { indexMember, pageOfMembers, parseIndexMember } from '../../core/store';
 import type {
   CodeChannel,
   DefenceSettingsChange,
@@ -136,7 +137,9 @@ function defenceFields(r: UserReply): { expiredLockAt?: number; lockedUntil?: nu
   };
 }
 
-type UserScript = (s: string, ...argv: Array<string | number>) => Promise<unknown>;
+type UserScript = (...keysAndArgv: Array<string | number>) => Promise<unknown>;
+
+type UserScriptName = 'lgReserve' | 'lgSettle' | 'lgGetUser' | 'lgLock' | 'lgUnlock' | 'lgReset';
 
 interface Scripts {
   lgReserve: UserScript;
@@ -145,6 +148,13 @@ interface Scripts {
   lgLock: UserScript;
   lgUnlock: UserScript;
   lgReset: UserScript;
+  /** The same scripts on a scope's hash and the user's own (device cookies: two keys). */
+  lgReserve2: UserScript;
+  lgSettle2: UserScript;
+  lgGetUser2: UserScript;
+  lgLock2: UserScript;
+  lgUnlock2: UserScript;
+  lgReset2: UserScript;
   lgIndexAdd(i: string, h: string, user: string, lockedAt: number): Promise<number>;
   lgIndexRemove(i: string, h: string, user: string, lockedAt: number): Promise<number>;
   lgPendingAdd(p: string, user: string, until: number, idleTtlMs: number): Promise<number>;
@@ -245,6 +255,12 @@ export class RedisStore implements LockoutStore, DefenceSettingsStore {
     define('lgLock', LOCK, 1);
     define('lgUnlock', UNLOCK, 1);
     define('lgReset', RESET, 1);
+    define('lgReserve2', RESERVE, 2);
+    define('lgSettle2', SETTLE, 2);
+    define('lgGetUser2', GET_USER, 2);
+    define('lgLock2', LOCK, 2);
+    define('lgUnlock2', UNLOCK, 2);
+    define('lgReset2', RESET, 2);
     define('lgIndexAdd', INDEX_ADD, 2);
     define('lgIndexRemove', INDEX_REMOVE, 2);
     define('lgPendingAdd', PENDING_ADD, 1);
@@ -263,7 +279,7 @@ export class RedisStore implements LockoutStore, DefenceSettingsStore {
     leaseMs: number,
     id: string,
   ): Promise<ReserveResult> {
-    const r = await this.user(subject, this.redis.lgReserve, limits, leaseMs, [factor, id]);
+    const r = await this.user(subject, 'lgReserve', limits, leaseMs, [factor, id]);
     const ended = r.ended > 0 ? { expiredLockAt: r.ended } : undefined;
     switch (r.status) {
       case 'admitted':
@@ -291,7 +307,7 @@ export class RedisStore implements LockoutStore, DefenceSettingsStore {
   ): Promise<SettleResult> {
     const r = await this.user(
       subject,
-      this.redis.lgSettle,
+      'lgSettle',
       limits,
       leaseMs,
       [factor, id, outcome, tombstone ? '1' : '0'],
@@ -309,22 +325,27 @@ export class RedisStore implements LockoutStore, DefenceSettingsStore {
   }
 
   async getUser(subject: Subject, limits: Limits): Promise<UserState> {
-    const r = await this.user(subject, this.redis.lgGetUser, limits, this.leaseHintMs, []);
+    const r = await this.user(subject, 'lgGetUser', limits, this.leaseHintMs, []);
     return stateOf(r);
   }
 
   async lock(subject: Subject, limits: Limits): Promise<{ changed: boolean; lockedAt: number }> {
-    const r = await this.user(subject, this.redis.lgLock, limits, this.leaseHintMs, []);
+    const r = await this.user(subject, 'lgLock', limits, this.leaseHintMs, []);
     return { changed: r.flag, lockedAt: r.lockedAt };
   }
 
-  async unlock(subject: Subject, limits: Limits, leaseMs: number): Promise<{ changed: boolean }> {
-    const r = await this.user(subject, this.redis.lgUnlock, limits, leaseMs, []);
+  async unlock(
+    subject: Subject,
+    limits: Limits,
+    leaseMs: number,
+    force = false,
+  ): Promise<{ changed: boolean }> {
+    const r = await this.user(subject, 'lgUnlock', limits, leaseMs, force ? ['1'] : []);
     return { changed: r.flag };
   }
 
   async resetFactor(subject: Subject, factor: Factor, limits: Limits, leaseMs: number): Promise<void> {
-    await this.user(subject, this.redis.lgReset, limits, leaseMs, [factor]);
+    await this.user(subject, 'lgReset', limits, leaseMs, [factor]);
   }
 
   /**
@@ -344,29 +365,44 @@ export class RedisStore implements LockoutStore, DefenceSettingsStore {
     await this.flushRetries(instance, org);
     await this.applyDuePending(instance, org, limits);
     const [key, atKey] = this.indexKeys(instance, org);
+    // Device cookies: a user's members (its own and its scopes') are at most maxDevices + 2, and a
+    // page never splits them (pageOfMembers): fetch enough to finish the last user's.
+    const group = limits.defences?.maxDevices ? limits.defences.maxDevices + 2 : 0;
+    // after the cursor's user and all of its scopes ("<user>\u0000<scope>" < "<user>\u0001")
     const ids = await this.run(() =>
-      this.redis.zrangebylex(key, cursor === undefined ? '-' : `(${cursor}`, '+', 'LIMIT', 0, limit + 1),
+      this.redis.zrangebylex(
+        key,
+        cursor === undefined ? '-' : `[${cursor}\u0001`,
+        '+',
+        'LIMIT',
+        0,
+        limit + 1 + group,
+      ),
     );
-    const page = ids.slice(0, limit);
+    const { page, more } = pageOfMembers(ids, limit);
     if (page.length === 0) return { users: [] };
     const indexed = await this.run(() => this.redis.hmget(atKey, ...page));
     const states = await Promise.all(
-      page.map((user) =>
-        this.user({ instance, org, user }, this.redis.lgGetUser, limits, this.leaseHintMs, []),
+      page.map((member) =>
+        this.user(subjectOfMember(instance, org, member), 'lgGetUser', limits, this.leaseHintMs, []),
       ),
     );
-    const users: Array<{ userId: string; lockedAt: number }> = [];
+    const users: Array<{ userId: string; lockedAt: number; scope?: string }> = [];
     const stale: Array<Promise<void>> = [];
-    page.forEach((userId, i) => {
+    page.forEach((member, i) => {
       const at = states[i]?.lockedAt ?? 0;
-      if (at > 0) users.push({ userId, lockedAt: at });
+      const { user, scope } = parseIndexMember(member);
+      if (at > 0)
+        users.push(
+          scope === undefined ? { userId: user, lockedAt: at } : { userId: user, lockedAt: at, scope },
+        );
       else
         stale.push(
           this.orgWrite({
             kind: 'remove',
             instance,
             org,
-            user: userId,
+            user: member,
             at: Number(indexed[i] ?? 0),
             attempts: 0,
           }),
@@ -374,7 +410,9 @@ export class RedisStore implements LockoutStore, DefenceSettingsStore {
     });
     await Promise.all(stale);
     const last = page[page.length - 1];
-    return ids.length > limit && last !== undefined ? { users, nextCursor: last } : { users };
+    return (more || ids.length > page.length) && last !== undefined
+      ? { users, nextCursor: parseIndexMember(last).user }
+      : { users };
   }
 
   async getSettings(instance: string, owner: Owner): Promise<SettingsRecord | null> {
@@ -488,9 +526,13 @@ export class RedisStore implements LockoutStore, DefenceSettingsStore {
     else if (sub) await sub.unsubscribe(this.channel).catch(() => undefined);
   }
 
-  /** The keys of one user: its state hash (one key, so one slot). */
-  userKeys(subject: Subject): [string] {
-    return [`${this.userTag(subject)}:s`];
+  /**
+   * The keys of one user: its state hash (one key, so one slot); for a scope (device cookies), the
+   * scope's hash and the user's own, on the same slot.
+   */
+  userKeys(subject: Subject): [string] | [string, string] {
+    const own = `${this.userTag(subject)}:s`;
+    return subject.scope === undefined ? [own] : [`${own}:${subject.scope}`, own];
   }
 
   /** Org writes waiting for a retry (for tests and metrics). */
@@ -530,7 +572,7 @@ export class RedisStore implements LockoutStore, DefenceSettingsStore {
    */
   private async user(
     subject: Subject,
-    script: UserScript,
+    name: UserScriptName,
     limits: Limits,
     leaseMs: number,
     argv: Array<string | number>,
@@ -538,15 +580,19 @@ export class RedisStore implements LockoutStore, DefenceSettingsStore {
   ): Promise<UserReply> {
     this.leaseHintMs = leaseMs;
     const d = limits.defences;
-    if (d) {
+    const scoped = subject.scope !== undefined;
+    if (d || scoped) {
       while (argv.length < 4) argv.push('');
-      argv.push(d.lockMs, d.maxLockMs, d.remember, repeatKey ?? '');
+      argv.push(d?.lockMs ?? 0, d?.maxLockMs ?? 0, d?.remember ?? 0, repeatKey ?? '');
+      if (scoped) argv.push(d?.maxDevices ?? 0, subject.scope);
     }
-    const [s] = this.userKeys(subject);
+    // a scope's scripts take the user's own hash too (device cookies: KEYS[2])
+    const keys = this.userKeys(subject);
+    const script: UserScript = scoped ? this.redis[`${name}2`] : this.redis[name];
     const raw = await this.run(() =>
       script.call(
         this.redis,
-        s,
+        ...keys,
         limits.maxPasswordAttempts,
         limits.maxOtpAttempts,
         leaseMs,
@@ -555,7 +601,8 @@ export class RedisStore implements LockoutStore, DefenceSettingsStore {
       ),
     );
     const reply = parseUserReply(raw);
-    const { instance, org, user } = subject;
+    const { instance, org } = subject;
+    const user = indexMember(subject);
     const writes: Array<Promise<void>> = [];
     if (reply.ended > 0) {
       // a temporary lock that ended: its entry goes (a newer lock's entry stays, see INDEX_REMOVE)
@@ -649,8 +696,8 @@ export class RedisStore implements LockoutStore, DefenceSettingsStore {
       await Promise.all(
         entries.map(async ([user, until]) => {
           const r = await this.user(
-            { instance, org, user },
-            this.redis.lgGetUser,
+            subjectOfMember(instance, org, user),
+            'lgGetUser',
             limits,
             this.leaseHintMs,
             [],
@@ -741,13 +788,24 @@ function isBug(e: unknown): boolean {
 
 function stateOf(r: UserReply): UserState {
   const failed = zeroCounters();
+  const scopes: string[] = [];
   for (const [field, value] of r.counters) {
+    if (field.startsWith('d:')) {
+      scopes.push(field.slice(2));
+      continue;
+    }
     const factor = field.slice(2);
     if ((FACTORS as readonly string[]).includes(factor)) failed[factor as Factor] = value;
   }
-  const state: UserState =
+  let state: UserState =
     r.lockedAt > 0 ? { locked: true, lockedAt: r.lockedAt, failed } : { locked: false, failed };
-  return r.ended > 0 || r.lockedUntil > 0 ? { ...state, ...defenceFields(r) } : state;
+  if (r.ended > 0 || r.lockedUntil > 0) state = { ...state, ...defenceFields(r) };
+  return scopes.length > 0 ? { ...state, scopes } : state;
+}
+
+function subjectOfMember(instance: string, org: string, member: string): Subject {
+  const { user, scope } = parseIndexMember(member);
+  return scope === undefined ? { instance, org, user } : { instance, org, user, scope };
 }
 
 function enc(part: string): string {

@@ -23,7 +23,16 @@
  *   ARGV[9…12] the defences, only when some are on (absent: every one is off, and the script runs
  *   exactly as without them): ARGV[9] lockMs, ARGV[10] maxLockMs (temporary lockout, 0 = off),
  *   ARGV[11] remember (repeat-password forgiveness, 0 = off), ARGV[12] the settle's repeat key
- *   ('' = none). The store pads the own arguments to four before them.
+ *   ('' = none), ARGV[13] maxDevices (device cookies), ARGV[14] the scope. The store pads the own
+ *   arguments to four before them.
+ *
+ * Device cookies: a scope's state is a hash of its own, S = <user's hash>:<scope>, on the user's
+ * slot (the same {…} tag). Its scripts get the user's hash as KEYS[2] (U) and, besides running on
+ * S as above: RESERVE refuses `locked` while U is locked (an admin lock locks every scope); every
+ * write records the scope in U's registry, field d:<scope> = "<last reserve>|<S's expiry>" (-1 =
+ * never), and keeps U alive as long as its longest-lived scope; a RESERVE past maxDevices device
+ * scopes deletes the least recently used device scope that is neither locked nor in flight (the
+ * one write to a key not in KEYS: it is on the same slot, so Redis Cluster runs it).
  *
  * Every user script answers ONE fixed shape (parsed by `parseUserReply` in redis-store.ts):
  *   { status, value, flag, lockedAt, lockChange, pendingUntil, counters }
@@ -66,6 +75,10 @@ local now = now_ms()
 local def = ARGV[9] ~= nil
 local lock_ms, max_lock_ms = tonumber(ARGV[9] or '0'), tonumber(ARGV[10] or '0')
 local remember = tonumber(ARGV[11] or '0')
+-- device cookies: the user's own hash when S is one of its scopes
+local U = KEYS[2]
+local max_dev, scope = tonumber(ARGV[13] or '0'), ARGV[14]
+local scope_used = false -- set by RESERVE: the scope's last use is now (and the bound applies)
 
 -- the user's state, read once
 local locked = nil      -- lockedAt, nil when not locked
@@ -80,6 +93,7 @@ local streak = 0        -- k: consecutive locks made by failures
 local seen = nil        -- p: keys of the latest wrong passwords
 local ended = 0         -- lockedAt of a temporary lock this script ended
 local forgiven = 0
+local scopes = {}       -- d:<scope>: the registry of the user's scopes (device cookies)
 do
   local h = redis.call('HGETALL', S)
   for i = 1, #h, 2 do
@@ -103,6 +117,8 @@ do
       streak = tonumber(v)
     elseif k == 'p' then
       seen = v
+    elseif p == 'd:' then
+      scopes[#scopes + 1] = string.sub(k, 3) -- device cookies: the user's scopes (registry)
     end
   end
 end
@@ -204,6 +220,67 @@ local function sweep()
   end
 end
 
+-- device cookies: records the scope (last use, S's expiry) in U, bounds the device scopes, and
+-- keeps U alive as long as its longest-lived scope (U's own state keeps its own expiry)
+local function sync_user(exp)
+  local h = redis.call('HGETALL', U)
+  local mine = 'd:' .. scope
+  local entries, own = {}, false
+  local last = now
+  for i = 1, #h, 2 do
+    local k, v = h[i], h[i + 1]
+    if string.sub(k, 1, 2) == 'd:' then
+      local lu, ex = string.match(v, '^(%-?%d+)|(%-?%d+)$')
+      if k == mine then
+        if not scope_used then last = tonumber(lu) end
+      else
+        entries[#entries + 1] = {k, string.sub(k, 3), tonumber(lu), tonumber(ex)}
+      end
+    else
+      own = true
+    end
+  end
+  entries[#entries + 1] = {mine, scope, last, exp}
+  redis.call('HSET', U, mine, last .. '|' .. exp)
+  if scope_used and max_dev > 0 then
+    local devs = {}
+    for i = 1, #entries do
+      if string.sub(entries[i][2], 1, 1) == 'd' then devs[#devs + 1] = entries[i] end
+    end
+    table.sort(devs, function(a, b) return a[3] < b[3] end)
+    local n = #devs
+    for i = 1, #devs do
+      if n <= max_dev then break end
+      local e = devs[i]
+      if e[2] ~= scope then
+        local key = U .. ':' .. e[2]
+        local vh = redis.call('HGETALL', key)
+        local busy = false
+        for j = 1, #vh, 2 do
+          if vh[j] == 'L' or string.sub(vh[j], 1, 2) == 'r:' then busy = true end
+        end
+        if not busy then
+          redis.call('DEL', key)
+          redis.call('HDEL', U, e[1])
+          e[4] = 0
+          n = n - 1
+        end
+      end
+    end
+  end
+  if own then return end
+  local at, forever = 0, false
+  for i = 1, #entries do
+    if entries[i][4] == -1 then forever = true elseif entries[i][4] > at then at = entries[i][4] end
+  end
+  if forever then
+    redis.call('PERSIST', U)
+  else
+    -- no scope holds state for longer: the registry alone is kept a lease's length
+    redis.call('PEXPIREAT', U, math.max(at, now + lease))
+  end
+end
+
 -- writes the changes and sets the key's expiry (see the file comment)
 local function commit()
   if not wrote then return end
@@ -218,29 +295,28 @@ local function commit()
   end
   if #del > 0 then redis.call('HDEL', S, unpack(del)) end
   if #set > 0 then redis.call('HSET', S, unpack(set)) end
+  local at, forever = 0, false
   if locked then
     -- a temporary lock's state expires idleTtlMs after its end (bounded state)
-    if lock_end and idle > 0 then
-      redis.call('PEXPIREAT', S, lock_end + idle)
-    else
-      redis.call('PERSIST', S)
+    if lock_end and idle > 0 then at = lock_end + idle else forever = true end
+  else
+    if next(failed) or streak > 0 then
+      if idle == 0 then forever = true else at = now + idle end
     end
-    return
-  end
-  local at, forever = 0, false
-  if next(failed) or streak > 0 then
-    if idle == 0 then forever = true else at = now + idle end
-  end
-  for i = 1, #res do
-    if res[i] then
-      if idle == 0 then forever = true else at = math.max(at, res[i][4] + idle) end
+    for i = 1, #res do
+      if res[i] then
+        if idle == 0 then forever = true else at = math.max(at, res[i][4] + idle) end
+      end
     end
+    for _, e in pairs(tombs) do at = math.max(at, e) end
   end
-  for _, e in pairs(tombs) do at = math.max(at, e) end
   if forever then
     redis.call('PERSIST', S)
   elseif at > 0 then
     redis.call('PEXPIREAT', S, at)
+  end
+  if U then
+    if forever then sync_user(-1) else sync_user(at) end
   end
 end
 
@@ -267,6 +343,13 @@ if tombs[nonce] then return reply('gone', 0, 0, 0, {}) end
 local mine = find(f, nonce)
 if mine then return reply('admitted', res[mine][4], 0, 0, {}) end
 if locked then return reply('locked', locked, 0, 0, {}) end
+if U then
+  -- device cookies: the user's own lock (an admin lock) locks every scope
+  local own = redis.call('HMGET', U, 'L', 'U')
+  if own[1] and not (own[2] and tonumber(own[2]) <= now) then
+    return reply('locked', tonumber(own[1]), 0, 0, {})
+  end
+end
 local max = limit_of(f)
 local count, inflight, first = failed[f] or 0, 0, nil
 for i = 1, #res do
@@ -288,6 +371,7 @@ end
 local k = 'r:' .. f .. '|' .. nonce
 res[#res + 1] = {k, f, nonce, now + lease}
 change(k, now + lease)
+scope_used = true
 local pending = 0
 if max > 0 and count + inflight + 1 >= max then pending = now + lease end
 return reply('admitted', now + lease, 0, pending, {})
@@ -351,6 +435,10 @@ for f, c in pairs(failed) do
   counters[#counters + 1] = 'f:' .. f
   counters[#counters + 1] = c
 end
+for _, sc in ipairs(scopes) do
+  counters[#counters + 1] = 'd:' .. sc
+  counters[#counters + 1] = 0
+end
 local first = 0
 for i = 1, #res do
   if res[i] and (first == 0 or res[i][4] < first) then first = res[i][4] end
@@ -381,10 +469,12 @@ return reply('lock', 0, 1, 0, {})
  */
 export const UNLOCK = `${PRELUDE}
 sweep()
-if not locked then return reply('unlock', 0, 0, 0, {}) end
+-- ARGV[5] '1': force (device cookies: an admin unlock clears a scope that is not locked too)
+local force = ARGV[5] == '1'
+if not locked and not force then return reply('unlock', 0, 0, 0, {}) end
 local at = locked
 locked = nil
-change('L', false)
+if at then change('L', false) end
 for f in pairs(failed) do change('f:' .. f, false) end
 failed = {}
 if lock_end then
@@ -394,6 +484,10 @@ end
 forget(true)
 for i = 1, #res do
   if res[i] then unreserve(i) end
+end
+if not at then
+  wrote = true
+  return reply('unlock', 0, 0, 0, {})
 end
 commit()
 return {'unlock', 0, 1, at, -1, 0, {}}
