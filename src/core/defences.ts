@@ -67,6 +67,13 @@ export interface DefencesConfig {
   readonly repeatPasswordKey?: Buffer;
   /** Device tokens' keys (the first signs, all verify) and their maximum age. */
   readonly deviceTokens?: DeviceTokenConfig;
+  /** The device cookie's attributes (middleware and proxy). */
+  readonly deviceCookie?: {
+    readonly name: string;
+    readonly secure: boolean;
+    readonly sameSite: 'lax' | 'strict';
+    readonly path: string;
+  };
 }
 
 /** The defence names, in the order they are rendered. */

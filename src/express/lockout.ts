@@ -1,9 +1,10 @@
-import type { Request, RequestHandler, Router } from 'express';
+import type { Request, RequestHandler, Response, Router } from 'express';
 import { LockoutEngine } from '../core/engine';
 import { StoreUnavailableError } from '../core/errors';
 import type { LockoutStore } from '../core/store';
 import type { Factor } from '../core/subjects';
 import { createTokenAuthorizer, type Authorize, type TokenOptions } from '../http/auth';
+import { deviceCookieOf } from '../http/device-cookie';
 import { MemoryStore } from '../store/memory/memory-store';
 import { createOtpCodes } from '../verify/otp-codes';
 import { createPasswordVerifier, type PasswordVerifier } from '../verify/password';
@@ -82,6 +83,16 @@ export interface Lockout {
   readonly checks: LockoutChecks;
   /** The admin routers, with createLockout's `tokens` or `authorize`. */
   readonly routers: LockoutRouters;
+  /**
+   * Device cookies (issue 12; present when `defences.deviceCookies` has keys): `read(req)` the
+   * client's device token to pass to `checks.*` ({ deviceToken }), and `write(res, token)` the
+   * `deviceToken` a success answered (HttpOnly, Secure unless configured otherwise, SameSite, Path).
+   */
+  readonly deviceCookie?: {
+    readonly name: string;
+    read(req: Request): string | undefined;
+    write(res: Response, token: string): void;
+  };
   /** Resolves when every settlement under way has finished. */
   drain(): Promise<void>;
   /**
@@ -269,6 +280,7 @@ export function createLockout(options: LockoutOptions = {}): Lockout {
   };
 
   let closing: Promise<void> | undefined;
+  const cookie = deviceCookieOf(config.defences);
   return {
     engine,
     store,
@@ -283,6 +295,17 @@ export function createLockout(options: LockoutOptions = {}): Lockout {
     },
     checks,
     routers,
+    ...(cookie !== undefined
+      ? {
+          deviceCookie: {
+            name: cookie.name,
+            read: (req: Request) => cookie.read(req.headers.cookie),
+            write: (res: Response, token: string) => {
+              res.append('Set-Cookie', cookie.serialize(token));
+            },
+          },
+        }
+      : {}),
     drain,
     close(timeoutMs = 5000) {
       closing ??= (async () => {

@@ -1,6 +1,8 @@
 import { z } from 'zod';
 import {
+  DEFAULT_DEVICE_COOKIES,
   DEFAULT_REPEAT_PASSWORD,
+  MAX_DEVICES,
   DEFAULT_TEMPORARY_LOCKOUT,
   MAX_LOCK_MS,
   MAX_REMEMBERED,
@@ -48,6 +50,33 @@ export const RepeatPasswordSchema = z.strictObject({
     .meta({ description: 'How many of the user’s latest wrong passwords are not counted again' }),
 });
 
+/** Device cookies: per org, whether they are on and how many device scopes a user keeps. */
+export const DeviceCookiesSchema = z.strictObject({
+  enabled: z.boolean({ error: 'expected true or false' }).default(false),
+  maxDevices: int(1, MAX_DEVICES).default(DEFAULT_DEVICE_COOKIES.maxDevices).meta({
+    description: 'Most device scopes per user; the least recently used unlocked one is forgotten past it',
+  }),
+});
+
+/** The device cookie's attributes (middleware and proxy; the sidecar answers the token instead). */
+export const DeviceCookieSchema = z
+  .strictObject({
+    name: z
+      .string()
+      .regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$/, { error: 'expected a cookie name' })
+      .default('lockgate_device'),
+    /** Secure (HTTPS only). Default true; false only for local development over http. */
+    secure: z.boolean({ error: 'expected true or false' }).default(true),
+    sameSite: z.enum(['lax', 'strict'], { error: 'expected lax or strict' }).default('lax'),
+    path: z
+      .string()
+      .regex(/^\/[^;\s]*$/, { error: 'expected a path starting with /' })
+      .default('/'),
+  })
+  .prefault({});
+
+export type DeviceCookieOptions = z.output<typeof DeviceCookieSchema>;
+
 /** An HMAC key: at least 32 characters (a string) or 32 bytes (a Buffer, middleware only). */
 export const HmacKey = z.union([z.string().min(32), z.instanceof(Buffer).refine((b) => b.length >= 32)], {
   error: 'expected a secret of at least 32 characters (e.g. "${LOCKGATE_REPEAT_KEY}")',
@@ -59,6 +88,32 @@ export const HmacKey = z.union([z.string().min(32), z.instanceof(Buffer).refine(
  */
 export function defencesConfigSchema<K extends z.ZodType<string | Buffer>>(key: K) {
   return z.strictObject({
+    deviceCookies: z
+      .strictObject({
+        ...DeviceCookiesSchema.shape,
+        /** Device tokens' keys: the first signs, every one verifies (rotation). */
+        keys: z
+          .array(
+            z.strictObject({
+              id: z.string().regex(/^[A-Za-z0-9_-]{1,32}$/, { error: 'expected 1-32 of A-Z a-z 0-9 _ -' }),
+              secret: key,
+            }),
+          )
+          .min(1, { error: 'expected at least one key' })
+          .optional(),
+        /** How long a device token is valid (default 30 days). */
+        maxAgeMs: int(60_000, MAX_LOCK_MS).default(30 * 86_400_000),
+        cookie: DeviceCookieSchema,
+      })
+      .refine((d) => !d.enabled || d.keys !== undefined, {
+        error: 'keys are required when deviceCookies is enabled',
+        path: ['keys'],
+      })
+      .refine((d) => new Set((d.keys ?? []).map((k) => k.id)).size === (d.keys ?? []).length, {
+        error: 'key ids must be unique',
+        path: ['keys'],
+      })
+      .optional(),
     temporaryLockout: TemporaryLockoutSchema.optional(),
     repeatPassword: z
       .strictObject({ ...RepeatPasswordSchema.shape, key: key.optional() })
@@ -78,6 +133,7 @@ export type DefencesOptions = z.input<typeof DefencesConfigSchema>;
 export const DefenceSettingsRequest = z.strictObject({
   temporaryLockout: TemporaryLockoutSchema.optional(),
   repeatPassword: RepeatPasswordSchema.optional(),
+  deviceCookies: DeviceCookiesSchema.optional(),
 });
 
 /** The first issue of a failed parse as "path: message". */
@@ -98,18 +154,35 @@ export function resolveDefences(input: unknown, prefix = 'defences'): DefencesCo
     const { path, message } = firstIssue(parsed.error, prefix);
     throw new InvalidArgumentError('Errors.Options.Invalid', `${path}: ${message}`, path);
   }
-  const { temporaryLockout, repeatPassword } = parsed.data;
+  const { temporaryLockout, repeatPassword, deviceCookies } = parsed.data;
   const values: DefenceValues = {
     ...(temporaryLockout ? { temporaryLockout } : {}),
     ...(repeatPassword
       ? { repeatPassword: { enabled: repeatPassword.enabled, remember: repeatPassword.remember } }
       : {}),
+    ...(deviceCookies
+      ? { deviceCookies: { enabled: deviceCookies.enabled, maxDevices: deviceCookies.maxDevices } }
+      : {}),
   };
   const key = repeatPassword?.key;
+  const keys = deviceCookies?.keys;
   return {
     values,
-    ...(key !== undefined ? { repeatPasswordKey: typeof key === 'string' ? Buffer.from(key) : key } : {}),
+    ...(key !== undefined ? { repeatPasswordKey: bytes(key) } : {}),
+    ...(keys !== undefined && deviceCookies
+      ? {
+          deviceTokens: {
+            keys: keys.map((k) => ({ id: k.id, secret: bytes(k.secret) })),
+            maxAgeMs: deviceCookies.maxAgeMs,
+          },
+          deviceCookie: deviceCookies.cookie,
+        }
+      : {}),
   };
+}
+
+function bytes(key: string | Buffer): Buffer {
+  return typeof key === 'string' ? Buffer.from(key) : key;
 }
 
 /** Parses an org's defence settings body: the values, or a 400 naming the bad field. */
@@ -144,6 +217,11 @@ export const DefenceSettingsBody = z.strictObject({
     repeatPassword: z.strictObject({
       enabled: z.boolean(),
       remember: z.number().int(),
+      isDefault: Inherited,
+    }),
+    deviceCookies: z.strictObject({
+      enabled: z.boolean(),
+      maxDevices: z.number().int(),
       isDefault: Inherited,
     }),
   }),

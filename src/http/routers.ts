@@ -591,14 +591,19 @@ export function createChecksRouter(options: ChecksRouterOptions): Router {
       const started = process.hrtime.bigint();
       let outcome: ObservedCheckOutcome = 'error';
       try {
-        // The password itself goes to the engine only for repeat-password forgiveness (keyed hash).
-        const password = factor === 'password' ? (body as { password?: unknown }).password : undefined;
+        // The password itself goes to the engine only for repeat-password forgiveness (keyed hash);
+        // the device token (device cookies) picks the scope the check counts on.
+        const { password, deviceToken } = body as { password?: unknown; deviceToken?: unknown };
+        const checkOptions = {
+          ...(factor === 'password' && typeof password === 'string' ? { password } : {}),
+          ...(typeof deviceToken === 'string' ? { deviceToken } : {}),
+        };
         const result = await runCheck(
           ctx.orgId,
           userId,
           factor,
           evaluate,
-          typeof password === 'string' ? { password } : undefined,
+          Object.keys(checkOptions).length > 0 ? checkOptions : undefined,
         );
         outcome = result.outcome;
         switch (result.outcome) {
@@ -670,8 +675,13 @@ export function createChecksRouter(options: ChecksRouterOptions): Router {
   router.post(
     '/v1/attempts',
     ...t.withBody('lockout.check', async (req, res, ctx) => {
-      const { userId, factor } = parseBody(AttemptRequest, req);
-      const r = await engine.reserve(ctx.orgId, userId, factor);
+      const { userId, factor, deviceToken } = parseBody(AttemptRequest, req);
+      const r = await engine.reserve(
+        ctx.orgId,
+        userId,
+        factor,
+        deviceToken === undefined ? undefined : { deviceToken },
+      );
       switch (r.status) {
         case 'admitted': {
           res.setHeader('Cache-Control', 'no-store');

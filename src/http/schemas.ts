@@ -126,6 +126,20 @@ export const SettingsRequest = z.object({ maxPasswordAttempts: SettingValue, max
 /** A user (code issuance). */
 export const UserRequest = z.object({ userId: Id });
 
+/** Device cookies (issue 12): the client's device token, passed on by the auth service. */
+const DeviceToken = answering(
+  z.string().max(4096).optional().meta({
+    description:
+      'Device cookies: the device token a success answered earlier for this user (absent, invalid or expired: the check counts on the untrusted scope)',
+  }),
+  (_issue, field) =>
+    new InvalidArgumentError(
+      'Errors.Request.Invalid',
+      `${field} must be a string of at most 4096 characters`,
+      field,
+    ),
+);
+
 export const PasswordCheckRequest = z.object({
   userId: Id,
   password: requiredString({
@@ -138,20 +152,23 @@ export const PasswordCheckRequest = z.object({
     }),
     (_issue, field) => new InvalidArgumentError('Errors.Request.Invalid', `${field} must be a string`, field),
   ),
+  deviceToken: DeviceToken,
 });
 
 export const TotpCheckRequest = z.object({
   userId: Id,
   code: requiredString({ description: 'The 6-digit code (another string is a wrong code)' }),
   secret: requiredString({ description: 'Base32 TOTP secret' }),
+  deviceToken: DeviceToken,
 });
 
 export const CodeCheckRequest = z.object({
   userId: Id,
   code: requiredString({ description: 'The 6-digit code issued (another string is a wrong code)' }),
+  deviceToken: DeviceToken,
 });
 
-export const AttemptRequest = z.object({ userId: Id, factor: Factor });
+export const AttemptRequest = z.object({ userId: Id, factor: Factor, deviceToken: DeviceToken });
 
 /** Every request body, by its name in the OpenAPI document (`#/components/schemas/<name>`). */
 export const REQUEST_BODIES = {
@@ -346,6 +363,26 @@ export const UserLockoutBody = component(
     settings: PolicyBody.extend({ resourceOwnerType: ResourceOwnerTypeBody }).meta({
       description: 'The effective settings of the user’s org',
     }),
+    scopes: z
+      .array(
+        z.strictObject({
+          scope: z.string().meta({ description: '`untrusted` or `device:<id>`' }),
+          state: z.enum(['USER_STATE_ACTIVE', 'USER_STATE_LOCKED']),
+          lockedAt: DateTime.optional(),
+          lockedUntil: DateTime.optional(),
+          failedAttempts: z.strictObject({
+            password: Uint,
+            totp: Uint,
+            otpSms: Uint,
+            otpEmail: Uint,
+            recoveryCode: Uint,
+          }),
+        }),
+      )
+      .meta({
+        description: 'Device cookies: the user’s scopes and their state (a scope locks only its clients)',
+      })
+      .optional(),
   }),
 );
 
@@ -353,7 +390,18 @@ export const UserLockoutBody = component(
 export const LockedUsersBody = component(
   'LockedUsers',
   z.strictObject({
-    users: z.array(z.strictObject({ userId: Id, lockedAt: DateTime })),
+    users: z.array(
+      z.strictObject({
+        userId: Id,
+        lockedAt: DateTime,
+        scope: z
+          .string()
+          .meta({
+            description: 'Device cookies: the scope locked (`untrusted`, `device:<id>`); absent: the user',
+          })
+          .optional(),
+      }),
+    ),
     nextCursor: z.string().meta({ description: 'Present when there may be a further page' }).optional(),
   }),
 );
@@ -370,6 +418,10 @@ export const CheckSuccessBody = component(
     factor: Factor,
     failedAttempts: z.literal('0').meta({ description: 'A success resets the factor’s counter' }),
     locked: z.literal(false),
+    deviceToken: z
+      .string()
+      .meta({ description: 'Device cookies: the device token to set as the client’s cookie' })
+      .optional(),
   }),
 );
 
@@ -391,7 +443,14 @@ export const AttemptBody = component(
 /** A settled attempt. */
 export const SettlementBody = component(
   'Settlement',
-  z.strictObject({ failedAttempts: Uint, locked: z.boolean() }),
+  z.strictObject({
+    failedAttempts: Uint,
+    locked: z.boolean(),
+    deviceToken: z
+      .string()
+      .meta({ description: 'Device cookies (a success): the device token to set as the client’s cookie' })
+      .optional(),
+  }),
 );
 
 /** `GET /healthz`. */
