@@ -1,6 +1,6 @@
 /**
- * Round trips per check with the defences of issue 12 (temporary lockout and repeat-password
- * forgiveness) on, against a real Redis: every command the store's client sends is counted
+ * Round trips per check with the defences of issue 12 (temporary lockout, repeat-password
+ * forgiveness and device cookies, half the checks with a device token) on, against a real Redis: every command the store's client sends is counted
  * (ioredis sendCommand), so what is asserted is the number of round trips, not a time.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
@@ -29,8 +29,10 @@ const ALL_ON: DefencesConfig = {
   values: {
     temporaryLockout: { enabled: true, durationMs: 60_000, maxDurationMs: 600_000 },
     repeatPassword: { enabled: true, remember: 5 },
+    deviceCookies: { enabled: true, maxDevices: 10 },
   },
   repeatPasswordKey: randomBytes(32),
+  deviceTokens: { keys: [{ id: 'k', secret: randomBytes(32) }], maxAgeMs: 86_400_000 },
 };
 
 /** Runs `n` checks (wrong passwords, some repeated, and successes) and answers the commands sent. */
@@ -49,11 +51,17 @@ async function commandsPerChecks(
     ...(defences ? { defences } : {}),
   });
   try {
-    await engine.check('o', 'warm-up', 'password', () => false, { password: 'x' });
+    const warm = await engine.check('o', 'warm-up', 'password', () => true);
+    // device cookies: half the checks present the device token a success handed out
+    const deviceToken = warm.outcome === 'success' ? warm.deviceToken : undefined;
     counts.clear();
     for (let i = 0; i < n; i++) {
       const ok = i % 5 === 4;
-      await engine.check('o', `user-${i % 7}`, 'password', () => ok, { password: `guess-${i % 3}` });
+      const user = i % 2 === 0 ? 'warm-up' : `user-${i % 7}`;
+      await engine.check('o', user, 'password', () => ok, {
+        password: `guess-${i % 3}`,
+        ...(deviceToken !== undefined && i % 2 === 0 ? { deviceToken } : {}),
+      });
     }
     return new Map(counts);
   } finally {
@@ -71,7 +79,7 @@ describe('round trips per check with the defences on', () => {
     const perCheck = (m: Map<string, number>) => [...m.values()].reduce((a, b) => a + b, 0) / n;
     console.log(
       `round trips per check: defences off ${perCheck(off)} (${JSON.stringify(Object.fromEntries(off))}), ` +
-        `temporary lockout + repeat-password on ${perCheck(on)} (${JSON.stringify(Object.fromEntries(on))})`,
+        `temporary lockout + repeat-password + device cookies on ${perCheck(on)} (${JSON.stringify(Object.fromEntries(on))})`,
     );
     expect(off.get('evalsha')).toBe(2 * n);
     expect(on.get('evalsha')).toBe(2 * n);
