@@ -226,3 +226,35 @@ describe('sidecar and proxy: deviceCookies in the config file', () => {
     expect(JSON.stringify(maskConfig(config))).not.toContain(SECRET);
   });
 });
+
+describe('middleware guard: reads the device cookie', () => {
+  it('a guarded login with a valid device cookie counts on its device while untrusted requests are locked', async () => {
+    const lockout = createLockout({
+      instance: { maxPasswordAttempts: 2, maxOtpAttempts: 2 },
+      defences: { deviceCookies: DEVICE_COOKIES },
+    });
+    try {
+      const first = await lockout.checks.check('org-g', 'gus', 'password', () => true);
+      const token = first.ok ? first.deviceToken : undefined;
+      expect(typeof token).toBe('string');
+      const app = express();
+      app.use(express.json());
+      app.post(
+        '/login',
+        lockout.guards.password({ user: (req) => (req.body as { user: string }).user, org: () => 'org-g' }),
+        (req, res) => {
+          res.status((req.body as { password: string }).password === 'right' ? 200 : 401).end();
+        },
+      );
+      for (let i = 0; i < 3; i++) await request(app).post('/login').send({ user: 'gus', password: 'x' });
+      expect((await request(app).post('/login').send({ user: 'gus', password: 'right' })).status).toBe(423);
+      const mine = await request(app)
+        .post('/login')
+        .set('Cookie', `lockgate_device=${token!}`)
+        .send({ user: 'gus', password: 'right' });
+      expect(mine.status).toBe(200);
+    } finally {
+      await lockout.close();
+    }
+  });
+});
