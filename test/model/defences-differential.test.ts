@@ -1,6 +1,7 @@
 /**
  * The defences of issue 12 in the two stores, compared: random sequences of checks (wrong
- * passwords from a small set, so that repeats happen; right ones), admin locks and unlocks and
+ * passwords from a small set, so that repeats happen; right ones; without a device token or with
+ * one of three devices, two kept per user), admin locks and unlocks and
  * password changes run through one engine on a MemoryStore and one on a standalone Redis, with
  * temporary lockout and repeat-password forgiveness on. Every answer must be the same in both:
  * outcome, failedAttempts, locked, forgiven events, and lockedUntil − lockedAt (the lock's length,
@@ -12,19 +13,28 @@ import fc from 'fast-check';
 import type { Redis } from 'ioredis';
 import { LockoutEngine, MemoryStore, RedisStore, type LockoutEvent } from '../../src';
 import type { DefencesConfig } from '../../src/core/defences';
+import { issueDeviceToken } from '../../src/core/device-token';
 import { createTestRedis } from '../helpers/redis-clients';
 
 type Op =
-  | { kind: 'wrong'; user: number; password: number }
-  | { kind: 'right'; user: number }
+  | { kind: 'wrong'; user: number; password: number; device: number }
+  | { kind: 'right'; user: number; device: number }
   | { kind: 'lock' | 'unlock' | 'changed'; user: number };
 
 const op: fc.Arbitrary<Op> = fc.oneof(
   {
     weight: 6,
-    arbitrary: fc.record({ kind: fc.constant('wrong' as const), user: fc.nat(1), password: fc.nat(3) }),
+    arbitrary: fc.record({
+      kind: fc.constant('wrong' as const),
+      user: fc.nat(1),
+      password: fc.nat(3),
+      device: fc.nat(3),
+    }),
   },
-  { weight: 2, arbitrary: fc.record({ kind: fc.constant('right' as const), user: fc.nat(1) }) },
+  {
+    weight: 2,
+    arbitrary: fc.record({ kind: fc.constant('right' as const), user: fc.nat(1), device: fc.nat(3) }),
+  },
   {
     weight: 1,
     arbitrary: fc.record({
@@ -41,13 +51,24 @@ function defences(key: Buffer): DefencesConfig {
     values: {
       temporaryLockout: { enabled: true, durationMs: LOCK_MS, maxDurationMs: 4 * LOCK_MS },
       repeatPassword: { enabled: true, remember: 2 },
+      deviceCookies: { enabled: true, maxDevices: 2 },
     },
     repeatPasswordKey: key,
+    deviceTokens: TOKENS,
   };
+}
+
+/** Device cookies: the same keys in both engines; devices 1 to 3 of each user (0: no token). */
+const TOKENS = { keys: [{ id: 'k', secret: randomBytes(32) }], maxAgeMs: 86_400_000 };
+const DEVICE_IDS = ['', 'AAAAAAAAAAAAAAAAAAAAAA', 'BBBBBBBBBBBBBBBBBBBBBB', 'CCCCCCCCCCCCCCCCCCCCCC'];
+function tokenOf(instance: string, user: string, device: number): string | undefined {
+  if (device === 0) return undefined;
+  return issueDeviceToken(TOKENS, { instance, org: 'o', user }, DEVICE_IDS[device]).token;
 }
 
 /** Runs `ops` on `engine`; the answers with times replaced by lengths. */
 async function run(engine: LockoutEngine, events: LockoutEvent[], ops: readonly Op[]): Promise<unknown[]> {
+  const instance = engine.instanceId;
   const out: unknown[] = [];
   for (const o of ops) {
     const user = `u${o.user}`;
@@ -56,8 +77,10 @@ async function run(engine: LockoutEngine, events: LockoutEvent[], ops: readonly 
       switch (o.kind) {
         case 'wrong':
         case 'right': {
+          const deviceToken = tokenOf(instance, user, o.device);
           const r = await engine.check('o', user, 'password', () => o.kind === 'right', {
             password: o.kind === 'wrong' ? `p${o.password}` : 'right',
+            ...(deviceToken !== undefined ? { deviceToken } : {}),
           });
           out.push({
             outcome: r.outcome,
@@ -90,6 +113,7 @@ async function run(engine: LockoutEngine, events: LockoutEvent[], ops: readonly 
           ? {
               type: e.type,
               reason: e.reason,
+              scope: e.scope ?? null,
               length: e.lockedUntil !== undefined ? e.lockedUntil - e.lockedAt! : null,
             }
           : { type: e.type },
@@ -100,6 +124,14 @@ async function run(engine: LockoutEngine, events: LockoutEvent[], ops: readonly 
       locked: s.locked,
       failed: s.failedAttempts.password,
       length: s.lockedUntil !== undefined ? s.lockedUntil - (s.lockedAt ?? 0) : null,
+      scopes: (s.scopes ?? [])
+        .map((sc) => ({
+          scope: sc.scope,
+          locked: sc.locked,
+          failed: sc.failedAttempts.password,
+          length: sc.lockedUntil !== undefined ? sc.lockedUntil - (sc.lockedAt ?? 0) : null,
+        }))
+        .sort((a, b) => (a.scope < b.scope ? -1 : 1)),
     });
   }
   return out;
