@@ -464,6 +464,12 @@ export function indexMember(s: Subject): string {
   return s.scope === undefined ? s.user : `${s.user}\u0000${s.scope}`;
 }
 
+/** The subject an index member of (instance, org) stands for. */
+export function subjectOfMember(instance: string, org: string, member: string): Subject {
+  const { user, scope } = parseIndexMember(member);
+  return scope === undefined ? { instance, org, user } : { instance, org, user, scope };
+}
+
 /** The user id and scope of an index member. */
 export function parseIndexMember(member: string): { user: string; scope?: string } {
   const i = member.indexOf('\u0000');

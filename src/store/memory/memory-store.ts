@@ -2,7 +2,7 @@ import { timingSafeEqual } from 'node:crypto';
 import { canonicalDefences, parseStoredDefences, type DefenceRecord } from '../../core/defences';
 import { StoreUnavailableError } from '../../core/errors';
 import { integerOption } from '../../core/option-checks';
-import { indexMember, pageOfMembers, parseIndexMember } from '../../core/store';
+import { indexMember, pageOfMembers, parseIndexMember, subjectOfMember } from '../../core/store';
 import type {
   CodeChannel,
   DefenceSettingsChange,
@@ -949,11 +949,6 @@ function isEmpty(rec: UserRecord): boolean {
 
 function memberOf(s: Subject): string {
   return indexMember(s);
-}
-
-function subjectOfMember(instance: string, org: string, member: string): Subject {
-  const { user, scope } = parseIndexMember(member);
-  return scope === undefined ? { instance, org, user } : { instance, org, user, scope };
 }
 
 /** The user a scope belongs to. */

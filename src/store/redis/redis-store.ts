@@ -2,7 +2,7 @@ import { ReplyError, type Cluster, type Redis } from 'ioredis';
 import { canonicalDefences, parseStoredDefences, type DefenceRecord } from '../../core/defences';
 import { OptionError, StoreUnavailableError } from '../../core/errors';
 import { describeOptionValue, integerOption } from '../../core/option-checks';
-import { indexMember, pageOfMembers, parseIndexMember } from '../../core/store';
+import { indexMember, pageOfMembers, parseIndexMember, subjectOfMember } from '../../core/store';
 import type {
   CodeChannel,
   DefenceSettingsChange,
@@ -801,11 +801,6 @@ function stateOf(r: UserReply): UserState {
     r.lockedAt > 0 ? { locked: true, lockedAt: r.lockedAt, failed } : { locked: false, failed };
   if (r.ended > 0 || r.lockedUntil > 0) state = { ...state, ...defenceFields(r) };
   return scopes.length > 0 ? { ...state, scopes } : state;
-}
-
-function subjectOfMember(instance: string, org: string, member: string): Subject {
-  const { user, scope } = parseIndexMember(member);
-  return scope === undefined ? { instance, org, user } : { instance, org, user, scope };
 }
 
 function enc(part: string): string {
