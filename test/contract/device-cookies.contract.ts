@@ -143,6 +143,31 @@ export function describeDeviceCookies(name: string, makeContext: () => Promise<S
       expect(await login(e, 'fay', t2)).toMatchObject({ outcome: 'success' });
     });
 
+    it('the scopes outlive state the user had before device cookies (an unlock still finds a locked scope)', async () => {
+      const store = await ctx.makeStore({ idleTtlMs: 300 });
+      const before = new LockoutEngine({
+        store,
+        instanceId,
+        defaults: { maxPasswordAttempts: 3, maxOtpAttempts: 3 },
+      });
+      engines.push(before);
+      await wrong(before, 'hal'); // a counter of the user's own state, expiring 300 ms later
+      const after = new LockoutEngine({
+        store,
+        instanceId,
+        defaults: { maxPasswordAttempts: 3, maxOtpAttempts: 3 },
+        defences: defences(),
+      });
+      engines.push(after);
+      for (let i = 0; i < 3; i++) await wrong(after, 'hal');
+      if (ctx.advance) ctx.advance(1000);
+      else await new Promise((r) => setTimeout(r, 1000));
+      const s = await after.getUserStatus('o', 'hal');
+      expect(s.scopes?.find((sc) => sc.scope === 'untrusted')).toMatchObject({ locked: true });
+      await after.unlockUser('o', 'hal');
+      expect(await login(after, 'hal')).toMatchObject({ outcome: 'success' });
+    });
+
     it('G1 per scope: 200 concurrent wrong checks evaluate exactly max per scope, across two engines', async () => {
       const max = 5;
       const a = await engine(max);

@@ -94,6 +94,7 @@ local seen = nil        -- p: keys of the latest wrong passwords
 local ended = 0         -- lockedAt of a temporary lock this script ended
 local forgiven = 0
 local scopes = {}       -- d:<scope>: the registry of the user's scopes (device cookies)
+local reg_at, reg_forever = 0, false -- the longest-lived scope of the registry
 do
   local h = redis.call('HGETALL', S)
   for i = 1, #h, 2 do
@@ -119,6 +120,9 @@ do
       seen = v
     elseif p == 'd:' then
       scopes[#scopes + 1] = string.sub(k, 3) -- device cookies: the user's scopes (registry)
+      -- the registry outlives its scopes: the user's own writes keep it as long (see commit)
+      local ex = tonumber(string.match(v, '|(%-?%d+)$') or '0')
+      if ex == -1 then reg_forever = true elseif ex > reg_at then reg_at = ex end
     end
   end
 end
@@ -268,16 +272,19 @@ local function sync_user(exp)
       end
     end
   end
-  if own then return end
   local at, forever = 0, false
   for i = 1, #entries do
     if entries[i][4] == -1 then forever = true elseif entries[i][4] > at then at = entries[i][4] end
   end
   if forever then
     redis.call('PERSIST', U)
-  else
+  elseif not own then
     -- no scope holds state for longer: the registry alone is kept a lease's length
     redis.call('PEXPIREAT', U, math.max(at, now + lease))
+  else
+    -- U has state of its own, whose expiry its own scripts set: only ever extend it
+    local ttl = redis.call('PTTL', U)
+    if ttl >= 0 and now + ttl < at then redis.call('PEXPIREAT', U, at) end
   end
 end
 
@@ -309,6 +316,8 @@ local function commit()
       end
     end
     for _, e in pairs(tombs) do at = math.max(at, e) end
+    -- device cookies: the user's own hash keeps its scopes' registry as long as they live
+    if reg_forever then forever = true elseif reg_at > 0 then at = math.max(at, reg_at) end
   end
   if forever then
     redis.call('PERSIST', S)
