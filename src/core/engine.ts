@@ -1076,11 +1076,16 @@ export class LockoutEngine {
     };
   }
 
-  /** Device cookies: the user's scopes recorded in the store (none without device cookies). */
+  /**
+   * Device cookies: the user's scopes recorded in the store, and the untrusted scope always (it
+   * needs no record to be found, so an unlock or a password change reaches it even if the record
+   * of the scopes was lost, e.g. a MemoryStore evicting it under maxUsers). None without device cookies.
+   */
   private async scopesOf(subject: Subject, limits: Limits): Promise<Subject[]> {
     if (this.defences?.deviceTokens === undefined) return [];
     const state = await this.store.getUser(subject, limits);
-    return (state.scopes ?? []).filter((sc) => SCOPE.test(sc)).map((sc) => ({ ...subject, scope: sc }));
+    const scopes = new Set([UNTRUSTED_SCOPE, ...(state.scopes ?? []).filter((sc) => SCOPE.test(sc))]);
+    return [...scopes].map((sc) => ({ ...subject, scope: sc }));
   }
 
   /** Admin lock. NotChangedError when the user is locked already. */

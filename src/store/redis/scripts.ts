@@ -494,10 +494,7 @@ forget(true)
 for i = 1, #res do
   if res[i] then unreserve(i) end
 end
-if not at then
-  wrote = true
-  return reply('unlock', 0, 0, 0, {})
-end
+if not at then return reply('unlock', 0, 0, 0, {}) end
 commit()
 return {'unlock', 0, 1, at, -1, 0, {}}
 `;
