@@ -176,7 +176,7 @@ describe('defences: MemoryStore and RedisStore give the same answers', () => {
             await memStore.close();
           }
         }),
-        { numRuns: 100, seed: 20261202 },
+        { numRuns: 200, seed: 20261202 },
       );
     } finally {
       await redisStore.close();

@@ -29,7 +29,7 @@
  * Device cookies: a scope's state is a hash of its own, S = <user's hash>:<scope>, on the user's
  * slot (the same {…} tag). Its scripts get the user's hash as KEYS[2] (U) and, besides running on
  * S as above: RESERVE refuses `locked` while U is locked (an admin lock locks every scope); every
- * write records the scope in U's registry, field d:<scope> = "<last reserve>|<S's expiry>" (-1 =
+ * write records the scope in U's registry, field d:<scope> = "<use sequence>|<S's expiry>" (-1 =
  * never), and keeps U alive as long as its longest-lived scope; a RESERVE past maxDevices device
  * scopes deletes the least recently used device scope that is neither locked nor in flight (the
  * one write to a key not in KEYS: it is on the same slot, so Redis Cluster runs it).
@@ -230,20 +230,23 @@ local function sync_user(exp)
   local h = redis.call('HGETALL', U)
   local mine = 'd:' .. scope
   local entries, own = {}, false
-  local last = now
+  local last, newest = 0, 0 -- the scope's use sequence (a reserve makes it the newest), the newest
   for i = 1, #h, 2 do
     local k, v = h[i], h[i + 1]
     if string.sub(k, 1, 2) == 'd:' then
       local lu, ex = string.match(v, '^(%-?%d+)|(%-?%d+)$')
+      lu = tonumber(lu)
+      if lu > newest then newest = lu end
       if k == mine then
-        if not scope_used then last = tonumber(lu) end
+        last = lu
       else
-        entries[#entries + 1] = {k, string.sub(k, 3), tonumber(lu), tonumber(ex)}
+        entries[#entries + 1] = {k, string.sub(k, 3), lu, tonumber(ex)}
       end
     else
       own = true
     end
   end
+  if scope_used or last == 0 then last = newest + 1 end
   entries[#entries + 1] = {mine, scope, last, exp}
   redis.call('HSET', U, mine, last .. '|' .. exp)
   if scope_used and max_dev > 0 then
