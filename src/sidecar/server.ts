@@ -135,6 +135,7 @@ export async function startSidecar(
           ...(event.lockedUntil !== undefined
             ? { lockedUntil: new Date(event.lockedUntil).toISOString() }
             : {}),
+          ...(event.scope !== undefined ? { scope: event.scope } : {}),
           outcome: 'ok',
         },
         'audit: user locked after failed checks',

@@ -258,3 +258,47 @@ describe('middleware guard: reads the device cookie', () => {
     }
   });
 });
+
+describe('sidecar audit log of device cookies', () => {
+  it('names the scope a lock by failures locked', async () => {
+    const lines: string[] = [];
+    const logger = createLogger('info', { write: (line: string) => void lines.push(line) });
+    const sidecar = await startSidecar(
+      parseConfig({
+        server: { port: 0 },
+        instance: { id: 'dc-audit', maxPasswordAttempts: 2, maxOtpAttempts: 2 },
+        auth: {
+          tokens: [{ name: 'root', token: ADMIN, org: 'org-a', orgs: ['*'], permissions: [...PERMISSIONS] }],
+        },
+        defences: { deviceCookies: DEVICE_COOKIES },
+      }),
+      { logger },
+    );
+    try {
+      for (let i = 0; i < 2; i++) {
+        await postJson(
+          sidecar.url,
+          '/v1/attempts/' +
+            ((
+              await postJson(
+                sidecar.url,
+                '/v1/attempts',
+                { userId: 'al', factor: 'password' },
+                { authorization: `Bearer ${ADMIN}` },
+              )
+            ).json.attemptId as string) +
+            '/failure',
+          {},
+          { authorization: `Bearer ${ADMIN}` },
+        );
+      }
+      const lock = lines
+        .map((l) => JSON.parse(l) as Record<string, unknown>)
+        .find((r) => r.audit === true && r.action === 'user.lock');
+      expect(lock).toMatchObject({ reason: 'failures', userId: 'al', scope: 'untrusted' });
+      expect(lines.join('\n')).not.toContain(SECRET);
+    } finally {
+      await sidecar.close();
+    }
+  });
+});
