@@ -4,6 +4,8 @@
  * and success answers, scopes in the status and the listing) and the reverse proxy (the device
  * cookie read from the login request and set on the upstream's success answer).
  */
+import Ajv2020 from 'ajv/dist/2020';
+import addFormats from 'ajv-formats';
 import express from 'express';
 import request from 'supertest';
 import { createLockout, hashPassword, UserLockedError, type Lockout } from '../../src';
@@ -166,6 +168,36 @@ describe('sidecar and proxy: deviceCookies in the config file', () => {
       await fetch(`${sidecar.url}/v1/lockouts`, { headers: auth(ADMIN) })
     ).json()) as Listing;
     expect(list.users).toEqual([{ userId: 'sue', lockedAt: expect.any(String), scope: 'untrusted' }]);
+  });
+
+  it('sidecar answers with device cookies match the OpenAPI document (check success, settle, status, listing)', async () => {
+    const doc = (await (await fetch(`${sidecar.url}/openapi.json`)).json()) as object;
+    const ajv = new Ajv2020({ allErrors: true, strict: true });
+    addFormats(ajv);
+    ajv.addVocabulary(['openapi', 'info', 'servers', 'tags', 'paths', 'components']);
+    ajv.addSchema(doc, 'https://lockgate.test/openapi.json');
+    const valid = (ref: string, body: unknown) => {
+      const v = ajv.getSchema(`https://lockgate.test/openapi.json#/components/schemas/${ref}`)!;
+      expect({ ref, ok: v(body), errors: v.errors ?? null }).toEqual({ ref, ok: true, errors: null });
+    };
+    const ok = await check('val', 'right');
+    expect(typeof ok.json.deviceToken).toBe('string');
+    valid('CheckSuccess', ok.json);
+    for (let i = 0; i < 3; i++) await check('val', 'guess');
+    const r = await postJson(sidecar.url, '/v1/attempts', { userId: 'val2', factor: 'password' }, headers);
+    const settled = await postJson(
+      sidecar.url,
+      `/v1/attempts/${r.json.attemptId as string}/success`,
+      {},
+      headers,
+    );
+    valid('Settlement', settled.json);
+    const status = await (
+      await fetch(`${sidecar.url}/v1/users/val/lockout`, { headers: auth(ADMIN) })
+    ).json();
+    valid('UserLockout', status);
+    const list = await (await fetch(`${sidecar.url}/v1/lockouts`, { headers: auth(ADMIN) })).json();
+    valid('LockedUsers', list);
   });
 
   it('sidecar attempt routes: the reserve takes the deviceToken, the success settle answers one', async () => {
