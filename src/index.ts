@@ -61,3 +61,18 @@ export {
   type JwtAuthorizerOptions,
   type JwtPermissionsOptions,
 } from './http/jwt';
+// Defences (issue 12): their option and setting types, and the device tokens' primitives.
+export type {
+  DefencesConfig,
+  DefenceValues,
+  DeviceCookiesValues,
+  RepeatPasswordValues,
+  TemporaryLockoutValues,
+} from './core/defences';
+export {
+  issueDeviceToken,
+  verifyDeviceToken,
+  type DeviceKey,
+  type DeviceTokenConfig,
+} from './core/device-token';
+export type { DefencesOptions } from './http/defence-schemas';

@@ -28,6 +28,11 @@ export function maskConfig(config: SidecarConfig): Record<string, unknown> {
   }
   const otp = out.otp as Record<string, unknown>;
   if (otp.pepper !== undefined) otp.pepper = MASK;
+  const repeat = (out.defences as { repeatPassword?: Record<string, unknown> } | undefined)?.repeatPassword;
+  if (repeat?.key !== undefined) repeat.key = MASK;
+  const device = (out.defences as { deviceCookies?: { keys?: Array<Record<string, unknown>> } } | undefined)
+    ?.deviceCookies;
+  if (device?.keys) device.keys = device.keys.map((k) => ({ ...k, secret: MASK }));
   // The issuer's URLs may carry credentials (https://user:secret@idp/keys?api_key=…).
   const jwt = (out.auth as { jwt?: Record<string, unknown> }).jwt;
   for (const key of ['issuer', 'jwksUri'] as const) {

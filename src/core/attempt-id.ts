@@ -1,6 +1,6 @@
 import { randomFillSync } from 'node:crypto';
 import { InvalidArgumentError } from './errors';
-import { isFactor, type Factor } from './subjects';
+import { isFactor, SCOPE, type Factor } from './subjects';
 
 /**
  * An attempt id names one reservation and carries what is needed to settle it from the id alone
@@ -14,6 +14,8 @@ export interface AttemptRef {
   readonly factor: Factor;
   /** The reservation's key in the store. */
   readonly nonce: string;
+  /** Device cookies: the scope the attempt counts on (then a fourth element of the id). */
+  readonly scope?: string;
 }
 
 // 16 random bytes per nonce, sliced from a pool refilled from the CSPRNG 256 nonces at a time
@@ -33,7 +35,9 @@ export function newNonce(): string {
 }
 
 export function encodeAttemptId(ref: AttemptRef): string {
-  return `${Buffer.from(JSON.stringify([ref.org, ref.user, ref.factor])).toString('base64url')}.${ref.nonce}`;
+  const parts =
+    ref.scope === undefined ? [ref.org, ref.user, ref.factor] : [ref.org, ref.user, ref.factor, ref.scope];
+  return `${Buffer.from(JSON.stringify(parts)).toString('base64url')}.${ref.nonce}`;
 }
 
 const MAX_ATTEMPT_ID = 2048;
@@ -52,8 +56,10 @@ export function decodeAttemptId(id: string): AttemptRef {
   } catch {
     throw bad();
   }
-  if (!Array.isArray(parts) || parts.length !== 3) throw bad();
-  const [org, user, factor] = parts as unknown[];
+  if (!Array.isArray(parts) || (parts.length !== 3 && parts.length !== 4)) throw bad();
+  const [org, user, factor, scope] = parts as unknown[];
   if (typeof org !== 'string' || typeof user !== 'string' || !isFactor(factor)) throw bad();
-  return { org, user, factor, nonce };
+  if (parts.length === 3) return { org, user, factor, nonce };
+  if (typeof scope !== 'string' || !SCOPE.test(scope)) throw bad();
+  return { org, user, factor, nonce, scope };
 }

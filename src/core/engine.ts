@@ -9,6 +9,7 @@ import {
   AlreadyExistsError,
   CheckAbortedError,
   CheckTimeoutError,
+  FailedPreconditionError,
   InvalidArgumentError,
   NotChangedError,
   NotFoundError,
@@ -16,11 +17,22 @@ import {
   StoreUnavailableError,
 } from './errors';
 import { toEventRecord, type Actor, type EventLog, type OperationContext } from './events';
+import {
+  effectiveDefences,
+  repeatKeyOf,
+  storeDefencesOf,
+  type DefenceRecord,
+  type DefencesConfig,
+  type DefenceValues,
+} from './defences';
 import { describeOptionValue } from './option-checks';
 import { parseSettingsValues, SHIPPED_DEFAULT, type Details, type EffectiveSettings } from './settings';
 import { SettingsCache } from './settings-cache';
 import {
+  isDefenceSettingsStore,
   missingStoreMembers,
+  type DefenceSettingsChange,
+  type DefenceSettingsStore,
   type LockedPage,
   type LockoutStore,
   type Owner,
@@ -31,7 +43,17 @@ import {
   type SettleOutcome,
   type SettleResult,
 } from './store';
-import { makeSubject, validateFactor, validateId, type Factor, type Limits, type Subject } from './subjects';
+import { issueDeviceToken, verifyDeviceToken } from './device-token';
+import {
+  makeSubject,
+  SCOPE,
+  UNTRUSTED_SCOPE,
+  validateFactor,
+  validateId,
+  type Factor,
+  type Limits,
+  type Subject,
+} from './subjects';
 
 export interface LockoutEngineOptions {
   /** Where state is kept. */
@@ -72,6 +94,11 @@ export interface LockoutEngineOptions {
   onCompensation?: (event: CompensationEvent) => void;
   /** Bounds of the compensation queue (most pending tasks, backoff). */
   compensation?: { maxPending?: number; initialDelayMs?: number; maxDelayMs?: number };
+  /**
+   * The instance's defences (issue 12; see core/defences.ts), resolved with their keys. Absent:
+   * no defence is on and per-org defence settings are not read (every check is as before).
+   */
+  defences?: DefencesConfig;
 }
 
 export type { CompensationEvent, CompensationStats, CompensationTask } from './compensation';
@@ -112,8 +139,14 @@ export type LockoutEvent =
       failedAttempts?: number;
       /** Who locked (reason `admin`). */
       actor?: Actor;
+      /** Temporary lockout: when this lock ends by itself (absent: permanent), and when it began. */
+      lockedUntil?: number;
+      lockedAt?: number;
+      /** Device cookies: the scope locked (`untrusted`, `device:<id>`); absent: the user. */
+      scope?: string;
     }
-  | { type: 'unlock'; org: string; user: string; actor?: Actor }
+  /** `reason` 'automatic': a temporary lock ended (absent: an admin unlock, as before defences). */
+  | { type: 'unlock'; org: string; user: string; actor?: Actor; reason?: 'automatic'; lockedAt?: number }
   | {
       type: 'settings';
       owner: Owner;
@@ -124,7 +157,10 @@ export type LockoutEvent =
       /** The stored values after it (null: removed, the org falls back to the instance's). */
       after?: SettingsValues | null;
     }
-  | { type: 'password_changed'; org: string; user: string; actor?: Actor };
+  | { type: 'password_changed'; org: string; user: string; actor?: Actor }
+  /** Repeat-password forgiveness: a wrong password the user had tried before was not counted again. */
+  | { type: 'forgiven'; org: string; user: string; factor: Factor }
+  | { type: 'defences'; org: string; op: DefenceSettingsChange['op']; actor?: Actor };
 
 export type { Actor, OperationContext } from './events';
 
@@ -149,12 +185,16 @@ export interface Reservation {
 
 export type ReserveOutcome =
   | { readonly status: 'admitted'; readonly reservation: Reservation }
-  | { readonly status: 'locked'; readonly lockedAt: number }
+  | { readonly status: 'locked'; readonly lockedAt: number; readonly lockedUntil?: number }
   | { readonly status: 'busy'; readonly retryAfterMs: number };
 
 export interface Settlement {
   readonly failedAttempts: number;
   readonly locked: boolean;
+  /** Repeat-password forgiveness: this failure was not counted (defences only). */
+  readonly forgiven?: true;
+  /** Device cookies: a success's device token for the client. */
+  readonly deviceToken?: string;
   /** false: nothing was counted because the store could not be reached (fail-open). */
   readonly enforced?: false;
   /** The store error (fail-open only). */
@@ -171,16 +211,66 @@ interface Unenforced {
 }
 
 export type CheckResult =
-  | ({ readonly outcome: 'success'; readonly failedAttempts: 0; readonly locked: false } & Unenforced)
+  | ({
+      readonly outcome: 'success';
+      readonly failedAttempts: 0;
+      readonly locked: false;
+      /** Device cookies: the device token to hand to the client (set it as a cookie). */
+      readonly deviceToken?: string;
+    } & Unenforced)
   | ({ readonly outcome: 'failure'; readonly failedAttempts: number; readonly locked: boolean } & Unenforced)
-  | { readonly outcome: 'locked'; readonly lockedAt: number }
+  | { readonly outcome: 'locked'; readonly lockedAt: number; readonly lockedUntil?: number }
   | { readonly outcome: 'busy'; readonly retryAfterMs: number };
+
+/** What a check or settle may carry for the defences. */
+export interface CheckOptions {
+  /**
+   * The password being checked (factor `password` only): with repeat-password forgiveness on, a
+   * wrong one is remembered as a keyed hash, and trying it again is not counted again.
+   */
+  readonly password?: string;
+  /**
+   * Device cookies: the client's device token (a cookie, or a field the auth service passes). A
+   * valid one for this user counts the check on that device's scope; anything else (absent,
+   * invalid, expired, another user's) counts on the user's untrusted scope.
+   */
+  readonly deviceToken?: string;
+}
+
+/** The defence settings that apply to an org (no secrets), as lockout settings are rendered. */
+export interface EffectiveDefences {
+  readonly values: Required<DefenceValues>;
+  /** Per defence: true when it is the instance's (the org has none of its own). */
+  readonly inherited: Readonly<Record<keyof DefenceValues, boolean>>;
+  /** true when the org has no custom defence settings at all. */
+  readonly isDefault: boolean;
+  readonly resourceOwnerType: 'RESOURCE_OWNER_TYPE_INSTANCE' | 'RESOURCE_OWNER_TYPE_ORG';
+  readonly details: Details;
+}
+
+export interface ScopeStatus {
+  /** `untrusted` (clients without a valid device token) or `device:<device id>`. */
+  readonly scope: string;
+  readonly locked: boolean;
+  readonly lockedAt?: number;
+  readonly lockedUntil?: number;
+  readonly failedAttempts: Readonly<Record<Factor, number>>;
+}
+
+/** A store scope (`u`, `d<id>`) as the API names it (`untrusted`, `device:<id>`). */
+export function scopeName(scope: string): string {
+  return scope === UNTRUSTED_SCOPE ? 'untrusted' : `device:${scope.slice(1)}`;
+}
 
 export interface UserStatus {
   readonly userId: string;
   readonly orgId: string;
   readonly locked: boolean;
   readonly lockedAt?: number;
+  /** Temporary lockout: when the lock ends by itself (absent: not locked, or locked for good). */
+  readonly lockedUntil?: number;
+  /** Device cookies: the user's scopes (`untrusted`, `device:<id>`) and their state. */
+  readonly scopes?: readonly ScopeStatus[];
   readonly failedAttempts: Readonly<Record<Factor, number>>;
   readonly settings: EffectiveSettings;
 }
@@ -284,12 +374,19 @@ export class LockoutEngine {
    * Insertion order is expiry order (one lease for all).
    */
   private readonly open = new Map<string, UnenforcedReservation>();
+  /** The instance's defences (absent: none, and per-org defence settings are not read). */
+  readonly defences?: DefencesConfig;
+  private readonly defenceCache?: SettingsCache<DefenceRecord>;
 
   constructor(options: LockoutEngineOptions) {
     checkStore(options?.store);
     this.config = resolveEngineConfig(options);
     this.store = options.store;
     this.cache = new SettingsCache(this.config.settingsCacheTtlMs);
+    if (options.defences !== undefined) {
+      this.defences = options.defences;
+      this.defenceCache = new SettingsCache<DefenceRecord>(this.config.settingsCacheTtlMs);
+    }
     this.observeEvent = options.onEvent ?? (() => {});
     this.observed = options.onEvent !== undefined;
     this.eventLog = options.eventLog;
@@ -317,7 +414,9 @@ export class LockoutEngine {
       ...(options.onCompensation ? { onEvent: options.onCompensation } : {}),
     });
     this.unsubscribe = this.store.onSettingsChanged((instance, owner) => {
-      if (instance === this.config.instanceId) this.cache.invalidate(owner);
+      if (instance !== this.config.instanceId) return;
+      this.cache.invalidate(owner);
+      this.defenceCache?.invalidate(owner);
     });
   }
 
@@ -453,7 +552,145 @@ export class LockoutEngine {
       (await this.record({ type: 'org', org })) ??
       (await this.record({ type: 'instance' })) ??
       this.config.defaults;
-    return { maxPasswordAttempts: values.maxPasswordAttempts, maxOtpAttempts: values.maxOtpAttempts };
+    if (this.defences === undefined) {
+      return { maxPasswordAttempts: values.maxPasswordAttempts, maxOtpAttempts: values.maxOtpAttempts };
+    }
+    const own = await this.defenceRecord(org);
+    const defences = storeDefencesOf(effectiveDefences(this.defences.values, own?.values), this.defences);
+    return defences === undefined
+      ? { maxPasswordAttempts: values.maxPasswordAttempts, maxOtpAttempts: values.maxOtpAttempts }
+      : { maxPasswordAttempts: values.maxPasswordAttempts, maxOtpAttempts: values.maxOtpAttempts, defences };
+  }
+
+  // ---- defence settings (issue 12) --------------------------------------------------------
+
+  /** The store's defence settings port; FailedPrecondition-like NotFound when it has none. */
+  private defenceStore(): DefenceSettingsStore {
+    if (this.defences === undefined) {
+      throw new FailedPreconditionError(
+        'Errors.Defences.Disabled',
+        'Defences are not enabled on this instance (configure a defences section)',
+      );
+    }
+    if (!isDefenceSettingsStore(this.store)) {
+      throw new FailedPreconditionError(
+        'Errors.Defences.Unsupported',
+        'This store keeps no defence settings',
+      );
+    }
+    return this.store;
+  }
+
+  private defenceRecord(org: string): Promise<DefenceRecord | null> {
+    const cache = this.defenceCache;
+    if (cache === undefined || !isDefenceSettingsStore(this.store)) return Promise.resolve(null);
+    const store = this.store;
+    return cache.get({ type: 'org', org }, () => store.getDefenceSettings(this.instanceId, org));
+  }
+
+  /** The defence settings that apply to `org`: per defence its own, else the instance's. */
+  async getEffectiveDefences(org: string): Promise<EffectiveDefences> {
+    validateId(org, 'orgId');
+    this.defenceStore();
+    const own = await this.defenceRecord(org);
+    const instance = this.defences?.values ?? {};
+    const values = effectiveDefences(instance, own?.values);
+    const inherited = {
+      temporaryLockout: own?.values.temporaryLockout === undefined,
+      repeatPassword: own?.values.repeatPassword === undefined,
+      deviceCookies: own?.values.deviceCookies === undefined,
+    };
+    if (own === null) return this.getInstanceDefences();
+    return {
+      values,
+      inherited,
+      isDefault: false,
+      resourceOwnerType: 'RESOURCE_OWNER_TYPE_ORG',
+      details: {
+        sequence: own.sequence,
+        creationDate: own.creationDate,
+        changeDate: own.changeDate,
+        resourceOwner: org,
+      },
+    };
+  }
+
+  /** The instance's defence settings (from its configuration). */
+  async getInstanceDefences(): Promise<EffectiveDefences> {
+    this.defenceStore();
+    return {
+      values: effectiveDefences(this.defences?.values ?? {}, undefined),
+      inherited: { temporaryLockout: true, repeatPassword: true, deviceCookies: true },
+      isDefault: true,
+      resourceOwnerType: 'RESOURCE_OWNER_TYPE_INSTANCE',
+      details: { sequence: 0, resourceOwner: this.instanceId },
+    };
+  }
+
+  /**
+   * Changes `org`'s own defence settings: add (AlreadyExistsError when it has some), update
+   * (NotFoundError when none, NotChangedError for the same values) or remove (NotFoundError when
+   * none): the org then inherits every defence from the instance. A defence that needs a key the
+   * instance has not configured cannot be enabled (InvalidArgumentError).
+   */
+  async writeOrgDefences(
+    org: string,
+    change: DefenceSettingsChange,
+    context?: OperationContext,
+  ): Promise<Details> {
+    validateId(org, 'orgId');
+    const store = this.defenceStore();
+    if (change.op !== 'remove' && change.values.deviceCookies?.enabled && !this.defences?.deviceTokens) {
+      throw new FailedPreconditionError(
+        'Errors.Defences.KeyMissing',
+        'deviceCookies needs keys in the instance configuration (defences.deviceCookies.keys)',
+      );
+    }
+    if (
+      change.op !== 'remove' &&
+      change.values.repeatPassword?.enabled &&
+      !this.defences?.repeatPasswordKey
+    ) {
+      throw new FailedPreconditionError(
+        'Errors.Defences.KeyMissing',
+        'repeatPassword needs a key in the instance configuration (defences.repeatPassword.key)',
+      );
+    }
+    const result = await store.writeDefenceSettings(this.instanceId, org, change);
+    switch (result.status) {
+      case 'ok':
+        this.defenceCache?.invalidate({ type: 'org', org });
+        await this.emit({
+          type: 'defences',
+          org,
+          op: change.op,
+          ...(context?.actor ? { actor: context.actor } : {}),
+        });
+        return {
+          sequence: result.sequence,
+          creationDate: result.creationDate,
+          changeDate: result.changeDate,
+          resourceOwner: org,
+        };
+      case 'exists':
+        throw new AlreadyExistsError('Errors.Org.Defences.AlreadyExists', 'Defence settings already exist');
+      case 'not_found':
+        throw new NotFoundError('Errors.Org.Defences.NotFound', 'Defence settings not found');
+      case 'not_changed':
+        throw new NotChangedError('Errors.Org.Defences.NotChanged', 'Defence settings have not been changed');
+    }
+  }
+
+  /** Tells onEvent of a temporary lock that ended during a store operation. */
+  private endedLock(subject: Subject, expiredLockAt: number | undefined): void {
+    if (expiredLockAt === undefined) return;
+    this.onEvent({
+      type: 'unlock',
+      org: subject.org,
+      user: subject.user,
+      reason: 'automatic',
+      lockedAt: expiredLockAt,
+    });
   }
 
   // ---- the reservation protocol ---------------------------------------------------------
@@ -467,16 +704,23 @@ export class LockoutEngine {
    * compensated by a release of the same nonce, retried until its lease ends. Then, fail-closed:
    * StoreUnavailableError; fail-open: an unenforced reservation (`enforced: false`).
    */
-  async reserve(orgId: string, userId: string, factor: Factor): Promise<ReserveOutcome> {
-    const subject = this.subject(orgId, userId);
+  async reserve(
+    orgId: string,
+    userId: string,
+    factor: Factor,
+    options?: CheckOptions,
+  ): Promise<ReserveOutcome> {
+    const user = this.subject(orgId, userId);
     validateFactor(factor);
     let limits: Limits;
     try {
-      limits = await this.limits(subject.org);
+      limits = await this.limits(user.org);
     } catch (error) {
       // Nothing was sent to the store: nothing to compensate.
-      return this.reserveWithoutStore(subject, factor, error);
+      return this.reserveWithoutStore(user, factor, error);
     }
+    // Device cookies: the check counts on the device's scope, or on the untrusted one.
+    const subject = (limits.defences?.maxDevices ?? 0) > 0 ? this.scopeOf(user, options?.deviceToken) : user;
     const nonce = newNonce();
     let r: ReserveResult;
     try {
@@ -491,6 +735,7 @@ export class LockoutEngine {
       // A fresh nonce cannot have a tombstone; a store answering so is not to be trusted.
       throw new StoreUnavailableError('The store answered a new attempt as already settled');
     }
+    this.endedLock(subject, r.expiredLockAt);
     if (r.status === 'admitted') {
       return {
         status: 'admitted',
@@ -498,7 +743,29 @@ export class LockoutEngine {
       };
     }
     this.onEvent({ type: 'check', org: subject.org, user: subject.user, factor, outcome: r.status });
-    return r;
+    if (r.status === 'locked') {
+      return r.lockedUntil === undefined
+        ? { status: 'locked', lockedAt: r.lockedAt }
+        : { status: 'locked', lockedAt: r.lockedAt, lockedUntil: r.lockedUntil };
+    }
+    return { status: 'busy', retryAfterMs: r.retryAfterMs };
+  }
+
+  /** Device cookies: the scope a check of `user` counts on, from its device token. */
+  private scopeOf(user: Subject, deviceToken: string | undefined): Subject {
+    const tokens = this.defences?.deviceTokens;
+    const device =
+      tokens && deviceToken !== undefined ? verifyDeviceToken(tokens, user, deviceToken) : undefined;
+    return { ...user, scope: device === undefined ? UNTRUSTED_SCOPE : `d${device}` };
+  }
+
+  /** Device cookies: the token a success of `subject` hands out (the same device id, refreshed). */
+  private deviceTokenFor(subject: Subject): string | undefined {
+    const tokens = this.defences?.deviceTokens;
+    if (tokens === undefined || subject.scope === undefined) return undefined;
+    const user = { instance: subject.instance, org: subject.org, user: subject.user };
+    const device = subject.scope === UNTRUSTED_SCOPE ? undefined : subject.scope.slice(1);
+    return issueDeviceToken(tokens, user, device).token;
   }
 
   /** G4 for a reserve that failed: rethrow (fail-closed), or admit an unenforced reservation. */
@@ -532,7 +799,11 @@ export class LockoutEngine {
    * until the lease ends); then, fail-closed: StoreUnavailableError; fail-open: a settlement
    * with `enforced: false`. An unenforced (fail-open) reservation's settle changes nothing.
    */
-  async settle(attempt: Reservation | string, outcome: SettleOutcome): Promise<Settlement> {
+  async settle(
+    attempt: Reservation | string,
+    outcome: SettleOutcome,
+    options?: CheckOptions,
+  ): Promise<Settlement> {
     if (outcome !== 'success' && outcome !== 'failure' && outcome !== 'release') {
       throw new InvalidArgumentError(
         'Errors.Attempt.Outcome',
@@ -559,7 +830,7 @@ export class LockoutEngine {
         ? attempt.ref
         : decodeAttemptId(typeof attempt === 'string' ? attempt : attempt.attemptId);
     const expiresAt = attempt instanceof AdmittedReservation ? attempt.expiresAt : undefined;
-    const s = await this.settleRef(ref, outcome, expiresAt);
+    const s = await this.settleRef(ref, outcome, expiresAt, options?.password);
     if (s === undefined) {
       throw new NotFoundError('Errors.Attempt.NotFound', 'Attempt not found, expired or already settled');
     }
@@ -571,13 +842,34 @@ export class LockoutEngine {
     ref: AttemptRef,
     outcome: SettleOutcome,
     expiresAt: number | undefined,
+    password?: string,
   ): Promise<Settlement | undefined> {
-    const subject = this.subject(ref.org, ref.user);
+    const subject = this.refSubject(ref);
     let r: SettleResult;
     try {
       // writeSettle inlined: every check settles here, and each extra async hop costs a tick.
       const limits = await this.limits(subject.org);
-      r = await this.store.settle(subject, ref.factor, ref.nonce, outcome, limits, this.config.leaseMs);
+      const key = this.defences?.repeatPasswordKey;
+      r =
+        // repeat-password forgiveness: a wrong password travels as its keyed hash, never itself
+        outcome === 'failure' &&
+        password !== undefined &&
+        ref.factor === 'password' &&
+        key !== undefined &&
+        (limits.defences?.remember ?? 0) > 0
+          ? await this.store.settle(
+              subject,
+              ref.factor,
+              ref.nonce,
+              outcome,
+              limits,
+              this.config.leaseMs,
+              false,
+              {
+                repeatKey: repeatKeyOf(key, subject, password),
+              },
+            )
+          : await this.store.settle(subject, ref.factor, ref.nonce, outcome, limits, this.config.leaseMs);
     } catch (error) {
       // Unknown outcome (or never sent): the same settle is written again until the lease ends.
       const deadline = this.leaseEnd(expiresAt);
@@ -595,6 +887,7 @@ export class LockoutEngine {
       return { failedAttempts: 0, locked: false, enforced: false, storeError: error };
     }
     if (r.status === 'unknown') return undefined;
+    this.endedLock(subject, r.expiredLockAt);
     if (outcome !== 'release') {
       const reported: CheckOutcome = outcome === 'success' && r.locked ? 'locked' : outcome;
       this.onEvent({
@@ -604,6 +897,9 @@ export class LockoutEngine {
         factor: ref.factor,
         outcome: reported,
       });
+    }
+    if (r.forgiven === true) {
+      this.onEvent({ type: 'forgiven', org: subject.org, user: subject.user, factor: ref.factor });
     }
     // Awaited: the check that locks is answered once its event is recorded (one more round trip
     // on Redis, for that check only), so an answered lock is never an unrecorded one.
@@ -615,8 +911,22 @@ export class LockoutEngine {
         reason: 'failures',
         factor: ref.factor,
         failedAttempts: r.failedAttempts,
+        ...(r.lockedUntil !== undefined ? { lockedAt: r.lockedAt, lockedUntil: r.lockedUntil } : {}),
+        ...(subject.scope !== undefined ? { scope: scopeName(subject.scope) } : {}),
       });
+    if (r.forgiven === true) return { failedAttempts: r.failedAttempts, locked: r.locked, forgiven: true };
+    if (outcome === 'success' && !r.locked && subject.scope !== undefined) {
+      const deviceToken = this.deviceTokenFor(subject);
+      if (deviceToken !== undefined)
+        return { failedAttempts: r.failedAttempts, locked: r.locked, deviceToken };
+    }
     return { failedAttempts: r.failedAttempts, locked: r.locked };
+  }
+
+  /** The subject of an attempt: its user, and its scope (device cookies) when it has one. */
+  private refSubject(ref: AttemptRef): Subject {
+    const user = this.subject(ref.org, ref.user);
+    return ref.scope === undefined ? user : { ...user, scope: ref.scope };
   }
 
   /** One settle in the store; when it fails, the same settle is queued for compensation and the error rethrown. */
@@ -671,13 +981,7 @@ export class LockoutEngine {
     }
     const { ref, expiresAt } = reservation as AdmittedReservation;
     try {
-      await this.settleCompensated(
-        this.subject(ref.org, ref.user),
-        ref.factor,
-        ref.nonce,
-        'release',
-        expiresAt,
-      );
+      await this.settleCompensated(this.refSubject(ref), ref.factor, ref.nonce, 'release', expiresAt);
     } catch {
       // Queued for compensation by settleCompensated: it is retried until the lease ends.
     }
@@ -717,9 +1021,14 @@ export class LockoutEngine {
     userId: string,
     factor: Factor,
     evaluate: () => Promise<boolean> | boolean,
+    options?: CheckOptions,
   ): Promise<CheckResult> {
-    const r = await this.reserve(orgId, userId, factor);
-    if (r.status === 'locked') return { outcome: 'locked', lockedAt: r.lockedAt };
+    const r = await this.reserve(orgId, userId, factor, options);
+    if (r.status === 'locked') {
+      return r.lockedUntil === undefined
+        ? { outcome: 'locked', lockedAt: r.lockedAt }
+        : { outcome: 'locked', lockedAt: r.lockedAt, lockedUntil: r.lockedUntil };
+    }
     if (r.status === 'busy') return { outcome: 'busy', retryAfterMs: r.retryAfterMs };
     const reservation = r.reservation;
     let ok: boolean;
@@ -748,7 +1057,12 @@ export class LockoutEngine {
           };
     }
     const admitted = reservation as AdmittedReservation;
-    const s = await this.settleRef(admitted.ref, ok ? 'success' : 'failure', admitted.expiresAt);
+    const s = await this.settleRef(
+      admitted.ref,
+      ok ? 'success' : 'failure',
+      admitted.expiresAt,
+      ok ? undefined : options?.password,
+    );
     if (s === undefined) throw new CheckAbortedError();
     if (s.enforced === false) {
       return ok
@@ -756,9 +1070,15 @@ export class LockoutEngine {
         : { outcome: 'failure', failedAttempts: 0, locked: false, enforced: false, storeError: s.storeError };
     }
     if (ok) {
-      if (s.locked)
-        return { outcome: 'locked', lockedAt: (await this.getUserStatus(orgId, userId)).lockedAt ?? 0 };
-      return { outcome: 'success', failedAttempts: 0, locked: false };
+      if (s.locked) {
+        const status = await this.getUserStatus(orgId, userId);
+        return status.lockedUntil === undefined
+          ? { outcome: 'locked', lockedAt: status.lockedAt ?? 0 }
+          : { outcome: 'locked', lockedAt: status.lockedAt ?? 0, lockedUntil: status.lockedUntil };
+      }
+      return s.deviceToken !== undefined
+        ? { outcome: 'success', failedAttempts: 0, locked: false, deviceToken: s.deviceToken }
+        : { outcome: 'success', failedAttempts: 0, locked: false };
     }
     return { outcome: 'failure', failedAttempts: s.failedAttempts, locked: s.locked };
   }
@@ -795,15 +1115,50 @@ export class LockoutEngine {
   async getUserStatus(orgId: string, userId: string): Promise<UserStatus> {
     const subject = this.subject(orgId, userId);
     const settings = await this.getEffectiveSettings(subject.org);
-    const state = await this.store.getUser(subject, settings);
+    const limits = this.defences === undefined ? settings : await this.limits(subject.org);
+    const state = await this.store.getUser(subject, limits);
+    this.endedLock(subject, state.expiredLockAt);
+    const scopes =
+      state.scopes === undefined
+        ? undefined
+        : await Promise.all(
+            state.scopes
+              .filter((sc) => SCOPE.test(sc))
+              .map(async (sc): Promise<ScopeStatus> => {
+                const scoped = { ...subject, scope: sc };
+                const st = await this.store.getUser(scoped, limits);
+                this.endedLock(subject, st.expiredLockAt);
+                return {
+                  scope: scopeName(sc),
+                  locked: st.locked,
+                  ...(st.lockedAt !== undefined ? { lockedAt: st.lockedAt } : {}),
+                  ...(st.lockedUntil !== undefined ? { lockedUntil: st.lockedUntil } : {}),
+                  failedAttempts: st.failed,
+                };
+              }),
+          );
     return {
       userId: subject.user,
       orgId: subject.org,
       locked: state.locked,
       ...(state.lockedAt !== undefined ? { lockedAt: state.lockedAt } : {}),
+      ...(state.lockedUntil !== undefined ? { lockedUntil: state.lockedUntil } : {}),
       failedAttempts: state.failed,
       settings,
+      ...(scopes !== undefined ? { scopes } : {}),
     };
+  }
+
+  /**
+   * Device cookies: the user's scopes recorded in the store, and the untrusted scope always (it
+   * needs no record to be found, so an unlock or a password change reaches it even if the record
+   * of the scopes was lost, e.g. a MemoryStore evicting it under maxUsers). None without device cookies.
+   */
+  private async scopesOf(subject: Subject, limits: Limits): Promise<Subject[]> {
+    if (this.defences?.deviceTokens === undefined) return [];
+    const state = await this.store.getUser(subject, limits);
+    const scopes = new Set([UNTRUSTED_SCOPE, ...(state.scopes ?? []).filter((sc) => SCOPE.test(sc))]);
+    return [...scopes].map((sc) => ({ ...subject, scope: sc }));
   }
 
   /** Admin lock. NotChangedError when the user is locked already. */
@@ -824,8 +1179,15 @@ export class LockoutEngine {
   /** Admin unlock: clears the lock and resets all counters. NotChangedError when not locked. */
   async unlockUser(orgId: string, userId: string, context?: OperationContext): Promise<void> {
     const subject = this.subject(orgId, userId);
-    const r = await this.store.unlock(subject, await this.limits(subject.org), this.config.leaseMs);
-    if (!r.changed) throw new NotChangedError('Errors.User.NotLocked', 'User is not locked');
+    const limits = await this.limits(subject.org);
+    // Device cookies: an unlock clears every scope (a locked scope counts as the user locked).
+    const scopes = await this.scopesOf(subject, limits);
+    const r = await this.store.unlock(subject, limits, this.config.leaseMs);
+    let changed = r.changed;
+    for (const scoped of scopes) {
+      if ((await this.store.unlock(scoped, limits, this.config.leaseMs, true)).changed) changed = true;
+    }
+    if (!changed) throw new NotChangedError('Errors.User.NotLocked', 'User is not locked');
     await this.emit({
       type: 'unlock',
       org: subject.org,
@@ -837,7 +1199,12 @@ export class LockoutEngine {
   /** The user's password was changed or reset: its password counter restarts; a lock stays. */
   async passwordChanged(orgId: string, userId: string, context?: OperationContext): Promise<void> {
     const subject = this.subject(orgId, userId);
-    await this.store.resetFactor(subject, 'password', await this.limits(subject.org), this.config.leaseMs);
+    const limits = await this.limits(subject.org);
+    await this.store.resetFactor(subject, 'password', limits, this.config.leaseMs);
+    // Device cookies: every scope's password counter restarts too.
+    for (const scoped of await this.scopesOf(subject, limits)) {
+      await this.store.resetFactor(scoped, 'password', limits, this.config.leaseMs);
+    }
     await this.emit({
       type: 'password_changed',
       org: subject.org,
@@ -875,7 +1242,18 @@ export class LockoutEngine {
       );
     }
     if (options.cursor !== undefined) validateId(options.cursor, 'cursor');
-    return this.store.listLocked(this.instanceId, org, await this.limits(org), limit, options.cursor);
+    const page = await this.store.listLocked(
+      this.instanceId,
+      org,
+      await this.limits(org),
+      limit,
+      options.cursor,
+    );
+    if (!page.users.some((u) => u.scope !== undefined)) return page;
+    return {
+      ...page,
+      users: page.users.map((u) => (u.scope === undefined ? u : { ...u, scope: scopeName(u.scope) })),
+    };
   }
 
   /**
@@ -903,7 +1281,10 @@ class AdmittedReservation implements Reservation {
     nonce: string,
     readonly expiresAt: number,
   ) {
-    this.ref = { org: subject.org, user: subject.user, factor, nonce };
+    this.ref =
+      subject.scope === undefined
+        ? { org: subject.org, user: subject.user, factor, nonce }
+        : { org: subject.org, user: subject.user, factor, nonce, scope: subject.scope };
   }
 
   get orgId(): string {

@@ -139,6 +139,12 @@ export class NotChangedError extends IdentifiedError {
 }
 
 /** The user is locked: the credential was not evaluated (423, code 9). */
+/** A request that cannot be done in the current state or configuration (400, code 9). */
+export class FailedPreconditionError extends IdentifiedError {
+  readonly grpcCode = GrpcCode.FailedPrecondition;
+  readonly httpStatus = 400;
+}
+
 export class UserLockedError extends LockgateError {
   readonly grpcCode = GrpcCode.FailedPrecondition;
   readonly httpStatus = 423;

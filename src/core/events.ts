@@ -42,6 +42,7 @@ export const EVENT_TYPES: Readonly<Record<string, string | null>> = Object.freez
   settings: 'settings.changed',
   throttle: 'user.throttled',
   forgiven: 'user.forgiven',
+  defences: 'defences.changed',
 });
 
 /** The recorded types lockgate knows of (webhook endpoints may name these, or `*`). */

@@ -1,7 +1,7 @@
 import type { Owner, SettingsRecord } from './store';
 
-interface Entry {
-  readonly promise: Promise<SettingsRecord | null>;
+interface Entry<T> {
+  readonly promise: Promise<T | null>;
   readonly expiresAt: number;
 }
 
@@ -11,8 +11,8 @@ interface Entry {
  * every process within the TTL even if a notification is lost. A read that was in flight when an
  * invalidation arrived is not cached (generation check), so it cannot put back a stale value.
  */
-export class SettingsCache {
-  private readonly entries = new Map<string, Entry>();
+export class SettingsCache<T = SettingsRecord> {
+  private readonly entries = new Map<string, Entry<T>>();
   private generation = 0;
 
   constructor(
@@ -21,7 +21,7 @@ export class SettingsCache {
     private readonly now: () => number = Date.now,
   ) {}
 
-  get(owner: Owner, load: () => Promise<SettingsRecord | null>): Promise<SettingsRecord | null> {
+  get(owner: Owner, load: () => Promise<T | null>): Promise<T | null> {
     const key = keyOf(owner);
     const hit = this.entries.get(key);
     const now = this.now();

@@ -1,3 +1,4 @@
+import type { DefenceRecord, DefenceValues } from './defences';
 import type { Factor, Limits, Subject } from './subjects';
 
 /*
@@ -41,6 +42,35 @@ import type { Factor, Limits, Subject } from './subjects';
  * An operation that committed never fails afterwards: secondary writes (the locked-users index)
  * are made so that they converge (a locked user is listed, an unlocked one is not) without
  * failing the operation that caused them.
+ *
+ * Defences (issue 12, opt-in; `limits.defences`, see StoreDefences and core/defences.ts). With
+ * `limits.defences` absent every operation is exactly as above: no other field is read or written.
+ * With it, each operation stays ONE atomic step (the same script, no extra round trip):
+ *   - temporary lockout (`lockMs` > 0): a failure that locks the user also records `lockedUntil`
+ *     = now + min(lockMs × 2^(n−1), maxLockMs), n = the user's consecutive locks (kept, +1 at each
+ *     such lock). Every operation first ends a lock whose `lockedUntil` has passed — whatever the
+ *     current policy, the lock's own end is what counts: the lock, every counter and the
+ *     remembered wrong passwords are cleared (`expiredLockAt` in the answer, and the user leaves
+ *     the locked-users listing), in-flight reservations stay. n is reset by a success, an unlock
+ *     and resetFactor. An admin lock has no end; an admin lock of a temporarily locked user makes
+ *     the lock permanent (`changed: true`). A temporarily locked user's state expires `idleTtlMs`
+ *     after its end (bounded state; 0 = never).
+ *   - repeat-password forgiveness (`remember` > 0): a failure settle of `password` may carry
+ *     `repeatKey` (a keyed hash of the wrong password). When it is one of the user's last
+ *     `remember` remembered keys, nothing is counted (`forgiven: true`; the reservation is settled
+ *     all the same); else the failure counts and the key is remembered (the oldest dropped past
+ *     `remember`). Decided in the settle's own step, so two parallel repeats count once. Cleared
+ *     by a password success, an unlock (admin or automatic) and resetFactor('password').
+ *   - device cookies (`maxDevices` > 0; `subject.scope` set by the engine): a scoped operation acts
+ *     on the scope's own state — its counters, lock, reservations, tombstones, temporary lock and
+ *     remembered keys, under every rule above, so G1 holds per scope — and, in the same step,
+ *     reads the user's own state: a reserve of any scope is refused `locked` while the user is
+ *     locked (an admin lock locks every scope). A scoped reserve also records the scope in the
+ *     user's own state (getUser of the user answers `scopes`), keeping at most `maxDevices` device
+ *     scopes: past it the least recently used device scope that is not locked is forgotten with
+ *     its state (the untrusted scope `u` is never forgotten). Locked scopes are listed by
+ *     listLocked with their scope. unlock with `force` clears a scope's state even when it is not
+ *     locked (an admin unlock of the user clears every scope).
  */
 export interface AttemptStore {
   /**
@@ -75,6 +105,7 @@ export interface AttemptStore {
     limits: Limits,
     leaseMs: number,
     tombstone?: boolean,
+    extra?: SettleExtra,
   ): Promise<SettleResult>;
 
   /** The user's state (after applying expired leases). */
@@ -92,7 +123,7 @@ export interface AttemptStore {
    * `unknown`). Afterwards the user is active with nothing counted or in flight.
    * `changed: false` when it was not locked (nothing is cleared then).
    */
-  unlock(subject: Subject, limits: Limits, leaseMs: number): Promise<{ changed: boolean }>;
+  unlock(subject: Subject, limits: Limits, leaseMs: number, force?: boolean): Promise<{ changed: boolean }>;
 
   /**
    * Resets one factor's counter without touching the lock (password changed), after applying
@@ -169,6 +200,60 @@ export interface OneTimeStore {
     channel: CodeChannel,
     codeHash: string,
   ): Promise<'match' | 'mismatch' | 'missing'>;
+}
+
+/**
+ * Per-org defence settings (issue 12): an optional port beside LockoutStore (not one of its
+ * member lists, so that stores written before it keep working; the engine asks for it only when
+ * the instance has defences). Values are stored as canonical JSON (canonicalDefences), written
+ * atomically with a sequence per org that survives `remove`, and a change tells every process
+ * through onSettingsChanged with the org as owner (the engines drop both cached settings of it).
+ * Same rules as writeSettings: add only when there are none (`exists`), update only when there
+ * are some (`not_found`) and only to other values (`not_changed`), remove only when there are some.
+ */
+export interface DefenceSettingsStore {
+  /** The org's stored defence settings, or null when it has none. */
+  getDefenceSettings(instance: string, org: string): Promise<DefenceRecord | null>;
+  /** Changes the org's defence settings (see the port's comment). */
+  writeDefenceSettings(
+    instance: string,
+    org: string,
+    change: DefenceSettingsChange,
+  ): Promise<WriteSettingsResult>;
+}
+
+export type DefenceSettingsChange =
+  { readonly op: 'add' | 'update'; readonly values: DefenceValues } | { readonly op: 'remove' };
+
+/** Whether `store` also keeps per-org defence settings. */
+export function isDefenceSettingsStore(store: unknown): store is DefenceSettingsStore {
+  const s = store as Partial<DefenceSettingsStore> | null;
+  return typeof s?.getDefenceSettings === 'function' && typeof s.writeDefenceSettings === 'function';
+}
+
+/**
+ * The defences in force for one store operation (`limits.defences`). Absent: all off.
+ *   lockMs, maxLockMs: temporary lockout (0 = locks are permanent);
+ *   remember: how many wrong-password keys are remembered per user (0 = no forgiveness).
+ */
+export interface StoreDefences {
+  readonly lockMs: number;
+  readonly maxLockMs: number;
+  readonly remember: number;
+  /** Device cookies: most device scopes kept per user (0 or absent = off; see AttemptStore). */
+  readonly maxDevices?: number;
+}
+
+/** What a settle may carry for the defences. */
+export interface SettleExtra {
+  /** A failure of `password`: the keyed hash of the wrong password (repeat-password forgiveness). */
+  readonly repeatKey?: string;
+}
+
+/** Fields any answer may carry when defences are on (absent otherwise). */
+export interface DefenceAnswer {
+  /** The lockedAt of a temporary lock that ended during this operation. */
+  readonly expiredLockAt?: number;
 }
 
 /** What every store has whatever its concerns: a name, a health probe and close. */
@@ -295,12 +380,15 @@ export function missingStoreMembers(store: unknown): StorePort[] {
 export type Owner = { readonly type: 'instance' } | { readonly type: 'org'; readonly org: string };
 export type CodeChannel = 'sms' | 'email';
 
-export type ReserveResult =
+export type ReserveResult = (
   | { readonly status: 'admitted'; readonly expiresAt: number }
   /** The id was settled or released already (tombstone): nothing was reserved. */
   | { readonly status: 'gone' }
-  | { readonly status: 'locked'; readonly lockedAt: number }
-  | { readonly status: 'busy'; readonly retryAfterMs: number };
+  /** `lockedUntil`: when a temporary lock ends (absent: permanent). */
+  | { readonly status: 'locked'; readonly lockedAt: number; readonly lockedUntil?: number }
+  | { readonly status: 'busy'; readonly retryAfterMs: number }
+) &
+  DefenceAnswer;
 
 export type SettleOutcome = 'success' | 'failure' | 'release';
 
@@ -313,17 +401,32 @@ export type SettleResult =
       readonly locked: boolean;
       /** Whether this settle locked the user (its failure reached the limit). */
       readonly lockedNow: boolean;
+      /** When the lock ends, if it is temporary (defences only; then with its lockedAt). */
+      readonly lockedUntil?: number;
+      readonly lockedAt?: number;
+      /** The failure repeated a remembered wrong password and was not counted (defences only). */
+      readonly forgiven?: boolean;
+      readonly expiredLockAt?: number;
     }
   | { readonly status: 'unknown' };
 
-export interface UserState {
+export interface UserState extends DefenceAnswer {
   readonly locked: boolean;
   readonly lockedAt?: number;
+  /** When a temporary lock ends (absent: not locked, or locked for good). */
+  readonly lockedUntil?: number;
+  /** Device cookies: the user's scopes (getUser of the user's own state only). */
+  readonly scopes?: readonly string[];
   readonly failed: Readonly<Record<Factor, number>>;
 }
 
 export interface LockedPage {
-  readonly users: ReadonlyArray<{ readonly userId: string; readonly lockedAt: number }>;
+  /** `scope`: device cookies, the locked scope (absent: the user's own lock). */
+  readonly users: ReadonlyArray<{
+    readonly userId: string;
+    readonly lockedAt: number;
+    readonly scope?: string;
+  }>;
   readonly nextCursor?: string;
 }
 
@@ -351,3 +454,44 @@ export type WriteSettingsResult =
       readonly changeDate: number;
     }
   | { readonly status: 'exists' | 'not_found' | 'not_changed' };
+
+/**
+ * Device cookies: the member of the org's locked-users index (and pending set) that stands for a
+ * subject — its user id, and `\u0000<scope>` for a scope (an id never holds a control character,
+ * so members cannot collide, and a user's members sort together, right after its own).
+ */
+export function indexMember(s: Subject): string {
+  return s.scope === undefined ? s.user : `${s.user}\u0000${s.scope}`;
+}
+
+/** The subject an index member of (instance, org) stands for. */
+export function subjectOfMember(instance: string, org: string, member: string): Subject {
+  const { user, scope } = parseIndexMember(member);
+  return scope === undefined ? { instance, org, user } : { instance, org, user, scope };
+}
+
+/** The user id and scope of an index member. */
+export function parseIndexMember(member: string): { user: string; scope?: string } {
+  const i = member.indexOf('\u0000');
+  return i < 0 ? { user: member } : { user: member.slice(0, i), scope: member.slice(i + 1) };
+}
+
+/**
+ * A page of the locked-users listing from sorted index members (those after the cursor): the
+ * first `limit`, never splitting one user's members (its own lock and its scopes') across pages —
+ * a page ends before the user that straddles it, or, when that user alone fills it, with all of
+ * that user's members. `more`: members remain after the page. Without scopes this is exactly the
+ * first `limit` members.
+ */
+export function pageOfMembers(members: readonly string[], limit: number): { page: string[]; more: boolean } {
+  if (members.length <= limit) return { page: [...members], more: false };
+  const userAt = (i: number) => parseIndexMember(members[i]!).user;
+  const boundary = userAt(limit);
+  let end = limit;
+  if (userAt(limit - 1) === boundary) {
+    const start = members.findIndex((m) => parseIndexMember(m).user === boundary);
+    if (start > 0) end = start;
+    else while (end < members.length && userAt(end) === boundary) end++;
+  }
+  return { page: members.slice(0, end), more: end < members.length };
+}

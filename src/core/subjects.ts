@@ -1,4 +1,5 @@
 import { InvalidArgumentError } from './errors';
+import type { StoreDefences } from './store';
 
 /** The credential factors lockgate counts, each with its own counter. */
 export const FACTORS = ['password', 'totp', 'otp_sms', 'otp_email', 'recovery_code'] as const;
@@ -9,12 +10,27 @@ export interface Subject {
   readonly instance: string;
   readonly org: string;
   readonly user: string;
+  /**
+   * Device cookies (issue 12): the user's scope whose state this is — `u` (clients without a
+   * valid device token) or `d<deviceId>` (one device). Absent: the user's own state, as always.
+   */
+  readonly scope?: string;
 }
+
+/** The scope of clients without a valid device token. */
+export const UNTRUSTED_SCOPE = 'u';
+/** A scope: `u`, or `d` followed by a device id (22 base64url characters). */
+export const SCOPE = /^(u|d[A-Za-z0-9_-]{22})$/;
 
 /** The lockout limits that apply to one check: 0 means "never lock" (counts still count). */
 export interface Limits {
   readonly maxPasswordAttempts: number;
   readonly maxOtpAttempts: number;
+  /**
+   * The defences in force for this operation (issue 12; see core/defences.ts and the store port).
+   * Absent: every defence is off, and the store does exactly what it did before they existed.
+   */
+  readonly defences?: StoreDefences;
 }
 
 /** The limit of one factor: password against maxPasswordAttempts, every OTP kind (and recovery codes) against maxOtpAttempts. */

@@ -1,4 +1,4 @@
-import type { CheckResult, LockoutEngine } from '../core/engine';
+import type { CheckOptions, CheckResult, LockoutEngine } from '../core/engine';
 import { BusyError, InvalidArgumentError, StoreUnavailableError, UserLockedError } from '../core/errors';
 import type { CodeChannel } from '../core/store';
 import { makeSubject, validateFactor, type Factor, type Subject } from '../core/subjects';
@@ -19,7 +19,13 @@ import { describe, type LockoutErrorContext } from './options';
 
 /** The result of a check. */
 export type LockoutCheckResult =
-  | { readonly ok: true; readonly failedAttempts: 0; readonly locked: false }
+  | {
+      readonly ok: true;
+      readonly failedAttempts: 0;
+      readonly locked: false;
+      /** Device cookies: the device token to set as the client's cookie (lockout.deviceCookie.write). */
+      readonly deviceToken?: string;
+    }
   | {
       readonly ok: false;
       /** The factor's failed attempts after this one (0 when counted nowhere: fail-open). */
@@ -46,24 +52,51 @@ export interface LockoutChecks {
     user: string,
     encodedHash: string | undefined,
     password: string,
+    options?: DeviceOption,
   ): Promise<LockoutCheckResult>;
   /**
    * Verifies a 6-digit RFC 6238 code against the user's Base32 secret; a code is accepted once.
    * Its replay protection needs the store, so it throws StoreUnavailableError while the store is
    * down, fail-open included.
    */
-  totp(org: string, user: string, secret: string, code: string): Promise<LockoutCheckResult>;
+  totp(
+    org: string,
+    user: string,
+    secret: string,
+    code: string,
+    options?: DeviceOption,
+  ): Promise<LockoutCheckResult>;
   /** Issues a 6-digit code for the caller to send; refuses a locked user (UserLockedError). */
   issueCode(org: string, user: string, channel: CodeChannel): Promise<IssuedCode>;
   /** Verifies the code issued last on `channel` (factor otp_sms or otp_email); single use. */
-  verifyCode(org: string, user: string, channel: CodeChannel, code: string): Promise<LockoutCheckResult>;
+  verifyCode(
+    org: string,
+    user: string,
+    channel: CodeChannel,
+    code: string,
+    options?: DeviceOption,
+  ): Promise<LockoutCheckResult>;
   /** Any credential: `verifier` answers true when it is right. A verifier that throws releases the attempt uncounted. */
   check(
     org: string,
     user: string,
     factor: Factor,
     verifier: () => Promise<boolean> | boolean,
+    options?: DeviceOption,
   ): Promise<LockoutCheckResult>;
+}
+
+/**
+ * Device cookies (issue 12): the client's device token, e.g. `lockout.deviceCookie.read(req)`. A
+ * valid one counts the check on that device's own scope; without one it counts on the untrusted scope.
+ */
+export interface DeviceOption {
+  readonly deviceToken?: string;
+}
+
+function deviceOption(options: DeviceOption | undefined): CheckOptions | undefined {
+  const token = options?.deviceToken;
+  return typeof token === 'string' ? { deviceToken: token } : undefined;
 }
 
 export interface ChecksContext {
@@ -115,12 +148,13 @@ export function createChecks(ctx: ChecksContext): LockoutChecks {
     user: string,
     factor: Factor,
     evaluate: (subject: Subject) => Promise<boolean> | boolean,
+    options?: CheckOptions,
   ): Promise<LockoutCheckResult> => {
     const subject = makeSubject(engine.instanceId, org, user);
     const context = { operation: 'check', factor, orgId: subject.org, userId: subject.user } as const;
     let result: CheckResult;
     try {
-      result = await engine.check(org, user, factor, () => evaluate(subject));
+      result = await engine.check(org, user, factor, () => evaluate(subject), options);
     } catch (error) {
       if (error instanceof StoreUnavailableError) report(error, { ...context, outcome: 'refused' });
       throw error;
@@ -128,7 +162,9 @@ export function createChecks(ctx: ChecksContext): LockoutChecks {
     switch (result.outcome) {
       case 'success':
         if (result.enforced === false) report(result.storeError, { ...context, outcome: 'unguarded' });
-        return OK;
+        return result.deviceToken === undefined
+          ? OK
+          : { ok: true, failedAttempts: 0, locked: false, deviceToken: result.deviceToken };
       case 'failure':
         if (result.enforced === false) report(result.storeError, { ...context, outcome: 'unguarded' });
         return { ok: false, failedAttempts: result.failedAttempts, locked: result.locked };
@@ -140,7 +176,7 @@ export function createChecks(ctx: ChecksContext): LockoutChecks {
   };
 
   return {
-    async password(org, user, encodedHash, password) {
+    async password(org, user, encodedHash, password, options) {
       requireString(password, 'password');
       if (encodedHash !== undefined && typeof encodedHash !== 'string') {
         throw new InvalidArgumentError(
@@ -151,13 +187,23 @@ export function createChecks(ctx: ChecksContext): LockoutChecks {
       }
       const verifier = ctx.passwordVerifier();
       const hash = encodedHash === '' ? undefined : encodedHash;
-      return run(org, user, 'password', () => verifier.verify(hash, password));
+      // The password goes to the engine only for repeat-password forgiveness (as a keyed hash).
+      return run(org, user, 'password', () => verifier.verify(hash, password), {
+        password,
+        ...deviceOption(options),
+      });
     },
 
-    async totp(org, user, secret, code) {
+    async totp(org, user, secret, code, options) {
       requireString(secret, 'secret');
       requireString(code, 'code');
-      return run(org, user, 'totp', (subject) => ctx.totpVerifier.verify(subject, secret, code));
+      return run(
+        org,
+        user,
+        'totp',
+        (subject) => ctx.totpVerifier.verify(subject, secret, code),
+        deviceOption(options),
+      );
     },
 
     async issueCode(org, user, rawChannel) {
@@ -182,15 +228,19 @@ export function createChecks(ctx: ChecksContext): LockoutChecks {
       }
     },
 
-    async verifyCode(org, user, rawChannel, code) {
+    async verifyCode(org, user, rawChannel, code, options) {
       const channel = checkChannel(rawChannel);
       requireString(code, 'code');
-      return run(org, user, FACTOR_OF_CHANNEL[channel], (subject) =>
-        ctx.otpCodes.verify(subject, channel, code),
+      return run(
+        org,
+        user,
+        FACTOR_OF_CHANNEL[channel],
+        (subject) => ctx.otpCodes.verify(subject, channel, code),
+        deviceOption(options),
       );
     },
 
-    async check(org, user, factor, verifier) {
+    async check(org, user, factor, verifier, options) {
       validateFactor(factor);
       if (typeof verifier !== 'function') {
         throw new InvalidArgumentError(
@@ -199,7 +249,7 @@ export function createChecks(ctx: ChecksContext): LockoutChecks {
           'verifier',
         );
       }
-      return run(org, user, factor, () => verifier());
+      return run(org, user, factor, () => verifier(), deviceOption(options));
     },
   };
 }

@@ -10,6 +10,7 @@ import {
 import type { SettleOutcome } from '../core/store';
 import { validateFactor, validateId, type Factor } from '../core/subjects';
 import { sendError, toHttpError } from '../http/errors';
+import { deviceCookieOf } from '../http/device-cookie';
 import {
   describe,
   optionError,
@@ -402,6 +403,7 @@ export function createGuard(ctx: GuardContext, factor: Factor, options: GuardOpt
       standard: toHttpError(error),
     });
 
+  const deviceCookie = deviceCookieOf(engine.defences);
   return async function lockgateGuard(req: Request, res: Response, next: NextFunction): Promise<void> {
     let orgId: string;
     let userId: string;
@@ -417,7 +419,15 @@ export function createGuard(ctx: GuardContext, factor: Factor, options: GuardOpt
 
     let reserved: Awaited<ReturnType<LockoutEngine['reserve']>>;
     try {
-      reserved = await engine.reserve(orgId, userId, factor);
+      // Device cookies: the request's device cookie picks the scope (the cookie itself is set by
+      // checks.* with lockout.deviceCookie.write, or by the proxy).
+      const deviceToken = deviceCookie?.read(req.headers.cookie);
+      reserved = await engine.reserve(
+        orgId,
+        userId,
+        factor,
+        deviceToken === undefined ? undefined : { deviceToken },
+      );
     } catch (error) {
       // fail-closed (fail-open is the engine's: it admits an unenforced reservation instead)
       if (error instanceof StoreUnavailableError) {

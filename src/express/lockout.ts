@@ -1,4 +1,4 @@
-import type { Request, RequestHandler, Router } from 'express';
+import type { Request, RequestHandler, Response, Router } from 'express';
 import { createActivity, type Activity } from '../core/activity';
 import { createConsoleHandler, type ConsoleOptions } from '../console/console';
 import { LockoutEngine } from '../core/engine';
@@ -6,6 +6,7 @@ import { StoreUnavailableError } from '../core/errors';
 import type { LockoutStore } from '../core/store';
 import type { Factor } from '../core/subjects';
 import { createTokenAuthorizer, type Authorize, type TokenOptions } from '../http/auth';
+import { deviceCookieOf } from '../http/device-cookie';
 import { MemoryStore } from '../store/memory/memory-store';
 import { createOtpCodes } from '../verify/otp-codes';
 import { createPasswordVerifier, type PasswordVerifier } from '../verify/password';
@@ -94,6 +95,16 @@ export interface Lockout {
   readonly routers: LockoutRouters;
   /** Failures, locks and unlocks per org and minute, counted in this process (GET /v1/activity). */
   readonly activity: Activity;
+  /**
+   * Device cookies (issue 12; present when `defences.deviceCookies` has keys): `read(req)` the
+   * client's device token to pass to `checks.*` ({ deviceToken }), and `write(res, token)` the
+   * `deviceToken` a success answered (HttpOnly, Secure unless configured otherwise, SameSite, Path).
+   */
+  readonly deviceCookie?: {
+    readonly name: string;
+    read(req: Request): string | undefined;
+    write(res: Response, token: string): void;
+  };
   /** Resolves when every settlement under way has finished. */
   drain(): Promise<void>;
   /**
@@ -149,6 +160,7 @@ export function createLockout(options: LockoutOptions = {}): Lockout {
           ? { evaluationTimeoutMs: config.evaluationTimeoutMs }
           : {}),
         onStoreError: config.onStoreError,
+        ...(config.defences !== undefined ? { defences: config.defences } : {}),
         ...(options.onFailOpen ? { onFailOpen: options.onFailOpen } : {}),
         onCompensation: (event) => {
           try {
@@ -292,6 +304,7 @@ export function createLockout(options: LockoutOptions = {}): Lockout {
   };
 
   let closing: Promise<void> | undefined;
+  const cookie = deviceCookieOf(config.defences);
   return {
     engine,
     store,
@@ -307,6 +320,17 @@ export function createLockout(options: LockoutOptions = {}): Lockout {
     checks,
     routers,
     activity,
+    ...(cookie !== undefined
+      ? {
+          deviceCookie: {
+            name: cookie.name,
+            read: (req: Request) => cookie.read(req.headers.cookie),
+            write: (res: Response, token: string) => {
+              res.append('Set-Cookie', cookie.serialize(token));
+            },
+          },
+        }
+      : {}),
     drain,
     close(timeoutMs = 5000) {
       closing ??= (async () => {

@@ -24,6 +24,8 @@ import type { OtpCodesOptions } from '../verify/otp-codes';
 import type { PasswordVerifierOptions } from '../verify/password';
 import type { TotpVerifierOptions } from '../verify/totp';
 import type { AuditEntry } from '../http/routers';
+import type { DefencesConfig } from '../core/defences';
+import { resolveDefences, type DefencesOptions } from '../http/defence-schemas';
 
 /**
  * Options of `createLockout` and their validation. Every option is checked when `createLockout` is
@@ -169,6 +171,11 @@ export interface LockoutOptions {
   readonly audit?: (entry: AuditEntry) => void;
   /** Largest JSON body the routers accept. Default `16kb`. */
   readonly bodyLimit?: string | number;
+  /**
+   * Opt-in defences against lockout abuse (issue 12; README "Defences"): `temporaryLockout`,
+   * `repeatPassword` (with its HMAC `key`). Absent: none, and per-org defence settings are not read.
+   */
+  readonly defences?: DefencesOptions;
 }
 
 /** The resolved options. */
@@ -184,6 +191,7 @@ export interface LockoutConfig {
   readonly lockedResponse: RefusalResponse | undefined;
   readonly busyResponse: RefusalResponse | undefined;
   readonly unavailableResponse: RefusalResponse | undefined;
+  readonly defences?: DefencesConfig;
 }
 
 const KNOWN_OPTIONS = new Set<string>([
@@ -210,6 +218,7 @@ const KNOWN_OPTIONS = new Set<string>([
   'authorize',
   'audit',
   'bodyLimit',
+  'defences',
 ]);
 
 /** A short description of a value for error messages ("a string", "null", "3"). */
@@ -454,6 +463,8 @@ export function resolveLockoutOptions(options: LockoutOptions | undefined): Lock
     );
   }
   checkBodyLimit(o.bodyLimit, where);
+  const defences =
+    o.defences === undefined ? undefined : withPrefix(where, () => resolveDefences(o.defences));
 
   return {
     instanceId,
@@ -467,5 +478,6 @@ export function resolveLockoutOptions(options: LockoutOptions | undefined): Lock
     lockedResponse,
     busyResponse,
     unavailableResponse,
+    ...(defences !== undefined ? { defences } : {}),
   };
 }

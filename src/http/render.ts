@@ -1,6 +1,7 @@
 import type { LockedPage } from '../core/store';
 import type { Details, EffectiveSettings } from '../core/settings';
-import type { CheckResult, Settlement, UserStatus } from '../core/engine';
+import type { CheckResult, EffectiveDefences, Settlement, UserStatus } from '../core/engine';
+import type { DefenceSettingsBody } from './defence-schemas';
 import type { Factor } from '../core/subjects';
 import type { z } from 'zod';
 import type {
@@ -83,6 +84,20 @@ export function renderUserStatus(status: UserStatus): UserStatusJson {
     orgId: status.orgId,
     state: status.locked ? 'USER_STATE_LOCKED' : 'USER_STATE_ACTIVE',
     ...(status.locked && status.lockedAt !== undefined ? { lockedAt: rfc3339(status.lockedAt) } : {}),
+    ...(status.locked && status.lockedUntil !== undefined
+      ? { lockedUntil: rfc3339(status.lockedUntil) }
+      : {}),
+    ...(status.scopes !== undefined
+      ? {
+          scopes: status.scopes.map((sc) => ({
+            scope: sc.scope,
+            state: sc.locked ? ('USER_STATE_LOCKED' as const) : ('USER_STATE_ACTIVE' as const),
+            ...(sc.locked && sc.lockedAt !== undefined ? { lockedAt: rfc3339(sc.lockedAt) } : {}),
+            ...(sc.locked && sc.lockedUntil !== undefined ? { lockedUntil: rfc3339(sc.lockedUntil) } : {}),
+            failedAttempts: renderCounters(sc.failedAttempts),
+          })),
+        }
+      : {}),
     failedAttempts: {
       password: String(f.password),
       totp: String(f.totp),
@@ -95,9 +110,48 @@ export function renderUserStatus(status: UserStatus): UserStatusJson {
 }
 
 /** `GET /v1/lockouts`. */
+/** The defence settings of an org or of the instance (issue 12): values only, never a key. */
+export function renderDefences(d: EffectiveDefences): z.output<typeof DefenceSettingsBody> {
+  const t = d.values.temporaryLockout;
+  const r = d.values.repeatPassword;
+  return {
+    defences: {
+      temporaryLockout: {
+        enabled: t.enabled,
+        durationMs: t.durationMs,
+        maxDurationMs: t.maxDurationMs,
+        isDefault: d.inherited.temporaryLockout,
+      },
+      repeatPassword: { enabled: r.enabled, remember: r.remember, isDefault: d.inherited.repeatPassword },
+      deviceCookies: {
+        enabled: d.values.deviceCookies.enabled,
+        maxDevices: d.values.deviceCookies.maxDevices,
+        isDefault: d.inherited.deviceCookies,
+      },
+    },
+    isDefault: d.isDefault,
+    resourceOwnerType: d.resourceOwnerType,
+    details: renderDetails(d.details),
+  };
+}
+
+function renderCounters(f: Readonly<Record<Factor, number>>) {
+  return {
+    password: String(f.password),
+    totp: String(f.totp),
+    otpSms: String(f.otp_sms),
+    otpEmail: String(f.otp_email),
+    recoveryCode: String(f.recovery_code),
+  };
+}
+
 export function renderLockedPage(page: LockedPage): z.output<typeof LockedUsersBody> {
   return {
-    users: page.users.map((u) => ({ userId: u.userId, lockedAt: rfc3339(u.lockedAt) })),
+    users: page.users.map((u) =>
+      u.scope === undefined
+        ? { userId: u.userId, lockedAt: rfc3339(u.lockedAt) }
+        : { userId: u.userId, lockedAt: rfc3339(u.lockedAt), scope: u.scope },
+    ),
     ...(page.nextCursor !== undefined ? { nextCursor: page.nextCursor } : {}),
   };
 }
@@ -109,10 +163,13 @@ export function renderCheckSuccess(
   result: Extract<CheckResult, { outcome: 'success' }>,
 ): z.output<typeof CheckSuccessBody> {
   // `${0}` is the string '0' as String(0), typed as the literal the schema declares.
-  return { userId, factor, failedAttempts: `${result.failedAttempts}`, locked: result.locked };
+  const body = { userId, factor, failedAttempts: `${result.failedAttempts}` as const, locked: result.locked };
+  // device cookies: the token for the auth service to hand to the client
+  return result.deviceToken === undefined ? body : { ...body, deviceToken: result.deviceToken };
 }
 
 /** A settled attempt: `{"failedAttempts", "locked"}`. */
 export function renderSettlement(s: Settlement): z.output<typeof SettlementBody> {
-  return { failedAttempts: String(s.failedAttempts), locked: s.locked };
+  const body = { failedAttempts: String(s.failedAttempts), locked: s.locked };
+  return s.deviceToken === undefined ? body : { ...body, deviceToken: s.deviceToken };
 }

@@ -1,7 +1,7 @@
 import type { z } from 'zod';
 import express, { Router, type Request, type RequestHandler, type Response } from 'express';
 import { decodeAttemptId, type AttemptRef } from '../core/attempt-id';
-import type { CheckOutcome, CheckResult, LockoutEngine } from '../core/engine';
+import type { CheckOptions, CheckOutcome, CheckResult, LockoutEngine } from '../core/engine';
 import {
   BusyError,
   GrpcCode,
@@ -18,6 +18,7 @@ import { makeSubject, type Factor, type Subject } from '../core/subjects';
 import { PERMISSIONS, type AuthContext, type Authorize, type Permission } from './auth';
 import type { Activity } from '../core/activity';
 import { ACTIVITY_MINUTES_MAX, type ActivityBody, type MeBody } from './console-schemas';
+import { parseDefenceSettings } from './defence-schemas';
 import {
   InvalidCredentialsError,
   PermissionDeniedError,
@@ -28,6 +29,7 @@ import {
 import {
   renderCheckSuccess,
   renderDetails,
+  renderDefences,
   renderLockedPage,
   renderPolicy,
   renderSettingsV2,
@@ -431,7 +433,52 @@ export function createSettingsRouter(options: SettingsRouterOptions): Router {
     res.json(renderSettingsV2(settings));
   });
 
+  addDefenceRoutes(router, engine, t, audit);
+
   return finish(router, options);
+}
+
+/**
+ * lockgate's own defence settings routes (issue 12), beside the ZITADEL-compatible ones and with
+ * their permissions: the org's effective defences (each its own, else the instance's, which an org
+ * without defence settings of its own shows), and the org's add/update/remove. Keys are never answered. Without a `defences`
+ * section on the instance every one answers 400 code 9 (Errors.Defences.Disabled).
+ */
+function addDefenceRoutes(
+  router: Router,
+  engine: LockoutEngine,
+  t: ReturnType<typeof toolkit>,
+  audit: RouterBaseOptions['audit'],
+): void {
+  router.get(
+    '/v1/policies/defences',
+    ...t.plain('policy.read', async (_req, res, ctx) => {
+      res.json(renderDefences(await engine.getEffectiveDefences(ctx.orgId)));
+    }),
+  );
+  const write = (op: 'add' | 'update') =>
+    t.withBody('policy.write', async (req, res, ctx) => {
+      const body = readBody(req);
+      const details = await audited(
+        audit,
+        { action: `defences.org.${op}`, principal: ctx.principal, orgId: ctx.orgId },
+        () => engine.writeOrgDefences(ctx.orgId, { op, values: parseDefenceSettings(body) }, by(ctx)),
+      );
+      res.json({ details: renderDetails(details) } satisfies DetailsResponse);
+    });
+  router.post('/v1/policies/defences', ...write('add'));
+  router.put('/v1/policies/defences', ...write('update'));
+  router.delete(
+    '/v1/policies/defences',
+    ...t.plain('policy.delete', async (_req, res, ctx) => {
+      const details = await audited(
+        audit,
+        { action: 'defences.org.reset', principal: ctx.principal, orgId: ctx.orgId },
+        () => engine.writeOrgDefences(ctx.orgId, { op: 'remove' }, by(ctx)),
+      );
+      res.json({ details: renderDetails(details) } satisfies DetailsResponse);
+    }),
+  );
 }
 
 // ---- users ------------------------------------------------------------------------------
@@ -683,8 +730,15 @@ export function createChecksRouter(options: ChecksRouterOptions): Router {
     userId: string,
     factor: Factor,
     evaluate: Evaluate,
+    checkOptions?: CheckOptions,
   ): Promise<CheckResult> =>
-    engine.check(orgId, userId, factor, () => evaluate(makeSubject(engine.instanceId, orgId, userId)));
+    engine.check(
+      orgId,
+      userId,
+      factor,
+      () => evaluate(makeSubject(engine.instanceId, orgId, userId)),
+      checkOptions,
+    );
 
   /** A check route: its body (`schema`: userId, then the credential's fields) and the evaluation of a parsed body. */
   const checkRoute = <Fields extends { userId: string }>(
@@ -699,7 +753,20 @@ export function createChecksRouter(options: ChecksRouterOptions): Router {
       const started = process.hrtime.bigint();
       let outcome: ObservedCheckOutcome = 'error';
       try {
-        const result = await runCheck(ctx.orgId, userId, factor, evaluate);
+        // The password itself goes to the engine only for repeat-password forgiveness (keyed hash);
+        // the device token (device cookies) picks the scope the check counts on.
+        const { password, deviceToken } = body as { password?: unknown; deviceToken?: unknown };
+        const checkOptions = {
+          ...(factor === 'password' && typeof password === 'string' ? { password } : {}),
+          ...(typeof deviceToken === 'string' ? { deviceToken } : {}),
+        };
+        const result = await runCheck(
+          ctx.orgId,
+          userId,
+          factor,
+          evaluate,
+          Object.keys(checkOptions).length > 0 ? checkOptions : undefined,
+        );
         outcome = result.outcome;
         switch (result.outcome) {
           case 'success':
@@ -770,8 +837,13 @@ export function createChecksRouter(options: ChecksRouterOptions): Router {
   router.post(
     '/v1/attempts',
     ...t.withBody('lockout.check', async (req, res, ctx) => {
-      const { userId, factor } = parseBody(AttemptRequest, req);
-      const r = await engine.reserve(ctx.orgId, userId, factor);
+      const { userId, factor, deviceToken } = parseBody(AttemptRequest, req);
+      const r = await engine.reserve(
+        ctx.orgId,
+        userId,
+        factor,
+        deviceToken === undefined ? undefined : { deviceToken },
+      );
       switch (r.status) {
         case 'admitted': {
           res.setHeader('Cache-Control', 'no-store');

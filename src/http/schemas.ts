@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { GrpcCode, InvalidArgumentError } from '../core/errors';
 import { MAX_SETTING_VALUE, SETTING_VALUE_STRING } from '../core/settings';
 import { FACTORS, LONE_SURROGATE, MAX_ID_LENGTH } from '../core/subjects';
+import { DefenceSettingsBody, DefenceSettingsRequest } from './defence-schemas';
 import { CREDENTIALS_CHECK_ERROR_TYPE, ERROR_DETAIL_TYPE } from './errors';
 
 /**
@@ -125,6 +126,20 @@ export const SettingsRequest = z.object({ maxPasswordAttempts: SettingValue, max
 /** A user (code issuance). */
 export const UserRequest = z.object({ userId: Id });
 
+/** Device cookies (issue 12): the client's device token, passed on by the auth service. */
+const DeviceToken = answering(
+  z.string().max(4096).optional().meta({
+    description:
+      'Device cookies: the device token a success answered earlier for this user (absent, invalid or expired: the check counts on the untrusted scope)',
+  }),
+  (_issue, field) =>
+    new InvalidArgumentError(
+      'Errors.Request.Invalid',
+      `${field} must be a string of at most 4096 characters`,
+      field,
+    ),
+);
+
 export const PasswordCheckRequest = z.object({
   userId: Id,
   password: requiredString({
@@ -137,20 +152,23 @@ export const PasswordCheckRequest = z.object({
     }),
     (_issue, field) => new InvalidArgumentError('Errors.Request.Invalid', `${field} must be a string`, field),
   ),
+  deviceToken: DeviceToken,
 });
 
 export const TotpCheckRequest = z.object({
   userId: Id,
   code: requiredString({ description: 'The 6-digit code (another string is a wrong code)' }),
   secret: requiredString({ description: 'Base32 TOTP secret' }),
+  deviceToken: DeviceToken,
 });
 
 export const CodeCheckRequest = z.object({
   userId: Id,
   code: requiredString({ description: 'The 6-digit code issued (another string is a wrong code)' }),
+  deviceToken: DeviceToken,
 });
 
-export const AttemptRequest = z.object({ userId: Id, factor: Factor });
+export const AttemptRequest = z.object({ userId: Id, factor: Factor, deviceToken: DeviceToken });
 
 /** Every request body, by its name in the OpenAPI document (`#/components/schemas/<name>`). */
 export const REQUEST_BODIES = {
@@ -160,6 +178,7 @@ export const REQUEST_BODIES = {
   TotpCheckRequest,
   CodeCheckRequest,
   AttemptRequest,
+  DefenceSettingsRequest,
 } as const;
 
 export type RequestBodyName = keyof typeof REQUEST_BODIES;
@@ -331,6 +350,9 @@ export const UserLockoutBody = component(
     orgId: Id,
     state: z.enum(['USER_STATE_ACTIVE', 'USER_STATE_LOCKED']),
     lockedAt: DateTime.meta({ description: 'When the user was locked (USER_STATE_LOCKED only)' }).optional(),
+    lockedUntil: DateTime.meta({
+      description: 'Temporary lockout (defences): when the lock ends by itself; absent for a permanent lock',
+    }).optional(),
     failedAttempts: z.strictObject({
       password: Uint,
       totp: Uint,
@@ -341,6 +363,26 @@ export const UserLockoutBody = component(
     settings: PolicyBody.extend({ resourceOwnerType: ResourceOwnerTypeBody }).meta({
       description: 'The effective settings of the user’s org',
     }),
+    scopes: z
+      .array(
+        z.strictObject({
+          scope: z.string().meta({ description: '`untrusted` or `device:<id>`' }),
+          state: z.enum(['USER_STATE_ACTIVE', 'USER_STATE_LOCKED']),
+          lockedAt: DateTime.optional(),
+          lockedUntil: DateTime.optional(),
+          failedAttempts: z.strictObject({
+            password: Uint,
+            totp: Uint,
+            otpSms: Uint,
+            otpEmail: Uint,
+            recoveryCode: Uint,
+          }),
+        }),
+      )
+      .meta({
+        description: 'Device cookies: the user’s scopes and their state (a scope locks only its clients)',
+      })
+      .optional(),
   }),
 );
 
@@ -348,12 +390,25 @@ export const UserLockoutBody = component(
 export const LockedUsersBody = component(
   'LockedUsers',
   z.strictObject({
-    users: z.array(z.strictObject({ userId: Id, lockedAt: DateTime })),
+    users: z.array(
+      z.strictObject({
+        userId: Id,
+        lockedAt: DateTime,
+        scope: z
+          .string()
+          .meta({
+            description: 'Device cookies: the scope locked (`untrusted`, `device:<id>`); absent: the user',
+          })
+          .optional(),
+      }),
+    ),
     nextCursor: z.string().meta({ description: 'Present when there may be a further page' }).optional(),
   }),
 );
 
 component('Factor', Factor);
+/** `GET /v1/policies/defences` (issue 12). */
+component('DefenceSettings', DefenceSettingsBody);
 
 /** A successful check (a success resets the factor's counter: it is never locked). */
 export const CheckSuccessBody = component(
@@ -363,6 +418,10 @@ export const CheckSuccessBody = component(
     factor: Factor,
     failedAttempts: z.literal('0').meta({ description: 'A success resets the factor’s counter' }),
     locked: z.literal(false),
+    deviceToken: z
+      .string()
+      .meta({ description: 'Device cookies: the device token to set as the client’s cookie' })
+      .optional(),
   }),
 );
 
@@ -384,7 +443,14 @@ export const AttemptBody = component(
 /** A settled attempt. */
 export const SettlementBody = component(
   'Settlement',
-  z.strictObject({ failedAttempts: Uint, locked: z.boolean() }),
+  z.strictObject({
+    failedAttempts: Uint,
+    locked: z.boolean(),
+    deviceToken: z
+      .string()
+      .meta({ description: 'Device cookies (a success): the device token to set as the client’s cookie' })
+      .optional(),
+  }),
 );
 
 /** `GET /healthz`. */
@@ -470,7 +536,7 @@ export const EventBody = component(
     userId: Id.optional(),
     type: z.string().meta({
       description:
-        'user.locked, user.unlocked, user.password_changed, settings.changed (and later types, e.g. user.throttled)',
+        'user.locked, user.unlocked, user.password_changed, settings.changed, user.forgiven, user.throttled, defences.changed (a type lockgate adds later is recorded under its own name)',
     }),
     actor: EventActorBody,
     data: z.record(z.string(), z.unknown()).meta({

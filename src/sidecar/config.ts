@@ -13,6 +13,7 @@ import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { hashToken, PERMISSIONS, type Permission, type TokenOptions } from '../http/auth';
 import { JWT_ALGORITHMS } from '../http/jwt';
+import { defencesConfigSchema } from '../http/defence-schemas';
 import { isPlainObject } from '../core/option-checks';
 import { MAX_SETTING_VALUE } from '../core/settings';
 import { CONTROL_CHARACTERS, MAX_ID_LENGTH } from '../core/subjects';
@@ -447,6 +448,10 @@ function buildSchema(env: Env) {
           jwt: jwt.optional(),
         })
         .prefault({}),
+      /** Opt-in defences against lockout abuse (issue 12; README "Defences"). Absent: none. */
+      defences: defencesConfigSchema(
+        secret('an HMAC key').pipe(z.string().min(32, { error: 'expected at least 32 characters' })),
+      ).optional(),
       otp: z
         .strictObject({
           smsTtlSeconds: intIn(1, 86_400).default(300),

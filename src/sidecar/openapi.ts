@@ -154,6 +154,48 @@ export const ROUTES: readonly RouteDoc[] = [
     ],
     success: { status: '200', schema: 'SettingsV2Response', description: 'The settings' },
   },
+  // ---- defence settings (lockgate's own, issue 12; 400 code 9 without a defences section) ----
+  {
+    method: 'get',
+    path: '/v1/policies/defences',
+    operationId: 'GetDefenceSettings',
+    summary: "The org's effective defence settings (per defence its own, else the instance's); never a key",
+    tag: 'settings',
+    permission: 'policy.read',
+    success: { status: '200', schema: 'DefenceSettings', description: 'The effective defence settings' },
+  },
+  {
+    method: 'post',
+    path: '/v1/policies/defences',
+    operationId: 'AddCustomDefenceSettings',
+    summary: 'Gives the org defence settings of its own (a defence left out is inherited)',
+    tag: 'settings',
+    permission: 'policy.write',
+    body: 'DefenceSettingsRequest',
+    success: { status: '200', schema: 'DetailsResponse', description: 'Added' },
+    errors: ['409'],
+  },
+  {
+    method: 'put',
+    path: '/v1/policies/defences',
+    operationId: 'UpdateCustomDefenceSettings',
+    summary: "Changes the org's defence settings (same values: 400 code 9)",
+    tag: 'settings',
+    permission: 'policy.write',
+    body: 'DefenceSettingsRequest',
+    success: { status: '200', schema: 'DetailsResponse', description: 'Changed' },
+    errors: ['404'],
+  },
+  {
+    method: 'delete',
+    path: '/v1/policies/defences',
+    operationId: 'ResetDefenceSettingsToDefault',
+    summary: "Removes the org's defence settings: every defence is the instance's again",
+    tag: 'settings',
+    permission: 'policy.delete',
+    success: { status: '200', schema: 'DetailsResponse', description: 'Removed' },
+    errors: ['404'],
+  },
   // ---- users ----
   ...(['/management/v1/users/{userId}/_lock', '/v2/users/{userId}/lock'] as const).map(
     (path, i): RouteDoc => ({

@@ -137,9 +137,40 @@ export async function startSidecar(
           principal: scope.getStore()?.principal,
           orgId: event.org,
           userId: event.user,
+          ...(event.lockedUntil !== undefined
+            ? { lockedUntil: new Date(event.lockedUntil).toISOString() }
+            : {}),
+          ...(event.scope !== undefined ? { scope: event.scope } : {}),
           outcome: 'ok',
         },
         'audit: user locked after failed checks',
+      );
+    }
+    // Defences (issue 12): what a defence did, for the audit log (never a password or its hash).
+    if (event.type === 'unlock' && event.reason === 'automatic') {
+      logger.info(
+        {
+          audit: true,
+          action: 'user.unlock',
+          reason: 'automatic',
+          orgId: event.org,
+          userId: event.user,
+          outcome: 'ok',
+        },
+        'audit: temporary lock ended',
+      );
+    } else if (event.type === 'forgiven') {
+      logger.info(
+        {
+          audit: true,
+          action: 'check.forgiven',
+          factor: event.factor,
+          principal: scope.getStore()?.principal,
+          orgId: event.org,
+          userId: event.user,
+          outcome: 'ok',
+        },
+        'audit: repeated wrong password not counted again',
       );
     }
   };
@@ -201,6 +232,7 @@ export async function startSidecar(
     leaseMs: config.leaseMs,
     ...(config.evaluationTimeoutMs !== undefined ? { evaluationTimeoutMs: config.evaluationTimeoutMs } : {}),
     onStoreError: config.onStoreError,
+    ...(config.defences !== undefined ? { defences: config.defences } : {}),
     onFailOpen,
     onCompensation,
     onEvent,

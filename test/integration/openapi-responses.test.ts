@@ -52,6 +52,8 @@ function config(extra: Record<string, unknown> = {}) {
     log: { level: 'silent' },
     password: { argon2: FAST_ARGON2 },
     otp: { issueLimit: { points: ISSUE_POINTS, durationSeconds: 60 } },
+    // The defences section (issue 12) enables the per-org defence routes; every defence is off.
+    defences: { repeatPassword: { enabled: false, key: 'k'.repeat(32) } },
     auth: { tokens: TOKENS },
     ...extra,
   });
@@ -243,6 +245,8 @@ async function api(op: string, req: Req, expected: number): Promise<Answer> {
 
 const lock = (userId: string, o?: string) =>
   api('LockUser', { params: { userId }, ...(o ? { org: o } : {}) }, 200);
+const DEFENCES = { temporaryLockout: { enabled: true, durationMs: 60000, maxDurationMs: 600000 } };
+const addDefences = (o: string) => api('AddCustomDefenceSettings', { org: o, body: DEFENCES }, 200);
 const addOrgSettings = (o: string, maxPasswordAttempts: number, maxOtpAttempts: number) =>
   api('AddCustomLockoutPolicy', { org: o, body: { maxPasswordAttempts, maxOtpAttempts } }, 200);
 const reserve = async (userId: string, factor: string, o?: string): Promise<string> =>
@@ -349,6 +353,59 @@ const SUCCESS: Case[] = [
     what: 'ctx.instance=true',
     request: () => ({ query: 'ctx.instance=true' }),
     expect: (a) => expect(a.body.settings.resourceOwnerType).toBe('RESOURCE_OWNER_TYPE_INSTANCE'),
+  },
+  // defence settings (issue 12)
+  {
+    op: 'GetDefenceSettings',
+    what: "an org without defence settings: the instance's",
+    request: () => ({ org: org('def-get') }),
+    expect: (a) =>
+      expect(a.body).toMatchObject({ isDefault: true, defences: { repeatPassword: { isDefault: true } } }),
+  },
+  {
+    op: 'GetDefenceSettings',
+    what: 'an org with defence settings of its own',
+    request: async () => {
+      const o = org('def-own');
+      await addDefences(o);
+      return { org: o };
+    },
+    expect: (a) =>
+      expect(a.body).toMatchObject({
+        isDefault: false,
+        resourceOwnerType: 'RESOURCE_OWNER_TYPE_ORG',
+        defences: { temporaryLockout: { enabled: true, durationMs: 60000, isDefault: false } },
+      }),
+  },
+  {
+    op: 'AddCustomDefenceSettings',
+    what: 'temporary lockout and repeat-password forgiveness',
+    request: () => ({
+      org: org('def-add'),
+      body: {
+        temporaryLockout: { enabled: true, durationMs: 60000, maxDurationMs: 600000 },
+        repeatPassword: { enabled: true, remember: 3 },
+      },
+    }),
+  },
+  {
+    op: 'UpdateCustomDefenceSettings',
+    what: 'changed values',
+    request: async () => {
+      const o = org('def-upd');
+      await addDefences(o);
+      return { org: o, body: { temporaryLockout: { enabled: false } } };
+    },
+    expect: (a) => expect(a.body.details.sequence).toBe('2'),
+  },
+  {
+    op: 'ResetDefenceSettingsToDefault',
+    what: 'an org with defence settings',
+    request: async () => {
+      const o = org('def-reset');
+      await addDefences(o);
+      return { org: o };
+    },
   },
   // users
   { op: 'LockUser', what: 'an active user', request: () => ({ params: { userId: user('lock') } }) },
@@ -650,6 +707,59 @@ const SUCCESS: Case[] = [
 // ---- error cases particular to routes ---------------------------------------------------
 
 const ERRORS: Case[] = [
+  {
+    op: 'AddCustomDefenceSettings',
+    what: 'the org has defence settings already: 409 code 6',
+    status: 409,
+    request: async () => {
+      const o = org('def-dup');
+      await addDefences(o);
+      return { org: o, body: {} };
+    },
+    expect: grpc(6, 'Errors.Org.Defences.AlreadyExists'),
+  },
+  {
+    op: 'AddCustomDefenceSettings',
+    what: 'a duration below 100 ms: 400 code 3',
+    status: 400,
+    request: () => ({ org: org('def-bad'), body: { temporaryLockout: { enabled: true, durationMs: 5 } } }),
+    expect: grpc(3, 'Errors.Defences.Invalid'),
+  },
+  {
+    op: 'AddCustomDefenceSettings',
+    what: 'a key in the body (keys are instance configuration only): 400 code 3',
+    status: 400,
+    request: () => ({
+      org: org('def-key'),
+      body: { repeatPassword: { enabled: true, key: 'k'.repeat(32) } },
+    }),
+    expect: grpc(3, 'Errors.Defences.Invalid'),
+  },
+  {
+    op: 'UpdateCustomDefenceSettings',
+    what: 'no defence settings: 404 code 5',
+    status: 404,
+    request: () => ({ org: org('def-none'), body: {} }),
+    expect: grpc(5, 'Errors.Org.Defences.NotFound'),
+  },
+  {
+    op: 'UpdateCustomDefenceSettings',
+    what: 'the same values: 400 code 9',
+    status: 400,
+    request: async () => {
+      const o = org('def-same');
+      await addDefences(o);
+      return { org: o, body: DEFENCES };
+    },
+    expect: grpc(9, 'Errors.Org.Defences.NotChanged'),
+  },
+  {
+    op: 'ResetDefenceSettingsToDefault',
+    what: 'no defence settings: 404 code 5',
+    status: 404,
+    request: () => ({ org: org('def-none2') }),
+    expect: grpc(5, 'Errors.Org.Defences.NotFound'),
+  },
   // settings
   {
     op: 'AddCustomLockoutPolicy',
@@ -1074,9 +1184,12 @@ const SHARED: Case[] = AUTHENTICATED.flatMap((route): Case[] => {
  * Store methods made to fail for the outage cases: every member of the port that answers a
  * promise (not `kind`, not `onSettingsChanged`, not `close`).
  */
-const STORE_METHODS = LOCKOUT_STORE_MEMBERS.filter(
-  (m) => m !== 'kind' && m !== 'onSettingsChanged' && m !== 'close',
-);
+const STORE_METHODS = [
+  ...LOCKOUT_STORE_MEMBERS.filter((m) => m !== 'kind' && m !== 'onSettingsChanged' && m !== 'close'),
+  // the optional defence settings port (issue 12)
+  'getDefenceSettings',
+  'writeDefenceSettings',
+] as const;
 
 /**
  * Runs `fn` while every store method rejects with StoreUnavailableError. The sidecar's store is a
@@ -1095,6 +1208,7 @@ async function withStoreDown<T>(fn: () => Promise<T>): Promise<T> {
   const cache = (sidecar.engine as unknown as { cache: { clear(): void } }).cache;
   expect(typeof cache.clear).toBe('function');
   cache.clear();
+  (sidecar.engine as unknown as { defenceCache?: { clear(): void } }).defenceCache?.clear();
   try {
     return await fn();
   } finally {

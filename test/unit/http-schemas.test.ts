@@ -102,6 +102,7 @@ describe('the OpenAPI request schemas are generated from the handlers’ schemas
           'Activity',
           'Attempt',
           'CheckSuccess',
+          'DefenceSettings',
           'Details',
           'DetailsResponse',
           'DetailsV2',

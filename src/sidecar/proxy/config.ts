@@ -256,6 +256,17 @@ const route = z
     user: userSource,
     /** Where the org is read from, or a fixed org. Default: the instance id as the org. */
     org: orgSource.optional(),
+    /**
+     * The password field of the login body (json or form), for repeat-password forgiveness
+     * (issue 12): a wrong password the user tried before is not counted again. Optional: without
+     * it every failure counts. Read only to hash it (HMAC) for the store; never logged.
+     */
+    password: z
+      .strictObject({
+        from: z.enum(['json', 'form'], { error: 'expected json or form (a field of the login body)' }),
+        name: z.string({ error: 'expected a name' }).min(1, { error: 'expected a name' }),
+      })
+      .optional(),
     /** How the upstream's answer is judged. Default: 2xx success, 400/401/403 failure, anything else uncounted. */
     judge,
   })

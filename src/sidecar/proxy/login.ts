@@ -8,6 +8,7 @@ import { EventEmitter } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
 import type { LockoutEngine, Reservation, Settlement } from '../../core/engine';
+import { deviceCookieOf } from '../../http/device-cookie';
 import { BusyError, InvalidArgumentError, StoreUnavailableError, isLockgateError } from '../../core/errors';
 import type { Factor } from '../../core/subjects';
 import { toHttpError } from '../../http/errors';
@@ -106,6 +107,7 @@ export function createLogin(ctx: LoginContext): Login {
   // store before the proxy could release it: the upstream is the evaluation, bounded as the
   // engine bounds every evaluation (evaluationTimeoutMs, settled before the lease ends).
   const evaluationMs = engine.config.evaluationTimeoutMs;
+  const deviceCookie = deviceCookieOf(engine.defences);
   const timeoutMs = config.timeoutMs;
   const locked = lockedAnswer(config.lockedResponse);
   const mimicSamples = config.mimic === true ? 256 : config.mimic ? config.mimic.samples : 0;
@@ -117,6 +119,8 @@ export function createLogin(ctx: LoginContext): Login {
     const started = process.hrtime.bigint();
     let orgId: string | undefined;
     let userId: string | undefined;
+    /** The login's password, when the route names its field (repeat-password forgiveness). */
+    let password: string | undefined;
     const done = (outcome: ProxyLoginOutcome, status: number): void =>
       report({
         route: route.path,
@@ -162,6 +166,7 @@ export function createLogin(ctx: LoginContext): Login {
     try {
       const request = new LoginRequest(req, body, target, params);
       userId = request.value(route.user, 'userId');
+      if (route.password !== undefined) password = request.password(route.password);
       const org = route.org;
       if (org === undefined) orgId = engine.instanceId;
       else if ('fixed' in org) orgId = org.fixed;
@@ -198,7 +203,14 @@ export function createLogin(ctx: LoginContext): Login {
     };
     let answeredAt: bigint;
     try {
-      const r = await engine.reserve(orgId, userId, route.factor);
+      // Device cookies: the client's device cookie picks the scope the login counts on.
+      const deviceToken = deviceCookie?.read(req.headersDistinct.cookie);
+      const r = await engine.reserve(
+        orgId,
+        userId,
+        route.factor,
+        deviceToken === undefined ? undefined : { deviceToken },
+      );
       answeredAt = process.hrtime.bigint();
       if (r.status === 'locked') {
         await answerLocked(true);
@@ -234,7 +246,11 @@ export function createLogin(ctx: LoginContext): Login {
       if (settled) return undefined;
       settled = true;
       try {
-        return await engine.settle(reservation, verdict);
+        return await engine.settle(
+          reservation,
+          verdict,
+          verdict === 'failure' && password !== undefined ? { password } : undefined,
+        );
       } catch (error) {
         logger.warn(
           { orgId, userId, factor: route.factor, verdict, error: errorCode(error) },
@@ -296,6 +312,13 @@ export function createLogin(ctx: LoginContext): Login {
     const verdict = judge(route, up.statusCode, read?.complete ? read.body : undefined);
     const s = await settle(verdict);
     const outHeaders = downstreamHeaders(up.headers);
+    if (verdict === 'success' && s?.deviceToken !== undefined && deviceCookie !== undefined) {
+      // Device cookies: the upstream's cookies and the device cookie
+      const set = outHeaders['set-cookie'];
+      const mine = deviceCookie.serialize(s.deviceToken);
+      outHeaders['set-cookie'] =
+        set === undefined ? [mine] : [...(Array.isArray(set) ? set : [String(set)]), mine];
+    }
     if (verdict === 'success' && s?.locked) {
       // Locked (by an admin) while the upstream evaluated: the lock wins, as engine.check's.
       if (read === undefined || !read.complete) up.body.dump().catch(noop);

@@ -373,6 +373,17 @@ export class LoginRequest {
     return validateId(value, field === 'userId' ? `user ${what}` : `org ${what}`);
   }
 
+  /**
+   * The password of the login body (repeat-password forgiveness, issue 12): its string, or
+   * undefined when absent or not a string (then the failure simply counts). Given twice, or
+   * readable two ways: a 400, as for the user — forgiveness must hash the password the upstream
+   * evaluates, never another one.
+   */
+  password(source: { readonly from: 'json' | 'form'; readonly name: string }): string | undefined {
+    const raw = this.bodyField(source.name, `${source.name} (${source.from})`);
+    return typeof raw === 'string' ? raw : undefined;
+  }
+
   /** A field of the body, read as its Content-Type says (as express.json / express.urlencoded). */
   private bodyField(name: string, what: string): unknown {
     this.type ??= bodyType(this.req.headersDistinct['content-type'] ?? [], this.body);

@@ -1,20 +1,33 @@
 import { timingSafeEqual } from 'node:crypto';
+import { canonicalDefences, parseStoredDefences, type DefenceRecord } from '../../core/defences';
 import { StoreUnavailableError } from '../../core/errors';
 import { integerOption } from '../../core/option-checks';
+import { indexMember, pageOfMembers, parseIndexMember, subjectOfMember } from '../../core/store';
 import type {
   CodeChannel,
+  DefenceSettingsChange,
+  DefenceSettingsStore,
   LockedPage,
   LockoutStore,
   Owner,
   ReserveResult,
   SettingsChange,
   SettingsRecord,
+  SettleExtra,
   SettleOutcome,
   SettleResult,
+  StoreDefences,
   UserState,
   WriteSettingsResult,
 } from '../../core/store';
-import { limitOf, zeroCounters, type Factor, type Limits, type Subject } from '../../core/subjects';
+import {
+  limitOf,
+  UNTRUSTED_SCOPE,
+  zeroCounters,
+  type Factor,
+  type Limits,
+  type Subject,
+} from '../../core/subjects';
 
 export interface MemoryStoreOptions {
   /** Clock in ms since the epoch (tests). Default Date.now. */
@@ -55,6 +68,8 @@ interface Reservation {
   readonly leaseMs: number;
   /** The factor's limit when reserved: used only by the purge timer, which has no limits of its own. */
   readonly max: number;
+  /** The defences when reserved (issue 12), for the purge timer likewise. */
+  readonly def?: StoreDefences;
 }
 
 /**
@@ -77,9 +92,23 @@ class UserRecord {
   /** counter key → the last step used and until when it is kept */
   once: Map<string, { step: number; until: number }> | undefined = undefined;
   codes: Map<CodeChannel, { hash: Buffer; expiresAt: number }> | undefined = undefined;
+  /** Defences (issue 12), undefined while unused: see the store port. */
+  def: DefenceState | undefined = undefined;
+  /** Device cookies, on the user's own record: scope → last use, least recently used first. */
+  scopes: Map<string, number> | undefined = undefined;
 
   /** `lastWrite`: when the state was last written (idle expiry). */
   constructor(public lastWrite: number) {}
+}
+
+/** A user's defence state: temporary lockout and repeat-password forgiveness. */
+interface DefenceState {
+  /** When the current (temporary) lock ends; undefined: not locked, or locked for good. */
+  lockedUntil: number | undefined;
+  /** Consecutive locks made by failures (temporary lockout); 0 when reset. */
+  streak: number;
+  /** Keys of the latest wrong passwords, oldest first. */
+  seen: string[] | undefined;
 }
 
 interface SettingsSlot {
@@ -95,7 +124,7 @@ const WARNING_INTERVAL_MS = 60_000;
  * A user with no failures, no lock, no reservation, no tombstone and no code takes no space;
  * unlocked idle users expire (`idleTtlMs`) and at most `maxUsers` users are tracked.
  */
-export class MemoryStore implements LockoutStore {
+export class MemoryStore implements LockoutStore, DefenceSettingsStore {
   readonly kind = 'memory';
   /** user key → state, in least-recently-used-first order (a touched user is moved to the end). */
   private readonly users = new Map<string, UserRecord>();
@@ -104,6 +133,13 @@ export class MemoryStore implements LockoutStore {
   /** instance+org → ids of users with reservations in flight (their leases may lock them) */
   private readonly pendingIndex = new Map<string, Set<string>>();
   private readonly settings = new Map<string, SettingsSlot>();
+  /** instance+org → stored defence settings (canonical JSON) and their sequence */
+  private readonly defenceSettings = new Map<
+    string,
+    { json: string | null; sequence: number; creationDate: number; changeDate: number }
+  >();
+  /** The lockedAt of a temporary lock that ended during the current operation (0: none). */
+  private ended = 0;
   private readonly listeners = new Set<(instance: string, owner: Owner) => void>();
   private readonly now: () => number;
   private readonly timer?: NodeJS.Timeout;
@@ -173,14 +209,35 @@ export class MemoryStore implements LockoutStore {
       const result = this.refuse(rec, factor, limits, id, now);
       if (result) {
         this.commit(subject, key, rec, applied);
-        return result;
+        return this.answer(result);
+      }
+    }
+    if (subject.scope !== undefined) {
+      // Device cookies: the user's own lock (an admin lock) locks every scope.
+      const ended = this.ended;
+      const lockedAt = this.userLock(subject, limits, now);
+      this.ended = ended;
+      if (lockedAt !== undefined) {
+        if (rec) this.commit(subject, key, rec, applied);
+        return this.answer({ status: 'locked', lockedAt });
       }
     }
     rec ??= this.create(key, now);
     const expiresAt = now + leaseMs;
-    (rec.res ??= new Map()).set(id, { factor, expiresAt, leaseMs, max: limitOf(factor, limits) });
+    const max = limitOf(factor, limits);
+    (rec.res ??= new Map()).set(
+      id,
+      limits.defences
+        ? { factor, expiresAt, leaseMs, max, def: limits.defences }
+        : { factor, expiresAt, leaseMs, max },
+    );
     this.commit(subject, key, rec, true);
-    return { status: 'admitted', expiresAt };
+    if (subject.scope !== undefined) {
+      const ended = this.ended;
+      this.useScope(subject, limits.defences?.maxDevices ?? 0, now);
+      this.ended = ended;
+    }
+    return this.answer({ status: 'admitted', expiresAt });
   }
 
   async settle(
@@ -191,6 +248,7 @@ export class MemoryStore implements LockoutStore {
     limits: Limits,
     leaseMs: number,
     tombstone = false,
+    extra?: SettleExtra,
   ): Promise<SettleResult> {
     const now = this.now();
     const key = userKey(subject);
@@ -207,19 +265,44 @@ export class MemoryStore implements LockoutStore {
     if (!r || tombstone) addTomb(rec, id, now + leaseMs);
     if (!r) {
       this.commit(subject, key, rec, true);
+      this.ended = 0;
       return { status: 'unknown' };
     }
     this.dropReservation(rec, id);
     let lockedNow = false;
-    if (outcome === 'failure') lockedNow = this.fail(subject, rec, factor, limitOf(factor, limits), now);
-    else if (outcome === 'success' && rec.lockedAt === undefined) this.clearCounter(rec, factor);
+    let forgiven = false;
+    const d = limits.defences;
+    if (outcome === 'failure') {
+      const repeatKey = d && d.remember > 0 && factor === 'password' ? extra?.repeatKey : undefined;
+      if (repeatKey !== undefined && rec.def?.seen?.includes(repeatKey)) forgiven = true;
+      else lockedNow = this.fail(subject, rec, factor, limitOf(factor, limits), now, d);
+      if (repeatKey !== undefined && !forgiven) {
+        const seen = (defOf(rec).seen ??= []);
+        seen.push(repeatKey);
+        if (seen.length > (d?.remember ?? 0)) seen.splice(0, seen.length - (d?.remember ?? 0));
+      }
+    } else if (outcome === 'success' && rec.lockedAt === undefined) {
+      this.clearCounter(rec, factor);
+      if (rec.def) {
+        rec.def.streak = 0;
+        if (factor === 'password') rec.def.seen = undefined;
+        tidyDef(rec);
+      }
+    }
     this.commit(subject, key, rec, true);
-    return {
-      status: 'settled',
+    const settled = {
+      status: 'settled' as const,
       failedAttempts: rec.failed?.[factor] ?? 0,
       locked: rec.lockedAt !== undefined,
       lockedNow,
     };
+    if (!d && this.ended === 0) return settled;
+    const until = rec.def?.lockedUntil;
+    return this.answer({
+      ...settled,
+      ...(until !== undefined ? { lockedUntil: until, lockedAt: rec.lockedAt } : {}),
+      ...(forgiven ? { forgiven } : {}),
+    });
   }
 
   async getUser(subject: Subject, limits: Limits): Promise<UserState> {
@@ -229,9 +312,14 @@ export class MemoryStore implements LockoutStore {
     if (!rec) return { locked: false, failed: zeroCounters() };
     this.commit(subject, key, rec, this.sweep(subject, rec, limits, now));
     const failed = { ...(rec.failed ?? zeroCounters()) };
-    return rec.lockedAt === undefined
-      ? { locked: false, failed }
-      : { locked: true, lockedAt: rec.lockedAt, failed };
+    const until = rec.def?.lockedUntil;
+    const state: UserState =
+      rec.lockedAt === undefined
+        ? { locked: false, failed }
+        : until !== undefined
+          ? { locked: true, lockedAt: rec.lockedAt, lockedUntil: until, failed }
+          : { locked: true, lockedAt: rec.lockedAt, failed };
+    return this.answer(rec.scopes ? { ...state, scopes: [...rec.scopes.keys()] } : state);
   }
 
   async lock(subject: Subject, limits: Limits): Promise<{ changed: boolean; lockedAt: number }> {
@@ -239,9 +327,13 @@ export class MemoryStore implements LockoutStore {
     const key = userKey(subject);
     let rec = this.load(key, now);
     const applied = rec ? this.sweep(subject, rec, limits, now) : false;
+    this.ended = 0;
     if (rec?.lockedAt !== undefined) {
-      this.commit(subject, key, rec, applied);
-      return { changed: false, lockedAt: rec.lockedAt };
+      // An admin lock is permanent: it turns a temporary lock into one.
+      const temporary = rec.def?.lockedUntil !== undefined;
+      if (rec.def) rec.def.lockedUntil = undefined;
+      this.commit(subject, key, rec, applied || temporary);
+      return { changed: temporary, lockedAt: rec.lockedAt };
     }
     rec ??= this.create(key, now);
     this.setLocked(subject, rec, now);
@@ -249,22 +341,30 @@ export class MemoryStore implements LockoutStore {
     return { changed: true, lockedAt: now };
   }
 
-  async unlock(subject: Subject, limits: Limits, leaseMs: number): Promise<{ changed: boolean }> {
+  async unlock(
+    subject: Subject,
+    limits: Limits,
+    leaseMs: number,
+    force = false,
+  ): Promise<{ changed: boolean }> {
     const now = this.now();
     const key = userKey(subject);
     const rec = this.load(key, now);
     if (!rec) return { changed: false };
     const applied = this.sweep(subject, rec, limits, now);
-    if (rec.lockedAt === undefined) {
+    this.ended = 0;
+    const changed = rec.lockedAt !== undefined;
+    if (!changed && !force) {
       this.commit(subject, key, rec, applied);
       return { changed: false };
     }
+    if (changed) removeFrom(this.lockedIndex, orgKey(subject.instance, subject.org), memberOf(subject));
     rec.lockedAt = undefined;
     rec.failed = undefined;
-    removeFrom(this.lockedIndex, orgKey(subject.instance, subject.org), subject.user);
+    rec.def = undefined;
     for (const id of [...(rec.res?.keys() ?? [])]) this.dropReservation(rec, id, now + leaseMs);
     this.commit(subject, key, rec, true);
-    return { changed: true };
+    return { changed };
   }
 
   async resetFactor(subject: Subject, factor: Factor, limits: Limits, leaseMs: number): Promise<void> {
@@ -273,7 +373,13 @@ export class MemoryStore implements LockoutStore {
     const rec = this.load(key, now);
     if (!rec) return;
     this.sweep(subject, rec, limits, now);
+    this.ended = 0;
     this.clearCounter(rec, factor);
+    if (rec.def) {
+      rec.def.streak = 0;
+      if (factor === 'password') rec.def.seen = undefined;
+      tidyDef(rec);
+    }
     for (const [id, r] of [...(rec.res ?? [])]) {
       if (r.factor === factor) this.dropReservation(rec, id, now + leaseMs);
     }
@@ -290,27 +396,43 @@ export class MemoryStore implements LockoutStore {
     const now = this.now();
     const ok = orgKey(instance, org);
     // Users whose expired leases may lock them although nobody read them since.
-    for (const user of [...(this.pendingIndex.get(ok) ?? [])]) {
-      const subject = { instance, org, user };
+    for (const member of [...(this.pendingIndex.get(ok) ?? [])]) {
+      const subject = subjectOfMember(instance, org, member);
       const key = userKey(subject);
       const rec = this.load(key, now);
       if (rec) this.commit(subject, key, rec, this.sweep(subject, rec, limits, now), false);
-      else removeFrom(this.pendingIndex, ok, user);
+      else removeFrom(this.pendingIndex, ok, member);
       if (rec?.pending && !rec.res) this.unlistPending(subject, rec);
     }
-    const after = cursor === undefined ? undefined : Buffer.from(cursor, 'utf8');
+    // Temporary locks that have ended leave the listing (their users are unlocked now).
+    for (const member of [...(this.lockedIndex.get(ok) ?? [])]) {
+      const subject = subjectOfMember(instance, org, member);
+      const key = userKey(subject);
+      const rec = this.users.get(key);
+      const until = rec?.def?.lockedUntil;
+      if (rec && until !== undefined && until <= now) {
+        this.load(key, now);
+        this.commit(subject, key, rec, this.sweep(subject, rec, limits, now), false);
+      }
+    }
+    this.ended = 0;
+    // After the cursor's user and all of its scopes (members "<user>\u0000<scope>").
+    const after = cursor === undefined ? undefined : Buffer.from(`${cursor}\u0001`, 'utf8');
     const ids = [...(this.lockedIndex.get(ok) ?? [])]
       .map((u) => ({ u, b: Buffer.from(u, 'utf8') }))
-      .filter((x) => after === undefined || Buffer.compare(x.b, after) > 0)
+      .filter((x) => after === undefined || Buffer.compare(x.b, after) >= 0)
       .sort((x, y) => Buffer.compare(x.b, y.b))
       .map((x) => x.u);
-    const page = ids.slice(0, limit);
-    const users = page.map((userId) => ({
-      userId,
-      lockedAt: this.users.get(userKey({ instance, org, user: userId }))?.lockedAt ?? 0,
-    }));
+    const { page, more } = pageOfMembers(ids, limit);
+    const users = page.map((member) => {
+      const subject = subjectOfMember(instance, org, member);
+      const lockedAt = this.users.get(userKey(subject))?.lockedAt ?? 0;
+      return subject.scope === undefined
+        ? { userId: member, lockedAt }
+        : { userId: subject.user, lockedAt, scope: subject.scope };
+    });
     const last = page[page.length - 1];
-    return ids.length > limit && last !== undefined ? { users, nextCursor: last } : { users };
+    return more && last !== undefined ? { users, nextCursor: parseIndexMember(last).user } : { users };
   }
 
   async getSettings(instance: string, owner: Owner): Promise<SettingsRecord | null> {
@@ -351,6 +473,38 @@ export class MemoryStore implements LockoutStore {
   onSettingsChanged(listener: (instance: string, owner: Owner) => void): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
+  }
+
+  async getDefenceSettings(instance: string, org: string): Promise<DefenceRecord | null> {
+    const slot = this.defenceSettings.get(orgKey(instance, org));
+    if (!slot || slot.json === null) return null;
+    return {
+      values: parseStoredDefences(slot.json),
+      sequence: slot.sequence,
+      creationDate: slot.creationDate,
+      changeDate: slot.changeDate,
+    };
+  }
+
+  async writeDefenceSettings(
+    instance: string,
+    org: string,
+    change: DefenceSettingsChange,
+  ): Promise<WriteSettingsResult> {
+    const key = orgKey(instance, org);
+    const slot = this.defenceSettings.get(key) ?? { json: null, sequence: 0, creationDate: 0, changeDate: 0 };
+    const json = change.op === 'remove' ? null : canonicalDefences(change.values);
+    if (change.op === 'add' && slot.json !== null) return { status: 'exists' };
+    if (change.op !== 'add' && slot.json === null) return { status: 'not_found' };
+    if (change.op === 'update' && slot.json === json) return { status: 'not_changed' };
+    const now = this.now();
+    slot.sequence++;
+    if (change.op !== 'update') slot.creationDate = now;
+    slot.changeDate = now;
+    slot.json = json;
+    this.defenceSettings.set(key, slot);
+    for (const l of this.listeners) l(instance, { type: 'org', org });
+    return { status: 'ok', sequence: slot.sequence, creationDate: slot.creationDate, changeDate: now };
   }
 
   async useStep(subject: Subject, key: string, step: number, ttlMs: number): Promise<boolean> {
@@ -419,7 +573,12 @@ export class MemoryStore implements LockoutStore {
     if (tombEnd(rec.tomb, id) > now) return { status: 'gone' };
     const existing = rec.res?.get(id);
     if (existing) return { status: 'admitted', expiresAt: existing.expiresAt };
-    if (rec.lockedAt !== undefined) return { status: 'locked', lockedAt: rec.lockedAt };
+    if (rec.lockedAt !== undefined) {
+      const until = rec.def?.lockedUntil;
+      return until !== undefined
+        ? { status: 'locked', lockedAt: rec.lockedAt, lockedUntil: until }
+        : { status: 'locked', lockedAt: rec.lockedAt };
+    }
     const max = limitOf(factor, limits);
     if (max <= 0) return undefined;
     let inflight = 0;
@@ -442,15 +601,89 @@ export class MemoryStore implements LockoutStore {
    * (the purge timer). Answers whether anything was applied.
    */
   private sweep(subject: Subject, rec: UserRecord, limits: Limits | undefined, now: number): boolean {
-    if (!rec.res) return false;
-    let applied = false;
+    this.ended = 0;
+    const ended = rec.def !== undefined && this.endLock(subject, rec, now);
+    if (!rec.res) return ended;
+    let applied = ended;
     for (const [id, r] of [...rec.res]) {
       if (r.expiresAt > now) continue;
       this.dropReservation(rec, id, now + r.leaseMs);
-      this.fail(subject, rec, r.factor, limits ? limitOf(r.factor, limits) : r.max, now);
+      this.fail(
+        subject,
+        rec,
+        r.factor,
+        limits ? limitOf(r.factor, limits) : r.max,
+        now,
+        limits ? limits.defences : r.def,
+      );
       applied = true;
     }
     return applied;
+  }
+
+  /**
+   * Temporary lockout: ends the user's lock when its time has passed (whatever the policy now),
+   * with the counters and remembered wrong passwords of that lock; in-flight reservations stay.
+   * Answers whether it did (the ended lock's lockedAt is kept in `ended` for the answer).
+   */
+  private endLock(subject: Subject, rec: UserRecord, now: number): boolean {
+    const def = rec.def;
+    if (!def || def.lockedUntil === undefined || def.lockedUntil > now || rec.lockedAt === undefined) {
+      return false;
+    }
+    this.ended = rec.lockedAt;
+    rec.lockedAt = undefined;
+    rec.failed = undefined;
+    def.lockedUntil = undefined;
+    def.seen = undefined;
+    tidyDef(rec);
+    removeFrom(this.lockedIndex, orgKey(subject.instance, subject.org), memberOf(subject));
+    return true;
+  }
+
+  /** Device cookies: the lockedAt of the user's own lock (the scope's user), else undefined. */
+  private userLock(scoped: Subject, limits: Limits, now: number): number | undefined {
+    const user = unscoped(scoped);
+    const key = userKey(user);
+    const rec = this.load(key, now);
+    if (!rec) return undefined;
+    this.commit(user, key, rec, this.sweep(user, rec, limits, now), false);
+    return rec.lockedAt;
+  }
+
+  /**
+   * Device cookies: records the scope's use on the user's own record, and forgets the least
+   * recently used device scope that is not locked when there are more than `maxDevices`.
+   */
+  private useScope(scoped: Subject, maxDevices: number, now: number): void {
+    const user = unscoped(scoped);
+    const key = userKey(user);
+    const rec = this.load(key, now) ?? this.create(key, now);
+    const scopes = (rec.scopes ??= new Map());
+    scopes.delete(scoped.scope!);
+    scopes.set(scoped.scope!, now);
+    let devices = 0;
+    for (const s of scopes.keys()) if (s !== UNTRUSTED_SCOPE) devices++;
+    for (const s of [...scopes.keys()]) {
+      if (devices <= maxDevices) break;
+      if (s === UNTRUSTED_SCOPE || s === scoped.scope) continue;
+      const victim = { ...user, scope: s };
+      const vkey = userKey(victim);
+      const vrec = this.users.get(vkey);
+      if (vrec?.lockedAt !== undefined || vrec?.res !== undefined) continue;
+      if (vrec) this.drop(victim, vkey, vrec);
+      scopes.delete(s);
+      devices--;
+    }
+    this.commit(user, key, rec, true);
+  }
+
+  /** Adds to an answer the lockedAt of a temporary lock that ended during this operation. */
+  private answer<T extends object>(result: T): T & { expiredLockAt?: number } {
+    const ended = this.ended;
+    if (ended === 0) return result;
+    this.ended = 0;
+    return { ...result, expiredLockAt: ended };
   }
 
   /** Removes a reservation, tombstoning its id until `tombUntil` when given. */
@@ -461,11 +694,23 @@ export class MemoryStore implements LockoutStore {
   }
 
   /** Counts one failure; locks when the limit is reached. Answers whether it locked the user now. */
-  private fail(subject: Subject, rec: UserRecord, factor: Factor, max: number, now: number): boolean {
+  private fail(
+    subject: Subject,
+    rec: UserRecord,
+    factor: Factor,
+    max: number,
+    now: number,
+    defences?: StoreDefences,
+  ): boolean {
     const count = (rec.failed?.[factor] ?? 0) + 1;
     (rec.failed ??= zeroCounters())[factor] = count;
     if (max > 0 && count >= max && rec.lockedAt === undefined) {
       this.setLocked(subject, rec, now);
+      if (defences && defences.lockMs > 0) {
+        const def = defOf(rec);
+        def.streak += 1;
+        def.lockedUntil = now + lockLength(defences, def.streak);
+      }
       return true;
     }
     return false;
@@ -479,7 +724,7 @@ export class MemoryStore implements LockoutStore {
 
   private setLocked(subject: Subject, rec: UserRecord, now: number): void {
     rec.lockedAt = now;
-    addTo(this.lockedIndex, orgKey(subject.instance, subject.org), subject.user);
+    addTo(this.lockedIndex, orgKey(subject.instance, subject.org), memberOf(subject));
   }
 
   // ---- records: expiry, bound, eviction ------------------------------------------------
@@ -515,6 +760,15 @@ export class MemoryStore implements LockoutStore {
       now - rec.lastWrite >= this.idleTtlMs
     ) {
       rec.failed = undefined;
+    }
+    if (
+      this.idleTtlMs > 0 &&
+      rec.def &&
+      rec.lockedAt === undefined &&
+      !rec.res &&
+      now - rec.lastWrite >= this.idleTtlMs
+    ) {
+      rec.def = undefined;
     }
   }
 
@@ -587,7 +841,7 @@ export class MemoryStore implements LockoutStore {
     // the record goes, or when a listing finds nothing in flight): not twice per check.
     if (rec.res !== undefined && !rec.pending) {
       rec.pending = true;
-      addTo(this.pendingIndex, orgKey(subject.instance, subject.org), subject.user);
+      addTo(this.pendingIndex, orgKey(subject.instance, subject.org), memberOf(subject));
     }
     if (isEmpty(rec)) this.drop(subject, key, rec);
     else if (touch || !this.users.has(key)) {
@@ -604,14 +858,14 @@ export class MemoryStore implements LockoutStore {
 
   private unlistPending(subject: Subject, rec: UserRecord): void {
     rec.pending = false;
-    removeFrom(this.pendingIndex, orgKey(subject.instance, subject.org), subject.user);
+    removeFrom(this.pendingIndex, orgKey(subject.instance, subject.org), memberOf(subject));
   }
 
   /** The purge timer: applies ended leases, drops expired state and empty records. */
   private purge(): void {
     const now = this.now();
     for (const [key, rec] of [...this.users]) {
-      if (rec.res) {
+      if (rec.res || rec.def?.lockedUntil !== undefined) {
         const subject = subjectOf(key);
         this.expire(rec, now); // before the sweep: a failure it counts now is a write, not idle
         const applied = this.sweep(subject, rec, undefined, now);
@@ -621,6 +875,7 @@ export class MemoryStore implements LockoutStore {
         if (isEmpty(rec)) this.drop(subjectOf(key), key, rec);
       }
     }
+    this.ended = 0;
   }
 }
 
@@ -680,7 +935,42 @@ function pruneTombs(tombs: Tombs, now: number): Tombs | undefined {
 }
 
 function isEmpty(rec: UserRecord): boolean {
-  return rec.lockedAt === undefined && !rec.failed && !rec.res && !rec.tomb && !rec.once && !rec.codes;
+  return (
+    rec.lockedAt === undefined &&
+    !rec.failed &&
+    !rec.res &&
+    !rec.tomb &&
+    !rec.once &&
+    !rec.codes &&
+    !rec.def &&
+    !rec.scopes
+  );
+}
+
+function memberOf(s: Subject): string {
+  return indexMember(s);
+}
+
+/** The user a scope belongs to. */
+function unscoped(s: Subject): Subject {
+  return { instance: s.instance, org: s.org, user: s.user };
+}
+
+function defOf(rec: UserRecord): DefenceState {
+  return (rec.def ??= { lockedUntil: undefined, streak: 0, seen: undefined });
+}
+
+/** Drops a user's defence state once it holds nothing. */
+function tidyDef(rec: UserRecord): void {
+  const d = rec.def;
+  if (d && d.lockedUntil === undefined && d.streak === 0 && (d.seen === undefined || d.seen.length === 0)) {
+    rec.def = undefined;
+  }
+}
+
+/** Temporary lockout: the length of the `streak`-th consecutive lock, lockMs × 2^(streak−1), at most maxLockMs. */
+export function lockLength(d: StoreDefences, streak: number): number {
+  return Math.min(d.maxLockMs, d.lockMs * 2 ** Math.min(streak - 1, 52));
 }
 
 function addTo(index: Map<string, Set<string>>, key: string, member: string): void {
@@ -698,7 +988,9 @@ function removeFrom(index: Map<string, Set<string>>, key: string, member: string
 // Keys are length-prefixed ("<instance length>:<org length>:<instance><org><user>"): unambiguous
 // for any strings, and several times cheaper than JSON on the hot path.
 function userKey(s: Subject): string {
-  return `${s.instance.length}:${s.org.length}:${s.instance}${s.org}${s.user}`;
+  const key = `${s.instance.length}:${s.org.length}:${s.instance}${s.org}${s.user}`;
+  // ids never hold a control character: a scope's key cannot be a user's
+  return s.scope === undefined ? key : `${key}\u0000${s.scope}`;
 }
 
 function subjectOf(key: string): Subject {
@@ -707,11 +999,11 @@ function subjectOf(key: string): Subject {
   const i = Number(key.slice(0, a));
   const o = Number(key.slice(a + 1, b));
   const start = b + 1;
-  return {
-    instance: key.slice(start, start + i),
-    org: key.slice(start + i, start + i + o),
-    user: key.slice(start + i + o),
-  };
+  return subjectOfMember(
+    key.slice(start, start + i),
+    key.slice(start + i, start + i + o),
+    key.slice(start + i + o),
+  );
 }
 
 function orgKey(instance: string, org: string): string {

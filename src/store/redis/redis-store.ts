@@ -1,14 +1,19 @@
 import { ReplyError, type Cluster, type Redis } from 'ioredis';
+import { canonicalDefences, parseStoredDefences, type DefenceRecord } from '../../core/defences';
 import { OptionError, StoreUnavailableError } from '../../core/errors';
 import { describeOptionValue, integerOption } from '../../core/option-checks';
+import { indexMember, pageOfMembers, parseIndexMember, subjectOfMember } from '../../core/store';
 import type {
   CodeChannel,
+  DefenceSettingsChange,
+  DefenceSettingsStore,
   LockedPage,
   LockoutStore,
   Owner,
   ReserveResult,
   SettingsChange,
   SettingsRecord,
+  SettleExtra,
   SettleOutcome,
   SettleResult,
   UserState,
@@ -76,6 +81,12 @@ interface UserReply {
   /** > 0: the lease end of a reservation whose failure could lock the user. */
   readonly pendingUntil: number;
   readonly counters: ReadonlyArray<readonly [string, number]>;
+  /** Defences only (0 otherwise): the lockedAt of a temporary lock the script ended. */
+  readonly ended: number;
+  /** Defences only (0 otherwise): when the current lock ends (0: not locked, or for good). */
+  readonly lockedUntil: number;
+  /** Defences only: the settle's failure repeated a remembered wrong password (not counted). */
+  readonly forgiven: boolean;
 }
 
 /** Parses the fixed reply of a user script; anything else is a bug, not an outage. */
@@ -98,7 +109,7 @@ function parseSettingsReply(raw: unknown): WriteSettingsResult {
 }
 
 function parseUserReply(raw: unknown): UserReply {
-  if (!Array.isArray(raw) || raw.length !== 7 || !Array.isArray(raw[6])) {
+  if (!Array.isArray(raw) || (raw.length !== 7 && raw.length !== 10) || !Array.isArray(raw[6])) {
     throw new Error(`RedisStore: unexpected script reply ${JSON.stringify(raw)}`);
   }
   const flat = raw[6] as unknown[];
@@ -112,10 +123,23 @@ function parseUserReply(raw: unknown): UserReply {
     lockChange: Number(raw[4]),
     pendingUntil: Number(raw[5]),
     counters,
+    ended: raw.length === 10 ? Number(raw[7]) : 0,
+    lockedUntil: raw.length === 10 ? Number(raw[8]) : 0,
+    forgiven: raw.length === 10 && Number(raw[9]) === 1,
   };
 }
 
-type UserScript = (s: string, ...argv: Array<string | number>) => Promise<unknown>;
+/** The defence fields of an answer, present only when set. */
+function defenceFields(r: UserReply): { expiredLockAt?: number; lockedUntil?: number; lockedAt?: number } {
+  return {
+    ...(r.ended > 0 ? { expiredLockAt: r.ended } : {}),
+    ...(r.lockedUntil > 0 && r.lockedAt > 0 ? { lockedUntil: r.lockedUntil, lockedAt: r.lockedAt } : {}),
+  };
+}
+
+type UserScript = (...keysAndArgv: Array<string | number>) => Promise<unknown>;
+
+type UserScriptName = 'lgReserve' | 'lgSettle' | 'lgGetUser' | 'lgLock' | 'lgUnlock' | 'lgReset';
 
 interface Scripts {
   lgReserve: UserScript;
@@ -124,6 +148,13 @@ interface Scripts {
   lgLock: UserScript;
   lgUnlock: UserScript;
   lgReset: UserScript;
+  /** The same scripts on a scope's hash and the user's own (device cookies: two keys). */
+  lgReserve2: UserScript;
+  lgSettle2: UserScript;
+  lgGetUser2: UserScript;
+  lgLock2: UserScript;
+  lgUnlock2: UserScript;
+  lgReset2: UserScript;
   lgIndexAdd(i: string, h: string, user: string, lockedAt: number): Promise<number>;
   lgIndexRemove(i: string, h: string, user: string, lockedAt: number): Promise<number>;
   lgPendingAdd(p: string, user: string, until: number, idleTtlMs: number): Promise<number>;
@@ -165,7 +196,7 @@ const DEFAULT_LEASE_HINT_MS = 30_000;
  * and the writes converge in any order (see scripts.ts). Settings changes are published on
  * `<prefix>:settings` so every process drops its cached copy at once.
  */
-export class RedisStore implements LockoutStore {
+export class RedisStore implements LockoutStore, DefenceSettingsStore {
   readonly kind = 'redis';
   readonly client: RedisClient;
   private readonly redis: RedisClient & Scripts;
@@ -224,6 +255,12 @@ export class RedisStore implements LockoutStore {
     define('lgLock', LOCK, 1);
     define('lgUnlock', UNLOCK, 1);
     define('lgReset', RESET, 1);
+    define('lgReserve2', RESERVE, 2);
+    define('lgSettle2', SETTLE, 2);
+    define('lgGetUser2', GET_USER, 2);
+    define('lgLock2', LOCK, 2);
+    define('lgUnlock2', UNLOCK, 2);
+    define('lgReset2', RESET, 2);
     define('lgIndexAdd', INDEX_ADD, 2);
     define('lgIndexRemove', INDEX_REMOVE, 2);
     define('lgPendingAdd', PENDING_ADD, 1);
@@ -242,16 +279,19 @@ export class RedisStore implements LockoutStore {
     leaseMs: number,
     id: string,
   ): Promise<ReserveResult> {
-    const r = await this.user(subject, this.redis.lgReserve, limits, leaseMs, factor, id);
+    const r = await this.user(subject, 'lgReserve', limits, leaseMs, [factor, id]);
+    const ended = r.ended > 0 ? { expiredLockAt: r.ended } : undefined;
     switch (r.status) {
       case 'admitted':
-        return { status: 'admitted', expiresAt: r.value };
+        return { status: 'admitted', expiresAt: r.value, ...ended };
       case 'gone':
-        return { status: 'gone' };
+        return { status: 'gone', ...ended };
       case 'locked':
-        return { status: 'locked', lockedAt: r.value };
+        return r.lockedUntil > 0
+          ? { status: 'locked', lockedAt: r.value, lockedUntil: r.lockedUntil, ...ended }
+          : { status: 'locked', lockedAt: r.value, ...ended };
       default:
-        return { status: 'busy', retryAfterMs: r.value };
+        return { status: 'busy', retryAfterMs: r.value, ...ended };
     }
   }
 
@@ -263,38 +303,49 @@ export class RedisStore implements LockoutStore {
     limits: Limits,
     leaseMs: number,
     tombstone = false,
+    extra?: SettleExtra,
   ): Promise<SettleResult> {
     const r = await this.user(
       subject,
-      this.redis.lgSettle,
+      'lgSettle',
       limits,
       leaseMs,
-      factor,
-      id,
-      outcome,
-      tombstone ? '1' : '0',
+      [factor, id, outcome, tombstone ? '1' : '0'],
+      extra?.repeatKey,
     );
     if (r.status !== 'settled') return { status: 'unknown' };
-    return { status: 'settled', failedAttempts: r.value, locked: r.lockedAt > 0, lockedNow: r.flag };
+    const settled = {
+      status: 'settled' as const,
+      failedAttempts: r.value,
+      locked: r.lockedAt > 0,
+      lockedNow: r.flag,
+    };
+    if (!limits.defences && r.ended === 0) return settled;
+    return { ...settled, ...defenceFields(r), ...(r.forgiven ? { forgiven: true } : {}) };
   }
 
   async getUser(subject: Subject, limits: Limits): Promise<UserState> {
-    const r = await this.user(subject, this.redis.lgGetUser, limits, this.leaseHintMs);
+    const r = await this.user(subject, 'lgGetUser', limits, this.leaseHintMs, []);
     return stateOf(r);
   }
 
   async lock(subject: Subject, limits: Limits): Promise<{ changed: boolean; lockedAt: number }> {
-    const r = await this.user(subject, this.redis.lgLock, limits, this.leaseHintMs);
+    const r = await this.user(subject, 'lgLock', limits, this.leaseHintMs, []);
     return { changed: r.flag, lockedAt: r.lockedAt };
   }
 
-  async unlock(subject: Subject, limits: Limits, leaseMs: number): Promise<{ changed: boolean }> {
-    const r = await this.user(subject, this.redis.lgUnlock, limits, leaseMs);
+  async unlock(
+    subject: Subject,
+    limits: Limits,
+    leaseMs: number,
+    force = false,
+  ): Promise<{ changed: boolean }> {
+    const r = await this.user(subject, 'lgUnlock', limits, leaseMs, force ? ['1'] : []);
     return { changed: r.flag };
   }
 
   async resetFactor(subject: Subject, factor: Factor, limits: Limits, leaseMs: number): Promise<void> {
-    await this.user(subject, this.redis.lgReset, limits, leaseMs, factor);
+    await this.user(subject, 'lgReset', limits, leaseMs, [factor]);
   }
 
   /**
@@ -314,27 +365,44 @@ export class RedisStore implements LockoutStore {
     await this.flushRetries(instance, org);
     await this.applyDuePending(instance, org, limits);
     const [key, atKey] = this.indexKeys(instance, org);
+    // Device cookies: a user's members (its own and its scopes') are at most maxDevices + 2, and a
+    // page never splits them (pageOfMembers): fetch enough to finish the last user's.
+    const group = limits.defences?.maxDevices ? limits.defences.maxDevices + 2 : 0;
+    // after the cursor's user and all of its scopes ("<user>\u0000<scope>" < "<user>\u0001")
     const ids = await this.run(() =>
-      this.redis.zrangebylex(key, cursor === undefined ? '-' : `(${cursor}`, '+', 'LIMIT', 0, limit + 1),
+      this.redis.zrangebylex(
+        key,
+        cursor === undefined ? '-' : `[${cursor}\u0001`,
+        '+',
+        'LIMIT',
+        0,
+        limit + 1 + group,
+      ),
     );
-    const page = ids.slice(0, limit);
+    const { page, more } = pageOfMembers(ids, limit);
     if (page.length === 0) return { users: [] };
     const indexed = await this.run(() => this.redis.hmget(atKey, ...page));
     const states = await Promise.all(
-      page.map((user) => this.user({ instance, org, user }, this.redis.lgGetUser, limits, this.leaseHintMs)),
+      page.map((member) =>
+        this.user(subjectOfMember(instance, org, member), 'lgGetUser', limits, this.leaseHintMs, []),
+      ),
     );
-    const users: Array<{ userId: string; lockedAt: number }> = [];
+    const users: Array<{ userId: string; lockedAt: number; scope?: string }> = [];
     const stale: Array<Promise<void>> = [];
-    page.forEach((userId, i) => {
+    page.forEach((member, i) => {
       const at = states[i]?.lockedAt ?? 0;
-      if (at > 0) users.push({ userId, lockedAt: at });
+      const { user, scope } = parseIndexMember(member);
+      if (at > 0)
+        users.push(
+          scope === undefined ? { userId: user, lockedAt: at } : { userId: user, lockedAt: at, scope },
+        );
       else
         stale.push(
           this.orgWrite({
             kind: 'remove',
             instance,
             org,
-            user: userId,
+            user: member,
             at: Number(indexed[i] ?? 0),
             attempts: 0,
           }),
@@ -342,7 +410,9 @@ export class RedisStore implements LockoutStore {
     });
     await Promise.all(stale);
     const last = page[page.length - 1];
-    return ids.length > limit && last !== undefined ? { users, nextCursor: last } : { users };
+    return (more || ids.length > page.length) && last !== undefined
+      ? { users, nextCursor: parseIndexMember(last).user }
+      : { users };
   }
 
   async getSettings(instance: string, owner: Owner): Promise<SettingsRecord | null> {
@@ -386,6 +456,44 @@ export class RedisStore implements LockoutStore {
     return () => this.listeners.delete(listener);
   }
 
+  async getDefenceSettings(instance: string, org: string): Promise<DefenceRecord | null> {
+    const [on, json, seq, cd, ch] = await this.run(() =>
+      this.redis.hmget(this.defenceKey(instance, org), 'on', 'pw', 'seq', 'cd', 'ch'),
+    );
+    if (on !== '1' || json == null) return null;
+    return {
+      values: parseStoredDefences(json),
+      sequence: Number(seq),
+      creationDate: Number(cd),
+      changeDate: Number(ch),
+    };
+  }
+
+  /** One WRITE_SETTINGS script on the org's defences hash (the JSON in its `pw` field, `otp` unused). */
+  async writeDefenceSettings(
+    instance: string,
+    org: string,
+    change: DefenceSettingsChange,
+  ): Promise<WriteSettingsResult> {
+    const json = change.op === 'remove' ? '' : canonicalDefences(change.values);
+    const message = JSON.stringify({ i: instance, o: org });
+    const reply = await this.run(() =>
+      this.redis.lgWriteSettings(
+        this.defenceKey(instance, org),
+        change.op,
+        json,
+        '',
+        json,
+        '',
+        this.channel,
+        message,
+      ),
+    );
+    const result = parseSettingsReply(reply);
+    if (result.status === 'ok') this.notify(instance, { type: 'org', org });
+    return result;
+  }
+
   async useStep(subject: Subject, key: string, step: number, ttlMs: number): Promise<boolean> {
     const k = `${this.userTag(subject)}:u:${encodeURIComponent(key)}`;
     return (await this.run(() => this.redis.lgUseStep(k, step, ttlMs))) === 1;
@@ -418,9 +526,13 @@ export class RedisStore implements LockoutStore {
     else if (sub) await sub.unsubscribe(this.channel).catch(() => undefined);
   }
 
-  /** The keys of one user: its state hash (one key, so one slot). */
-  userKeys(subject: Subject): [string] {
-    return [`${this.userTag(subject)}:s`];
+  /**
+   * The keys of one user: its state hash (one key, so one slot); for a scope (device cookies), the
+   * scope's hash and the user's own, on the same slot.
+   */
+  userKeys(subject: Subject): [string] | [string, string] {
+    const own = `${this.userTag(subject)}:s`;
+    return subject.scope === undefined ? [own] : [`${own}:${subject.scope}`, own];
   }
 
   /** Org writes waiting for a retry (for tests and metrics). */
@@ -442,6 +554,10 @@ export class RedisStore implements LockoutStore {
     return `${this.prefix}:{${enc(instance)}:${enc(org)}}:pending`;
   }
 
+  private defenceKey(instance: string, org: string): string {
+    return `${this.prefix}:{${enc(instance)}:${enc(org)}}:defences`;
+  }
+
   private settingsKey(instance: string, owner: Owner): string {
     return owner.type === 'instance'
       ? `${this.prefix}:{${enc(instance)}}:settings`
@@ -451,21 +567,32 @@ export class RedisStore implements LockoutStore {
   /**
    * Runs one user script and then its org writes (index, pending set). Only the script can fail
    * the operation: once it answered, the operation committed, and an org write that fails is
-   * queued for retry instead of failing it.
+   * queued for retry instead of failing it. `argv`: the script's own arguments; with defences
+   * on, they are padded to four and followed by the defences' (see scripts.ts).
    */
   private async user(
     subject: Subject,
-    script: UserScript,
+    name: UserScriptName,
     limits: Limits,
     leaseMs: number,
-    ...argv: Array<string | number>
+    argv: Array<string | number>,
+    repeatKey?: string,
   ): Promise<UserReply> {
     this.leaseHintMs = leaseMs;
-    const [s] = this.userKeys(subject);
+    const d = limits.defences;
+    const scoped = subject.scope !== undefined;
+    if (d || scoped) {
+      while (argv.length < 4) argv.push('');
+      argv.push(d?.lockMs ?? 0, d?.maxLockMs ?? 0, d?.remember ?? 0, repeatKey ?? '');
+      if (scoped) argv.push(d?.maxDevices ?? 0, subject.scope);
+    }
+    // a scope's scripts take the user's own hash too (device cookies: KEYS[2])
+    const keys = this.userKeys(subject);
+    const script: UserScript = scoped ? this.redis[`${name}2`] : this.redis[name];
     const raw = await this.run(() =>
       script.call(
         this.redis,
-        s,
+        ...keys,
         limits.maxPasswordAttempts,
         limits.maxOtpAttempts,
         leaseMs,
@@ -474,8 +601,13 @@ export class RedisStore implements LockoutStore {
       ),
     );
     const reply = parseUserReply(raw);
-    const { instance, org, user } = subject;
+    const { instance, org } = subject;
+    const user = indexMember(subject);
     const writes: Array<Promise<void>> = [];
+    if (reply.ended > 0) {
+      // a temporary lock that ended: its entry goes (a newer lock's entry stays, see INDEX_REMOVE)
+      writes.push(this.orgWrite({ kind: 'remove', instance, org, user, at: reply.ended, attempts: 0 }));
+    }
     if (reply.lockChange === 1) {
       writes.push(this.orgWrite({ kind: 'add', instance, org, user, at: reply.lockedAt, attempts: 0 }));
     } else if (reply.lockChange === -1) {
@@ -563,7 +695,13 @@ export class RedisStore implements LockoutStore {
       let done = 0;
       await Promise.all(
         entries.map(async ([user, until]) => {
-          const r = await this.user({ instance, org, user }, this.redis.lgGetUser, limits, this.leaseHintMs);
+          const r = await this.user(
+            subjectOfMember(instance, org, user),
+            'lgGetUser',
+            limits,
+            this.leaseHintMs,
+            [],
+          );
           // value = earliest lease end still in flight: keep the entry while one that ended by
           // `until` is still there (the user's slot runs on a clock behind the org's)
           if (r.value === 0 || r.value > until) {
@@ -650,11 +788,19 @@ function isBug(e: unknown): boolean {
 
 function stateOf(r: UserReply): UserState {
   const failed = zeroCounters();
+  const scopes: string[] = [];
   for (const [field, value] of r.counters) {
+    if (field.startsWith('d:')) {
+      scopes.push(field.slice(2));
+      continue;
+    }
     const factor = field.slice(2);
     if ((FACTORS as readonly string[]).includes(factor)) failed[factor as Factor] = value;
   }
-  return r.lockedAt > 0 ? { locked: true, lockedAt: r.lockedAt, failed } : { locked: false, failed };
+  let state: UserState =
+    r.lockedAt > 0 ? { locked: true, lockedAt: r.lockedAt, failed } : { locked: false, failed };
+  if (r.ended > 0 || r.lockedUntil > 0) state = { ...state, ...defenceFields(r) };
+  return scopes.length > 0 ? { ...state, scopes } : state;
 }
 
 function enc(part: string): string {

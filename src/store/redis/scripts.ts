@@ -7,6 +7,11 @@
  *   f:<factor>           failed count (absent = 0)
  *   r:<factor>|<nonce>   a reservation in flight: its lease end (ms)
  *   t:<nonce>            a tombstone: the nonce was settled, released or expired; until (ms)
+ *   U                    temporary lockout (defences): when the current lock ends (ms; absent = permanent)
+ *   k                    temporary lockout (defences): consecutive locks made by failures
+ *   p                    repeat-password forgiveness (defences): keys of the latest wrong passwords,
+ *                        oldest first, comma-separated (22 base64url characters each)
+ * U, k and p are written only while defences are on; absent, every script is what it was before.
  * A factor's in-flight count is the number of its r: fields, so no separate counter can leak.
  * Every script reads the hash once (HGETALL: a user's hash is small), decides in Lua, and writes
  * its changes with at most one HSET and one HDEL, then sets the key's expiry (commit).
@@ -14,7 +19,20 @@
  * Common ARGV of every user script (read once in the prelude):
  *   ARGV[1] maxPasswordAttempts, ARGV[2] maxOtpAttempts,
  *   ARGV[3] leaseMs (how long a tombstone made by this call lasts), ARGV[4] idleTtlMs (0 = never);
- *   ARGV[5…] the script's own arguments.
+ *   ARGV[5…8] the script's own arguments;
+ *   ARGV[9…12] the defences, only when some are on (absent: every one is off, and the script runs
+ *   exactly as without them): ARGV[9] lockMs, ARGV[10] maxLockMs (temporary lockout, 0 = off),
+ *   ARGV[11] remember (repeat-password forgiveness, 0 = off), ARGV[12] the settle's repeat key
+ *   ('' = none), ARGV[13] maxDevices (device cookies), ARGV[14] the scope. The store pads the own
+ *   arguments to four before them.
+ *
+ * Device cookies: a scope's state is a hash of its own, S = <user's hash>:<scope>, on the user's
+ * slot (the same {…} tag). Its scripts get the user's hash as KEYS[2] (U) and, besides running on
+ * S as above: RESERVE refuses `locked` while U is locked (an admin lock locks every scope); every
+ * write records the scope in U's registry, field d:<scope> = "<use sequence>|<S's expiry>" (-1 =
+ * never), and keeps U alive as long as its longest-lived scope; a RESERVE past maxDevices device
+ * scopes deletes the least recently used device scope that is neither locked nor in flight (the
+ * one write to a key not in KEYS: it is on the same slot, so Redis Cluster runs it).
  *
  * Every user script answers ONE fixed shape (parsed by `parseUserReply` in redis-store.ts):
  *   { status, value, flag, lockedAt, lockChange, pendingUntil, counters }
@@ -27,6 +45,10 @@
  *     pendingUntil a lease end > 0 when RESERVE admitted a reservation whose failure could lock the
  *                  user (failures + in flight >= limit): the store records it in the org's pending set
  *     counters     {field, value, …} of the f:* counters (GET_USER only; empty otherwise)
+ * and, only when the defences are on (ARGV[9] given), three more:
+ *     ended        the lockedAt of a temporary lock this script ended (its time had passed), else 0
+ *     lockedUntil  when the current lock ends, 0 when not locked or locked for good
+ *     forgiven     1 = SETTLE did not count a failure that repeated a remembered wrong password
  *
  * Idle expiry (commit, after a write): a locked user's hash is PERSISTed. Otherwise it expires at
  * the latest of: now + idleTtlMs when something is counted; the latest lease end in flight +
@@ -49,6 +71,14 @@ local S = KEYS[1]
 local max_pw, max_otp = tonumber(ARGV[1]), tonumber(ARGV[2])
 local lease, idle = tonumber(ARGV[3]), tonumber(ARGV[4])
 local now = now_ms()
+-- defences: absent (nil) = all off
+local def = ARGV[9] ~= nil
+local lock_ms, max_lock_ms = tonumber(ARGV[9] or '0'), tonumber(ARGV[10] or '0')
+local remember = tonumber(ARGV[11] or '0')
+-- device cookies: the user's own hash when S is one of its scopes
+local U = KEYS[2]
+local max_dev, scope = tonumber(ARGV[13] or '0'), ARGV[14]
+local scope_used = false -- set by RESERVE: the scope's last use is now (and the bound applies)
 
 -- the user's state, read once
 local locked = nil      -- lockedAt, nil when not locked
@@ -58,6 +88,13 @@ local tombs = {}        -- nonce -> end, live tombstones only
 local changes = {}      -- field -> new value, or false to delete
 local wrote = false
 local lock_change = 0
+local lock_end = nil    -- U: when a temporary lock ends
+local streak = 0        -- k: consecutive locks made by failures
+local seen = nil        -- p: keys of the latest wrong passwords
+local ended = 0         -- lockedAt of a temporary lock this script ended
+local forgiven = 0
+local scopes = {}       -- d:<scope>: the registry of the user's scopes (device cookies)
+local reg_at, reg_forever = 0, false -- the longest-lived scope of the registry
 do
   local h = redis.call('HGETALL', S)
   for i = 1, #h, 2 do
@@ -75,6 +112,17 @@ do
       if e > now then tombs[string.sub(k, 3)] = e else changes[k] = false end
     elseif p == 'n:' then
       changes[k] = false -- an in-flight counter of an earlier version: dropped at the next write
+    elseif k == 'U' then
+      lock_end = tonumber(v)
+    elseif k == 'k' then
+      streak = tonumber(v)
+    elseif k == 'p' then
+      seen = v
+    elseif p == 'd:' then
+      scopes[#scopes + 1] = string.sub(k, 3) -- device cookies: the user's scopes (registry)
+      -- the registry outlives its scopes: the user's own writes keep it as long (see commit)
+      local ex = tonumber(string.match(v, '|(%-?%d+)$') or '0')
+      if ex == -1 then reg_forever = true elseif ex > reg_at then reg_at = ex end
     end
   end
 end
@@ -89,6 +137,34 @@ local function limit_of(f)
   return max_otp
 end
 
+-- temporary lockout: a lock whose end has passed ends now, with its counters and remembered
+-- wrong passwords (in-flight reservations stay); its own end counts, whatever the policy now
+if locked and lock_end and lock_end <= now then
+  ended = locked
+  locked = nil
+  lock_end = nil
+  change('L', false)
+  change('U', false)
+  for f in pairs(failed) do change('f:' .. f, false) end
+  failed = {}
+  if seen then
+    seen = nil
+    change('p', false)
+  end
+end
+
+-- forgets the consecutive locks and (password) the remembered wrong passwords, when there are some
+local function forget(password)
+  if streak > 0 then
+    streak = 0
+    change('k', false)
+  end
+  if password and seen then
+    seen = nil
+    change('p', false)
+  end
+end
+
 -- counts one failure of factor f and locks at the limit; 1 when this call locked the user
 local function fail(f)
   local c = (failed[f] or 0) + 1
@@ -99,6 +175,14 @@ local function fail(f)
     locked = now
     change('L', now)
     lock_change = 1
+    if lock_ms > 0 then
+      streak = streak + 1
+      change('k', streak)
+      local len = lock_ms * math.pow(2, math.min(streak - 1, 52))
+      if len > max_lock_ms then len = max_lock_ms end
+      lock_end = now + len
+      change('U', lock_end)
+    end
     return 1
   end
   return 0
@@ -140,6 +224,73 @@ local function sweep()
   end
 end
 
+-- device cookies: records the scope (last use, S's expiry) in U, bounds the device scopes, and
+-- keeps U alive as long as its longest-lived scope (U's own state keeps its own expiry)
+local function sync_user(exp)
+  local h = redis.call('HGETALL', U)
+  local mine = 'd:' .. scope
+  local entries, own = {}, false
+  local last, newest = 0, 0 -- the scope's use sequence (a reserve makes it the newest), the newest
+  for i = 1, #h, 2 do
+    local k, v = h[i], h[i + 1]
+    if string.sub(k, 1, 2) == 'd:' then
+      local lu, ex = string.match(v, '^(%-?%d+)|(%-?%d+)$')
+      lu = tonumber(lu)
+      if lu > newest then newest = lu end
+      if k == mine then
+        last = lu
+      else
+        entries[#entries + 1] = {k, string.sub(k, 3), lu, tonumber(ex)}
+      end
+    else
+      own = true
+    end
+  end
+  if scope_used or last == 0 then last = newest + 1 end
+  entries[#entries + 1] = {mine, scope, last, exp}
+  redis.call('HSET', U, mine, last .. '|' .. exp)
+  if scope_used and max_dev > 0 then
+    local devs = {}
+    for i = 1, #entries do
+      if string.sub(entries[i][2], 1, 1) == 'd' then devs[#devs + 1] = entries[i] end
+    end
+    table.sort(devs, function(a, b) return a[3] < b[3] end)
+    local n = #devs
+    for i = 1, #devs do
+      if n <= max_dev then break end
+      local e = devs[i]
+      if e[2] ~= scope then
+        local key = U .. ':' .. e[2]
+        local vh = redis.call('HGETALL', key)
+        local busy = false
+        for j = 1, #vh, 2 do
+          if vh[j] == 'L' or string.sub(vh[j], 1, 2) == 'r:' then busy = true end
+        end
+        if not busy then
+          redis.call('DEL', key)
+          redis.call('HDEL', U, e[1])
+          e[4] = 0
+          n = n - 1
+        end
+      end
+    end
+  end
+  local at, forever = 0, false
+  for i = 1, #entries do
+    if entries[i][4] == -1 then forever = true elseif entries[i][4] > at then at = entries[i][4] end
+  end
+  if forever then
+    redis.call('PERSIST', U)
+  elseif not own then
+    -- no scope holds state for longer: the registry alone is kept a lease's length
+    redis.call('PEXPIREAT', U, math.max(at, now + lease))
+  else
+    -- U has state of its own, whose expiry its own scripts set: only ever extend it
+    local ttl = redis.call('PTTL', U)
+    if ttl >= 0 and now + ttl < at then redis.call('PEXPIREAT', U, at) end
+  end
+end
+
 -- writes the changes and sets the key's expiry (see the file comment)
 local function commit()
   if not wrote then return end
@@ -154,29 +305,38 @@ local function commit()
   end
   if #del > 0 then redis.call('HDEL', S, unpack(del)) end
   if #set > 0 then redis.call('HSET', S, unpack(set)) end
-  if locked then
-    redis.call('PERSIST', S)
-    return
-  end
   local at, forever = 0, false
-  if next(failed) then
-    if idle == 0 then forever = true else at = now + idle end
-  end
-  for i = 1, #res do
-    if res[i] then
-      if idle == 0 then forever = true else at = math.max(at, res[i][4] + idle) end
+  if locked then
+    -- a temporary lock's state expires idleTtlMs after its end (bounded state)
+    if lock_end and idle > 0 then at = lock_end + idle else forever = true end
+  else
+    if next(failed) or streak > 0 then
+      if idle == 0 then forever = true else at = now + idle end
     end
+    for i = 1, #res do
+      if res[i] then
+        if idle == 0 then forever = true else at = math.max(at, res[i][4] + idle) end
+      end
+    end
+    for _, e in pairs(tombs) do at = math.max(at, e) end
+    -- device cookies: the user's own hash keeps its scopes' registry as long as they live
+    if reg_forever then forever = true elseif reg_at > 0 then at = math.max(at, reg_at) end
   end
-  for _, e in pairs(tombs) do at = math.max(at, e) end
   if forever then
     redis.call('PERSIST', S)
   elseif at > 0 then
     redis.call('PEXPIREAT', S, at)
   end
+  if U then
+    if forever then sync_user(-1) else sync_user(at) end
+  end
 end
 
 local function reply(status, value, flag, pending, counters)
   commit()
+  if def then
+    return {status, value, flag, locked or 0, lock_change, pending, counters, ended, lock_end or 0, forgiven}
+  end
   return {status, value, flag, locked or 0, lock_change, pending, counters}
 end
 `;
@@ -195,6 +355,13 @@ if tombs[nonce] then return reply('gone', 0, 0, 0, {}) end
 local mine = find(f, nonce)
 if mine then return reply('admitted', res[mine][4], 0, 0, {}) end
 if locked then return reply('locked', locked, 0, 0, {}) end
+if U then
+  -- device cookies: the user's own lock (an admin lock) locks every scope
+  local own = redis.call('HMGET', U, 'L', 'U')
+  if own[1] and not (own[2] and tonumber(own[2]) <= now) then
+    return reply('locked', tonumber(own[1]), 0, 0, {})
+  end
+end
 local max = limit_of(f)
 local count, inflight, first = failed[f] or 0, 0, nil
 for i = 1, #res do
@@ -216,6 +383,7 @@ end
 local k = 'r:' .. f .. '|' .. nonce
 res[#res + 1] = {k, f, nonce, now + lease}
 change(k, now + lease)
+scope_used = true
 local pending = 0
 if max > 0 and count + inflight + 1 >= max then pending = now + lease end
 return reply('admitted', now + lease, 0, pending, {})
@@ -238,10 +406,32 @@ end
 unreserve(i, ARGV[8] == '1')
 local locked_now = 0
 if outcome == 'failure' then
-  locked_now = fail(f)
-elseif outcome == 'success' and not locked and failed[f] then
-  failed[f] = nil
-  change('f:' .. f, false)
+  -- repeat-password forgiveness: a remembered wrong password is not counted again
+  local key = ARGV[12]
+  if remember > 0 and f == 'password' and key and key ~= '' then
+    local list = {}
+    if seen then
+      for x in string.gmatch(seen, '[^,]+') do list[#list + 1] = x end
+    end
+    for j = 1, #list do
+      if list[j] == key then forgiven = 1 end
+    end
+    if forgiven == 0 then
+      locked_now = fail(f)
+      list[#list + 1] = key
+      while #list > remember do table.remove(list, 1) end
+      seen = table.concat(list, ',')
+      change('p', seen)
+    end
+  else
+    locked_now = fail(f)
+  end
+elseif outcome == 'success' and not locked then
+  if failed[f] then
+    failed[f] = nil
+    change('f:' .. f, false)
+  end
+  forget(f == 'password')
 end
 return reply('settled', failed[f] or 0, locked_now, 0, {})
 `;
@@ -257,6 +447,10 @@ for f, c in pairs(failed) do
   counters[#counters + 1] = 'f:' .. f
   counters[#counters + 1] = c
 end
+for _, sc in ipairs(scopes) do
+  counters[#counters + 1] = 'd:' .. sc
+  counters[#counters + 1] = 0
+end
 local first = 0
 for i = 1, #res do
   if res[i] and (first == 0 or res[i][4] < first) then first = res[i][4] end
@@ -267,6 +461,12 @@ return reply('user', first, 0, 0, counters)
 /** No own ARGV. status 'lock'; flag = changed (0 when it was locked, by an expired lease too). */
 export const LOCK = `${PRELUDE}
 sweep()
+if locked and lock_end then
+  -- an admin lock is permanent: it makes a temporary lock one
+  lock_end = nil
+  change('U', false)
+  return reply('lock', 0, 1, 0, {})
+end
 if locked then return reply('lock', 0, 0, 0, {}) end
 locked = now
 change('L', now)
@@ -281,15 +481,23 @@ return reply('lock', 0, 1, 0, {})
  */
 export const UNLOCK = `${PRELUDE}
 sweep()
-if not locked then return reply('unlock', 0, 0, 0, {}) end
+-- ARGV[5] '1': force (device cookies: an admin unlock clears a scope that is not locked too)
+local force = ARGV[5] == '1'
+if not locked and not force then return reply('unlock', 0, 0, 0, {}) end
 local at = locked
 locked = nil
-change('L', false)
+if at then change('L', false) end
 for f in pairs(failed) do change('f:' .. f, false) end
 failed = {}
+if lock_end then
+  lock_end = nil
+  change('U', false)
+end
+forget(true)
 for i = 1, #res do
   if res[i] then unreserve(i) end
 end
+if not at then return reply('unlock', 0, 0, 0, {}) end
 commit()
 return {'unlock', 0, 1, at, -1, 0, {}}
 `;
@@ -305,6 +513,7 @@ if failed[f] then
   failed[f] = nil
   change('f:' .. f, false)
 end
+forget(f == 'password')
 for i = 1, #res do
   if res[i] and res[i][2] == f then unreserve(i) end
 end

@@ -1,0 +1,4 @@
+import { describeDeviceCookies } from './device-cookies.contract';
+import { cluster } from './redis-contexts';
+
+describeDeviceCookies('redis (cluster)', cluster);

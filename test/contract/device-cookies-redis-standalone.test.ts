@@ -1,0 +1,4 @@
+import { describeDeviceCookies } from './device-cookies.contract';
+import { standalone } from './redis-contexts';
+
+describeDeviceCookies('redis (standalone)', standalone);
