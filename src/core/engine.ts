@@ -18,6 +18,7 @@ import {
 import { describeOptionValue } from './option-checks';
 import { parseSettingsValues, SHIPPED_DEFAULT, type Details, type EffectiveSettings } from './settings';
 import { SettingsCache } from './settings-cache';
+import type { ThrottleEvent } from './spray-throttle';
 import {
   missingStoreMembers,
   type LockedPage,
@@ -98,7 +99,9 @@ export type LockoutEvent =
   | { type: 'check'; org: string; user: string; factor: Factor; outcome: CheckOutcome }
   | { type: 'lock'; org: string; user: string; reason: 'failures' | 'admin'; factor?: Factor }
   | { type: 'unlock'; org: string; user: string }
-  | { type: 'settings'; owner: Owner; op: SettingsChange['op'] };
+  | { type: 'settings'; owner: Owner; op: SettingsChange['op'] }
+  // Spray throttling (issue 12): an address block was throttled (core/spray-throttle.ts).
+  | ThrottleEvent;
 
 export type CheckOutcome = 'success' | 'failure' | 'locked' | 'busy';
 

@@ -1,7 +1,10 @@
 import type { CheckResult, LockoutEngine } from '../core/engine';
 import { BusyError, InvalidArgumentError, StoreUnavailableError, UserLockedError } from '../core/errors';
+import type { IncomingMessage } from 'node:http';
+import { throttledCheck, type SprayThrottle } from '../core/spray-throttle';
 import type { CodeChannel } from '../core/store';
 import { makeSubject, validateFactor, type Factor, type Subject } from '../core/subjects';
+import { clientIp } from '../http/client-ip';
 import { VerifyErrorCodes } from '../verify/errors';
 import type { OtpCodes } from '../verify/otp-codes';
 import type { PasswordVerifier } from '../verify/password';
@@ -28,6 +31,16 @@ export type LockoutCheckResult =
       readonly locked: boolean;
     };
 
+/**
+ * Who is checking, for spray throttling (`defences.sprayThrottle`): the request (its client is read
+ * as `req.ip` is, with the app's "trust proxy"), or the client's IP itself. Without either, a
+ * check is not throttled. Ignored while spray throttling is off.
+ */
+export interface CheckContext {
+  readonly req?: IncomingMessage;
+  readonly clientIp?: string;
+}
+
 /** A code issued for the caller to deliver. */
 export interface IssuedCode {
   /** 6 digits. */
@@ -46,23 +59,37 @@ export interface LockoutChecks {
     user: string,
     encodedHash: string | undefined,
     password: string,
+    context?: CheckContext,
   ): Promise<LockoutCheckResult>;
   /**
    * Verifies a 6-digit RFC 6238 code against the user's Base32 secret; a code is accepted once.
    * Its replay protection needs the store, so it throws StoreUnavailableError while the store is
    * down, fail-open included.
    */
-  totp(org: string, user: string, secret: string, code: string): Promise<LockoutCheckResult>;
+  totp(
+    org: string,
+    user: string,
+    secret: string,
+    code: string,
+    context?: CheckContext,
+  ): Promise<LockoutCheckResult>;
   /** Issues a 6-digit code for the caller to send; refuses a locked user (UserLockedError). */
   issueCode(org: string, user: string, channel: CodeChannel): Promise<IssuedCode>;
   /** Verifies the code issued last on `channel` (factor otp_sms or otp_email); single use. */
-  verifyCode(org: string, user: string, channel: CodeChannel, code: string): Promise<LockoutCheckResult>;
+  verifyCode(
+    org: string,
+    user: string,
+    channel: CodeChannel,
+    code: string,
+    context?: CheckContext,
+  ): Promise<LockoutCheckResult>;
   /** Any credential: `verifier` answers true when it is right. A verifier that throws releases the attempt uncounted. */
   check(
     org: string,
     user: string,
     factor: Factor,
     verifier: () => Promise<boolean> | boolean,
+    context?: CheckContext,
   ): Promise<LockoutCheckResult>;
 }
 
@@ -73,6 +100,15 @@ export interface ChecksContext {
   readonly totpVerifier: TotpVerifier;
   readonly otpCodes: OtpCodes;
   readonly report: (error: unknown, context: LockoutErrorContext) => void;
+  /** Spray throttling, when on (ThrottledError before anything is evaluated). */
+  readonly throttle?: SprayThrottle;
+}
+
+/** The client IP of a check's context. */
+function contextIp(context: CheckContext | undefined): string | undefined {
+  if (context === undefined) return undefined;
+  if (context.clientIp !== undefined) return typeof context.clientIp === 'string' ? context.clientIp : undefined;
+  return context.req ? clientIp(context.req) : undefined;
 }
 
 const OK: LockoutCheckResult = Object.freeze({ ok: true, failedAttempts: 0, locked: false });
@@ -115,12 +151,20 @@ export function createChecks(ctx: ChecksContext): LockoutChecks {
     user: string,
     factor: Factor,
     evaluate: (subject: Subject) => Promise<boolean> | boolean,
+    checkContext?: CheckContext,
   ): Promise<LockoutCheckResult> => {
     const subject = makeSubject(engine.instanceId, org, user);
     const context = { operation: 'check', factor, orgId: subject.org, userId: subject.user } as const;
     let result: CheckResult;
     try {
-      result = await engine.check(org, user, factor, () => evaluate(subject));
+      result = ctx.throttle
+        ? await throttledCheck(
+            ctx.throttle,
+            contextIp(checkContext),
+            () => evaluate(subject),
+            (judged) => engine.check(org, user, factor, judged),
+          )
+        : await engine.check(org, user, factor, () => evaluate(subject));
     } catch (error) {
       if (error instanceof StoreUnavailableError) report(error, { ...context, outcome: 'refused' });
       throw error;
@@ -140,7 +184,7 @@ export function createChecks(ctx: ChecksContext): LockoutChecks {
   };
 
   return {
-    async password(org, user, encodedHash, password) {
+    async password(org, user, encodedHash, password, context) {
       requireString(password, 'password');
       if (encodedHash !== undefined && typeof encodedHash !== 'string') {
         throw new InvalidArgumentError(
@@ -151,13 +195,13 @@ export function createChecks(ctx: ChecksContext): LockoutChecks {
       }
       const verifier = ctx.passwordVerifier();
       const hash = encodedHash === '' ? undefined : encodedHash;
-      return run(org, user, 'password', () => verifier.verify(hash, password));
+      return run(org, user, 'password', () => verifier.verify(hash, password), context);
     },
 
-    async totp(org, user, secret, code) {
+    async totp(org, user, secret, code, context) {
       requireString(secret, 'secret');
       requireString(code, 'code');
-      return run(org, user, 'totp', (subject) => ctx.totpVerifier.verify(subject, secret, code));
+      return run(org, user, 'totp', (subject) => ctx.totpVerifier.verify(subject, secret, code), context);
     },
 
     async issueCode(org, user, rawChannel) {
@@ -182,15 +226,19 @@ export function createChecks(ctx: ChecksContext): LockoutChecks {
       }
     },
 
-    async verifyCode(org, user, rawChannel, code) {
+    async verifyCode(org, user, rawChannel, code, context) {
       const channel = checkChannel(rawChannel);
       requireString(code, 'code');
-      return run(org, user, FACTOR_OF_CHANNEL[channel], (subject) =>
-        ctx.otpCodes.verify(subject, channel, code),
+      return run(
+        org,
+        user,
+        FACTOR_OF_CHANNEL[channel],
+        (subject) => ctx.otpCodes.verify(subject, channel, code),
+        context,
       );
     },
 
-    async check(org, user, factor, verifier) {
+    async check(org, user, factor, verifier, context) {
       validateFactor(factor);
       if (typeof verifier !== 'function') {
         throw new InvalidArgumentError(
@@ -199,7 +247,7 @@ export function createChecks(ctx: ChecksContext): LockoutChecks {
           'verifier',
         );
       }
-      return run(org, user, factor, () => verifier());
+      return run(org, user, factor, () => verifier(), context);
     },
   };
 }

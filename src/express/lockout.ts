@@ -4,7 +4,10 @@ import { StoreUnavailableError } from '../core/errors';
 import type { LockoutStore } from '../core/store';
 import type { Factor } from '../core/subjects';
 import { createTokenAuthorizer, type Authorize, type TokenOptions } from '../http/auth';
+import { SprayThrottle } from '../core/spray-throttle';
 import { MemoryStore } from '../store/memory/memory-store';
+import { RedisStore } from '../store/redis/redis-store';
+import { createSprayCounter } from '../store/spray-counter';
 import { createOtpCodes } from '../verify/otp-codes';
 import { createPasswordVerifier, type PasswordVerifier } from '../verify/password';
 import { createTotpVerifier } from '../verify/totp';
@@ -82,6 +85,8 @@ export interface Lockout {
   readonly checks: LockoutChecks;
   /** The admin routers, with createLockout's `tokens` or `authorize`. */
   readonly routers: LockoutRouters;
+  /** Spray throttling, when `defences.sprayThrottle` is on (the sidecar's proxy uses it too). */
+  readonly throttle?: SprayThrottle;
   /** Resolves when every settlement under way has finished. */
   drain(): Promise<void>;
   /**
@@ -156,6 +161,14 @@ export function createLockout(options: LockoutOptions = {}): Lockout {
         ...(options.onEvent ? { onEvent: options.onEvent } : {}),
       }),
   );
+  const throttle = config.sprayThrottle.enabled
+    ? new SprayThrottle(config.sprayThrottle, sprayCounterOf(store, config.sprayThrottle), {
+        instanceId: config.instanceId,
+        failOpen: config.failOpen,
+        ...(options.onEvent ? { onEvent: options.onEvent } : {}),
+        onError: (error) => report(error, { operation: 'settle', outcome: 'unsettled' }),
+      })
+    : undefined;
   const totpVerifier = withPrefix(
     'createLockout',
     () => createTotpVerifier({ ...options.totp, store }),
@@ -195,6 +208,7 @@ export function createLockout(options: LockoutOptions = {}): Lockout {
         },
         report,
         track,
+        ...(throttle ? { throttle } : {}),
       },
       factor,
       guardOptions,
@@ -206,6 +220,7 @@ export function createLockout(options: LockoutOptions = {}): Lockout {
     totpVerifier,
     otpCodes,
     report,
+    ...(throttle ? { throttle } : {}),
   });
 
   const routerBase = (where: string, o: LockoutRouterOptions = {}): RouterBaseOptions => {
@@ -252,6 +267,7 @@ export function createLockout(options: LockoutOptions = {}): Lockout {
     passwordVerifier: getPasswordVerifier(),
     totpVerifier,
     otpCodes,
+    ...(throttle ? { throttle } : {}),
     ...(o?.observeCheck !== undefined ? { observeCheck: o.observeCheck } : {}),
   });
 
@@ -282,6 +298,7 @@ export function createLockout(options: LockoutOptions = {}): Lockout {
     },
     checks,
     routers,
+    ...(throttle ? { throttle } : {}),
     drain,
     close(timeoutMs = 5000) {
       closing ??= (async () => {
@@ -294,4 +311,27 @@ export function createLockout(options: LockoutOptions = {}): Lockout {
       return closing;
     },
   };
+}
+
+/**
+ * The spray throttle's counter on the engine's store: the RedisStore's own ioredis client (and
+ * key prefix, and command timeout), or in process beside a MemoryStore. Another store has no
+ * counter to share: an OptionError.
+ */
+function sprayCounterOf(store: LockoutStore, config: LockoutConfig['sprayThrottle']) {
+  const counted = { points: config.failures, windowSeconds: config.windowSeconds };
+  if (store instanceof RedisStore) {
+    return createSprayCounter({
+      ...counted,
+      redis: store.client,
+      keyPrefix: `${store.prefix}:spray`,
+      timeoutMs: store.timeoutMs,
+    });
+  }
+  if (store instanceof MemoryStore) return createSprayCounter({ ...counted, keyPrefix: 'lg:spray' });
+  throw optionError(
+    'createLockout',
+    'defences.sprayThrottle',
+    `needs a MemoryStore or a RedisStore (its counter lives beside the lockout state), got a ${store.kind} store`,
+  );
 }

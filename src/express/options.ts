@@ -15,6 +15,11 @@ import {
 } from '../core/errors';
 import { checkBodyLimit, invalidOption, isPlainObject } from '../core/option-checks';
 import { MAX_SETTING_VALUE } from '../core/settings';
+import {
+  resolveSprayThrottle,
+  type SprayThrottleConfig,
+  type SprayThrottleOptions,
+} from '../core/spray-throttle';
 import { missingStoreMembers, type LockoutStore, type SettingsValues } from '../core/store';
 import { validateId, type Factor } from '../core/subjects';
 import type { Authorize, TokenOptions } from '../http/auth';
@@ -162,6 +167,18 @@ export interface LockoutOptions {
   readonly audit?: (entry: AuditEntry) => void;
   /** Largest JSON body the routers accept. Default `16kb`. */
   readonly bodyLimit?: string | number;
+  /** Opt-in defences against lockout abuse and spraying (issue 12). All off by default. */
+  readonly defences?: DefencesOptions;
+}
+
+/** The defences of issue 12 (README "Defences"). */
+export interface DefencesOptions {
+  /**
+   * Spray throttling: failed checks per client address block (IPv4 address, IPv6 /64) across all
+   * users and orgs; over `failures` in the window, that block's checks answer 429 with
+   * Retry-After, unevaluated. On when given (`enabled` defaults to true here).
+   */
+  readonly sprayThrottle?: SprayThrottleOptions;
 }
 
 /** The resolved options. */
@@ -177,6 +194,8 @@ export interface LockoutConfig {
   readonly lockedResponse: RefusalResponse | undefined;
   readonly busyResponse: RefusalResponse | undefined;
   readonly unavailableResponse: RefusalResponse | undefined;
+  /** Spray throttling (`enabled: false` when not given). */
+  readonly sprayThrottle: SprayThrottleConfig;
 }
 
 const KNOWN_OPTIONS = new Set<string>([
@@ -202,6 +221,7 @@ const KNOWN_OPTIONS = new Set<string>([
   'authorize',
   'audit',
   'bodyLimit',
+  'defences',
 ]);
 
 /** A short description of a value for error messages ("a string", "null", "3"). */
@@ -435,6 +455,7 @@ export function resolveLockoutOptions(options: LockoutOptions | undefined): Lock
     );
   }
   checkBodyLimit(o.bodyLimit, where);
+  const sprayThrottle = resolveDefences(where, o.defences).sprayThrottle;
 
   return {
     instanceId,
@@ -448,5 +469,21 @@ export function resolveLockoutOptions(options: LockoutOptions | undefined): Lock
     lockedResponse,
     busyResponse,
     unavailableResponse,
+    sprayThrottle,
+  };
+}
+
+/** The defences of createLockout's `defences` option (each resolved by its own module). */
+function resolveDefences(where: string, value: unknown): { sprayThrottle: SprayThrottleConfig } {
+  optionalObject(where, value, 'defences', '{ sprayThrottle: { failures: 100 } }');
+  const defences = (value ?? {}) as Record<string, unknown>;
+  const known = ['sprayThrottle'];
+  for (const key of Object.keys(defences)) {
+    if (!known.includes(key)) {
+      throw optionError(where, `defences.${key}`, `is not a defence (known: ${known.join(', ')})`);
+    }
+  }
+  return {
+    sprayThrottle: withPrefix(where, () => resolveSprayThrottle(defences.sprayThrottle)),
   };
 }

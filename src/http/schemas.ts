@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { GrpcCode, InvalidArgumentError } from '../core/errors';
 import { MAX_SETTING_VALUE, SETTING_VALUE_STRING } from '../core/settings';
+import { ipBlock } from '../core/ip-block';
 import { FACTORS, LONE_SURROGATE, MAX_ID_LENGTH } from '../core/subjects';
 import { CREDENTIALS_CHECK_ERROR_TYPE, ERROR_DETAIL_TYPE } from './errors';
 
@@ -117,6 +118,26 @@ const SettingValue = answering(
       : new InvalidArgumentError('Errors.Settings.Invalid', `${field} must be an unsigned integer`, field),
 );
 
+/**
+ * The end user's IP address, as the auth service saw it (spray throttling, issue 12): IPv4 or
+ * IPv6 (an IPv4-mapped IPv6 address counts as its IPv4 address). Optional: without it the check
+ * is not spray-throttled.
+ */
+const ClientIp = answering(
+  z
+    .string()
+    .max(64)
+    .refine((value) => ipBlock(value) !== undefined)
+    .optional()
+    .meta({
+      description:
+        'The end user’s IP address (IPv4 or IPv6), for spray throttling: failed checks are counted per address (IPv6 per /64) across all users. Omitted: not throttled',
+      examples: ['203.0.113.7'],
+    }),
+  (_issue, field) =>
+    new InvalidArgumentError('Errors.Request.ClientIp', `${field} must be an IPv4 or IPv6 address`, field),
+);
+
 // ---- the request bodies -----------------------------------------------------------------
 
 /** Lockout settings (org or instance); a value left out is 0, as ZITADEL's proto3 defaults. */
@@ -137,20 +158,23 @@ export const PasswordCheckRequest = z.object({
     }),
     (_issue, field) => new InvalidArgumentError('Errors.Request.Invalid', `${field} must be a string`, field),
   ),
+  clientIp: ClientIp,
 });
 
 export const TotpCheckRequest = z.object({
   userId: Id,
   code: requiredString({ description: 'The 6-digit code (another string is a wrong code)' }),
   secret: requiredString({ description: 'Base32 TOTP secret' }),
+  clientIp: ClientIp,
 });
 
 export const CodeCheckRequest = z.object({
   userId: Id,
   code: requiredString({ description: 'The 6-digit code issued (another string is a wrong code)' }),
+  clientIp: ClientIp,
 });
 
-export const AttemptRequest = z.object({ userId: Id, factor: Factor });
+export const AttemptRequest = z.object({ userId: Id, factor: Factor, clientIp: ClientIp });
 
 /** Every request body, by its name in the OpenAPI document (`#/components/schemas/<name>`). */
 export const REQUEST_BODIES = {
