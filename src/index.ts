@@ -3,6 +3,14 @@ export * from './core/subjects';
 export * from './core/settings';
 export * from './core/engine';
 export { encodeAttemptId, decodeAttemptId, type AttemptRef } from './core/attempt-id';
+export { ipBlock } from './core/ip-block';
+export {
+  SprayThrottle,
+  type SprayThrottleConfig,
+  type SprayThrottleOptions,
+  type ThrottleEvent,
+  type ThrottleTicket,
+} from './core/spray-throttle';
 export * from './store';
 export * from './express';
 export * from './verify';

@@ -42,6 +42,8 @@ export interface LockoutRouterOptions {
   readonly bodyLimit?: string | number;
   /** Check routes (checks(), all()): told of each check's factor, outcome and duration (metrics). Must not throw. */
   readonly observeCheck?: (factor: Factor, outcome: ObservedCheckOutcome, seconds: number) => void;
+  /** Check routes, spray throttling on: told of each check or attempt request without `clientIp` (metrics). Must not throw. */
+  readonly onNoClientIp?: (route: string) => void;
 }
 
 /** The admin routers of API.md 2.1 and 2.2, to mount in the app (`app.use('/admin', lockout.routers.users())`). */
@@ -269,6 +271,7 @@ export function createLockout(options: LockoutOptions = {}): Lockout {
     otpCodes,
     ...(throttle ? { throttle } : {}),
     ...(o?.observeCheck !== undefined ? { observeCheck: o.observeCheck } : {}),
+    ...(o?.onNoClientIp !== undefined ? { onNoClientIp: o.onNoClientIp } : {}),
   });
 
   const routers: LockoutRouters = {
