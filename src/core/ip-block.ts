@@ -44,7 +44,8 @@ function expandIpv6(address: string): number[] | undefined {
   const rest = halves.length === 2 ? parse(halves[1]!) : [];
   const zeros = halves.length === 2 ? 8 - head.length - rest.length : 0;
   const groups = [...head, ...new Array<number>(Math.max(0, zeros)).fill(0), ...rest];
-  if (groups.length !== 8 || groups.some((g) => !Number.isInteger(g) || g < 0 || g > 0xffff)) return undefined;
+  if (groups.length !== 8 || groups.some((g) => !Number.isInteger(g) || g < 0 || g > 0xffff))
+    return undefined;
   return groups;
 }
 
@@ -52,7 +53,7 @@ function expandIpv6(address: string): number[] | undefined {
 function compressIpv6(groups: readonly number[]): string {
   let bestStart = -1;
   let bestLength = 0;
-  for (let i = 0; i < 8; ) {
+  for (let i = 0; i < 8;) {
     if (groups[i] !== 0) {
       i += 1;
       continue;

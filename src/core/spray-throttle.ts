@@ -270,7 +270,8 @@ export async function throttledCheck<T>(
   const ticket = throttle ? await throttle.admit(clientIp) : undefined;
   if (throttle === undefined || ticket === undefined) return check(async () => evaluate());
   let settled: Promise<void> | undefined;
-  const settleOnce = (outcome: SettleOutcome): Promise<void> => (settled ??= throttle.settle(ticket, outcome));
+  const settleOnce = (outcome: SettleOutcome): Promise<void> =>
+    (settled ??= throttle.settle(ticket, outcome));
   const judged = async (): Promise<boolean> => {
     let ok: boolean;
     try {

@@ -107,7 +107,8 @@ export interface ChecksContext {
 /** The client IP of a check's context. */
 function contextIp(context: CheckContext | undefined): string | undefined {
   if (context === undefined) return undefined;
-  if (context.clientIp !== undefined) return typeof context.clientIp === 'string' ? context.clientIp : undefined;
+  if (context.clientIp !== undefined)
+    return typeof context.clientIp === 'string' ? context.clientIp : undefined;
   return context.req ? clientIp(context.req) : undefined;
 }
 

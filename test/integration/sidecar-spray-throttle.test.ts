@@ -155,7 +155,12 @@ describe.each(STORES)('sidecar spray throttling on $name', ({ store }) => {
 
     const audit = logs.records().filter((r) => r.audit === true && r.action === 'client.throttle');
     expect(audit).toHaveLength(1);
-    expect(audit[0]).toMatchObject({ ip: `${IP}/32`, failures: 5, reason: 'failures', principal: 'auth-service' });
+    expect(audit[0]).toMatchObject({
+      ip: `${IP}/32`,
+      failures: 5,
+      reason: 'failures',
+      principal: 'auth-service',
+    });
     expect(Date.parse(audit[0]!.until as string)).toBeGreaterThan(Date.now() + 290_000);
     const metrics = (await call(sidecar, 'GET', '/metrics')).text;
     expect(metric(metrics, 'lockgate_spray_throttle_blocks_total')).toBe(1);
@@ -247,9 +252,9 @@ describe('sidecar spray throttling input', () => {
       expect(r.status).toBe(401);
     }
     const metrics = (await call(sidecar, 'GET', '/metrics')).text;
-    expect(
-      metric(metrics, 'lockgate_spray_throttle_no_client_ip_total{route="/v1/checks/password"}'),
-    ).toBe(4);
+    expect(metric(metrics, 'lockgate_spray_throttle_no_client_ip_total{route="/v1/checks/password"}')).toBe(
+      4,
+    );
   });
 
   it('with the defence off (the default), clientIp is accepted and changes nothing', async () => {
@@ -263,7 +268,11 @@ describe('sidecar spray throttling input', () => {
       });
       expect(r.status).toBe(401);
     }
-    const attempt = await call(sidecar, 'POST', '/v1/attempts', { userId: 'a', factor: 'password', clientIp: IP });
+    const attempt = await call(sidecar, 'POST', '/v1/attempts', {
+      userId: 'a',
+      factor: 'password',
+      clientIp: IP,
+    });
     expect(attempt.status).toBe(201);
     expect(attempt.body.attemptId).not.toContain('~');
     const metrics = (await call(sidecar, 'GET', '/metrics')).text;

@@ -43,7 +43,9 @@ async function commandsOf(instance: string, action: () => Promise<unknown>): Pro
   while (!seen.some((args) => args.includes(marker))) await new Promise((r) => setImmediate(r));
   return seen
     .filter((args) => args.some((a) => a.includes(instance)) && !args.some((a) => a.endsWith(':settings')))
-    .map((args) => `${args[0]!.toLowerCase()} ${args.find((a) => a.includes(instance))!.replace(instance, 'I')}`);
+    .map(
+      (args) => `${args[0]!.toLowerCase()} ${args.find((a) => a.includes(instance))!.replace(instance, 'I')}`,
+    );
 }
 
 function make(sprayThrottle: boolean): { lockout: Lockout; instance: string } {

@@ -114,7 +114,11 @@ async function lockedUsers(lockout: Lockout, users: string[]): Promise<number> {
 
 describe.each(STORES)('spray throttling on $name', (storeCase) => {
   test('one IP spraying 1,000 accounts with one wrong password each: 20 evaluated, 980 throttled (429), 0 accounts locked, one throttle event', async () => {
-    const { lockout, events } = await make(storeCase, { failures: 20, windowSeconds: 900, blockSeconds: 600 });
+    const { lockout, events } = await make(storeCase, {
+      failures: 20,
+      windowSeconds: 900,
+      blockSeconds: 600,
+    });
     const users = Array.from({ length: 1000 }, (_, i) => `victim-${i}`);
     const before = Date.now();
     const tally = await run(1000, false, (i) =>
@@ -192,9 +196,7 @@ describe.each(STORES)('spray throttling on $name', (storeCase) => {
     expect(outcomes.filter((o) => o.status === 'fulfilled')).toHaveLength(5);
     expect((await lockout.engine.getUserStatus(ORG, 'alice')).locked).toBe(true);
     // No address reached its own limit: none was throttled.
-    expect(
-      outcomes.some((o) => o.status === 'rejected' && o.reason instanceof ThrottledError),
-    ).toBe(false);
+    expect(outcomes.some((o) => o.status === 'rejected' && o.reason instanceof ThrottledError)).toBe(false);
   });
 
   test('successes do not count and do not reset: 4 failures, 20 successes, 1 failure → throttled', async () => {
@@ -218,7 +220,7 @@ describe.each(STORES)('spray throttling on $name', (storeCase) => {
     );
   });
 
-  test('IPv6 is counted per /64 (and an IPv4-mapped address as its IPv4 address); a locked user's refusals give their points back', async () => {
+  test('IPv6 is counted per /64 (and an IPv4-mapped address as its IPv4 address); refusals of a locked user give their points back', async () => {
     const { lockout, events } = await make(storeCase, { failures: 2 });
     const wrong = (user: string, clientIp: string) =>
       lockout.checks.check(ORG, user, 'password', () => false, { clientIp });
