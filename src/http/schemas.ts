@@ -402,7 +402,13 @@ export const IssuedCodeBody = component(
 /** An attempt reserved by `POST /v1/attempts`. */
 export const AttemptBody = component(
   'Attempt',
-  z.strictObject({ attemptId: z.string(), expiresAt: DateTime }),
+  z.strictObject({
+    attemptId: z.string().meta({
+      description:
+        'Opaque: pass it back as is to settle the attempt. With spray throttling on and a clientIp given, it ends with "~" and the throttle ticket (the client address block) that its settle needs',
+    }),
+    expiresAt: DateTime,
+  }),
 );
 
 /** A settled attempt. */
