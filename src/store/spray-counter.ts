@@ -52,6 +52,8 @@ export function createSprayCounter(options: SprayCounterOptions): SprayCounter {
         () => reject(new StoreUnavailableError('Spray throttle counter timed out')),
         timeoutMs,
       );
+      // It never keeps a process alive (as the engine's compensation timers).
+      timer.unref();
       operation().then(
         (value) => {
           clearTimeout(timer);
