@@ -5,6 +5,14 @@ export * from './core/engine';
 export { encodeAttemptId, decodeAttemptId, type AttemptRef } from './core/attempt-id';
 export { createActivity, type Activity, type ActivityMinute, type ActivityOptions } from './core/activity';
 export { createConsoleHandler, type ConsoleOptions } from './console/console';
+export { ipBlock } from './core/ip-block';
+export {
+  SprayThrottle,
+  type SprayThrottleConfig,
+  type SprayThrottleOptions,
+  type ThrottleEvent,
+  type ThrottleTicket,
+} from './core/spray-throttle';
 export * from './store';
 export * from './express';
 export * from './verify';
@@ -75,4 +83,4 @@ export {
   type DeviceKey,
   type DeviceTokenConfig,
 } from './core/device-token';
-export type { DefencesOptions } from './http/defence-schemas';
+export type { DefencesOptions } from './express/options';

@@ -28,6 +28,7 @@ import {
 import { describeOptionValue } from './option-checks';
 import { parseSettingsValues, SHIPPED_DEFAULT, type Details, type EffectiveSettings } from './settings';
 import { SettingsCache } from './settings-cache';
+import type { ThrottleEvent } from './spray-throttle';
 import {
   isDefenceSettingsStore,
   missingStoreMembers,
@@ -160,7 +161,9 @@ export type LockoutEvent =
   | { type: 'password_changed'; org: string; user: string; actor?: Actor }
   /** Repeat-password forgiveness: a wrong password the user had tried before was not counted again. */
   | { type: 'forgiven'; org: string; user: string; factor: Factor }
-  | { type: 'defences'; org: string; op: DefenceSettingsChange['op']; actor?: Actor };
+  | { type: 'defences'; org: string; op: DefenceSettingsChange['op']; actor?: Actor }
+  // Spray throttling (issue 12): an address block was throttled (core/spray-throttle.ts).
+  | ThrottleEvent;
 
 export type { Actor, OperationContext } from './events';
 

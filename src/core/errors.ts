@@ -212,3 +212,20 @@ export class CheckAbortedError extends LockgateError {
 export function isLockgateError(e: unknown): e is LockgateError {
   return e instanceof LockgateError;
 }
+
+/**
+ * Spray throttling: too many failed checks came from this client's address block (an IP, an
+ * IPv6 /64) across all users; the check was answered without evaluating anything (429, code 8,
+ * `Retry-After`). The same answer whatever the user, so it tells nothing about accounts.
+ */
+export class ThrottledError extends LockgateError {
+  readonly grpcCode = GrpcCode.ResourceExhausted;
+  readonly httpStatus = 429;
+  readonly code = 'Errors.Lockout.Throttled';
+  constructor(
+    override readonly retryAfterMs: number,
+    options?: { cause?: unknown },
+  ) {
+    super('Too many failed checks from this client, retry later', options);
+  }
+}

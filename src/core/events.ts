@@ -40,7 +40,7 @@ export const EVENT_TYPES: Readonly<Record<string, string | null>> = Object.freez
   unlock: 'user.unlocked',
   password_changed: 'user.password_changed',
   settings: 'settings.changed',
-  throttle: 'user.throttled',
+  throttle: 'client.throttled',
   forgiven: 'user.forgiven',
   defences: 'defences.changed',
 });
@@ -195,8 +195,8 @@ function clean(value: unknown, depth = 0): unknown {
  * The record of an engine event, or undefined when its type is not recorded (EVENT_TYPES). The
  * org is the event's `org`, else its owner's (`owner: { type: 'org', org }`), else `instanceId`.
  */
-export function toEventRecord(
-  event: { readonly type: string } & Readonly<Record<string, unknown>>,
+export function toEventRecord<E extends { readonly type: string }>(
+  event: E,
   instanceId: string,
   now = Date.now(),
 ): EventRecord | undefined {
@@ -204,7 +204,13 @@ export function toEventRecord(
     ? EVENT_TYPES[event.type]
     : event.type;
   if (mapped === null || mapped === undefined) return undefined;
-  const { type: _type, org, user, actor, ...rest } = event;
+  const {
+    type: _type,
+    org,
+    user,
+    actor,
+    ...rest
+  } = event as { readonly type: string } & Readonly<Record<string, unknown>>;
   const owner = rest.owner as { type?: string; org?: unknown } | undefined;
   const recordOrg =
     typeof org === 'string'

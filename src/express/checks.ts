@@ -1,7 +1,10 @@
 import type { CheckOptions, CheckResult, LockoutEngine } from '../core/engine';
 import { BusyError, InvalidArgumentError, StoreUnavailableError, UserLockedError } from '../core/errors';
+import type { IncomingMessage } from 'node:http';
+import { throttledCheck, type SprayThrottle } from '../core/spray-throttle';
 import type { CodeChannel } from '../core/store';
 import { makeSubject, validateFactor, type Factor, type Subject } from '../core/subjects';
+import { clientIp } from '../http/client-ip';
 import { VerifyErrorCodes } from '../verify/errors';
 import type { OtpCodes } from '../verify/otp-codes';
 import type { PasswordVerifier } from '../verify/password';
@@ -34,6 +37,21 @@ export type LockoutCheckResult =
       readonly locked: boolean;
     };
 
+/**
+ * Who is checking (issue 12's defences; each field is ignored while its defence is off):
+ *   - spray throttling (`defences.sprayThrottle`): the request (its client is read as `req.ip` is,
+ *     with the app's "trust proxy"), or the client's IP itself; without either, a check is not
+ *     throttled;
+ *   - device cookies (`defences.deviceCookies`): the client's device token, e.g.
+ *     `lockout.deviceCookie.read(req)`. A valid one counts the check on that device's own scope;
+ *     without one it counts on the untrusted scope.
+ */
+export interface CheckContext {
+  readonly req?: IncomingMessage;
+  readonly clientIp?: string;
+  readonly deviceToken?: string;
+}
+
 /** A code issued for the caller to deliver. */
 export interface IssuedCode {
   /** 6 digits. */
@@ -52,7 +70,7 @@ export interface LockoutChecks {
     user: string,
     encodedHash: string | undefined,
     password: string,
-    options?: DeviceOption,
+    context?: CheckContext,
   ): Promise<LockoutCheckResult>;
   /**
    * Verifies a 6-digit RFC 6238 code against the user's Base32 secret; a code is accepted once.
@@ -64,7 +82,7 @@ export interface LockoutChecks {
     user: string,
     secret: string,
     code: string,
-    options?: DeviceOption,
+    context?: CheckContext,
   ): Promise<LockoutCheckResult>;
   /** Issues a 6-digit code for the caller to send; refuses a locked user (UserLockedError). */
   issueCode(org: string, user: string, channel: CodeChannel): Promise<IssuedCode>;
@@ -74,7 +92,7 @@ export interface LockoutChecks {
     user: string,
     channel: CodeChannel,
     code: string,
-    options?: DeviceOption,
+    context?: CheckContext,
   ): Promise<LockoutCheckResult>;
   /** Any credential: `verifier` answers true when it is right. A verifier that throws releases the attempt uncounted. */
   check(
@@ -82,20 +100,13 @@ export interface LockoutChecks {
     user: string,
     factor: Factor,
     verifier: () => Promise<boolean> | boolean,
-    options?: DeviceOption,
+    context?: CheckContext,
   ): Promise<LockoutCheckResult>;
 }
 
-/**
- * Device cookies (issue 12): the client's device token, e.g. `lockout.deviceCookie.read(req)`. A
- * valid one counts the check on that device's own scope; without one it counts on the untrusted scope.
- */
-export interface DeviceOption {
-  readonly deviceToken?: string;
-}
-
-function deviceOption(options: DeviceOption | undefined): CheckOptions | undefined {
-  const token = options?.deviceToken;
+/** The engine's options of a check's context: its device token (device cookies). */
+function deviceOption(context: CheckContext | undefined): CheckOptions | undefined {
+  const token = context?.deviceToken;
   return typeof token === 'string' ? { deviceToken: token } : undefined;
 }
 
@@ -106,6 +117,16 @@ export interface ChecksContext {
   readonly totpVerifier: TotpVerifier;
   readonly otpCodes: OtpCodes;
   readonly report: (error: unknown, context: LockoutErrorContext) => void;
+  /** Spray throttling, when on (ThrottledError before anything is evaluated). */
+  readonly throttle?: SprayThrottle;
+}
+
+/** The client IP of a check's context. */
+function contextIp(context: CheckContext | undefined): string | undefined {
+  if (context === undefined) return undefined;
+  if (context.clientIp !== undefined)
+    return typeof context.clientIp === 'string' ? context.clientIp : undefined;
+  return context.req ? clientIp(context.req) : undefined;
 }
 
 const OK: LockoutCheckResult = Object.freeze({ ok: true, failedAttempts: 0, locked: false });
@@ -149,12 +170,20 @@ export function createChecks(ctx: ChecksContext): LockoutChecks {
     factor: Factor,
     evaluate: (subject: Subject) => Promise<boolean> | boolean,
     options?: CheckOptions,
+    checkContext?: CheckContext,
   ): Promise<LockoutCheckResult> => {
     const subject = makeSubject(engine.instanceId, org, user);
     const context = { operation: 'check', factor, orgId: subject.org, userId: subject.user } as const;
     let result: CheckResult;
     try {
-      result = await engine.check(org, user, factor, () => evaluate(subject), options);
+      result = ctx.throttle
+        ? await throttledCheck(
+            ctx.throttle,
+            contextIp(checkContext),
+            () => evaluate(subject),
+            (judged) => engine.check(org, user, factor, judged, options),
+          )
+        : await engine.check(org, user, factor, () => evaluate(subject), options);
     } catch (error) {
       if (error instanceof StoreUnavailableError) report(error, { ...context, outcome: 'refused' });
       throw error;
@@ -176,7 +205,7 @@ export function createChecks(ctx: ChecksContext): LockoutChecks {
   };
 
   return {
-    async password(org, user, encodedHash, password, options) {
+    async password(org, user, encodedHash, password, context) {
       requireString(password, 'password');
       if (encodedHash !== undefined && typeof encodedHash !== 'string') {
         throw new InvalidArgumentError(
@@ -188,13 +217,17 @@ export function createChecks(ctx: ChecksContext): LockoutChecks {
       const verifier = ctx.passwordVerifier();
       const hash = encodedHash === '' ? undefined : encodedHash;
       // The password goes to the engine only for repeat-password forgiveness (as a keyed hash).
-      return run(org, user, 'password', () => verifier.verify(hash, password), {
-        password,
-        ...deviceOption(options),
-      });
+      return run(
+        org,
+        user,
+        'password',
+        () => verifier.verify(hash, password),
+        { password, ...deviceOption(context) },
+        context,
+      );
     },
 
-    async totp(org, user, secret, code, options) {
+    async totp(org, user, secret, code, context) {
       requireString(secret, 'secret');
       requireString(code, 'code');
       return run(
@@ -202,7 +235,8 @@ export function createChecks(ctx: ChecksContext): LockoutChecks {
         user,
         'totp',
         (subject) => ctx.totpVerifier.verify(subject, secret, code),
-        deviceOption(options),
+        deviceOption(context),
+        context,
       );
     },
 
@@ -228,7 +262,7 @@ export function createChecks(ctx: ChecksContext): LockoutChecks {
       }
     },
 
-    async verifyCode(org, user, rawChannel, code, options) {
+    async verifyCode(org, user, rawChannel, code, context) {
       const channel = checkChannel(rawChannel);
       requireString(code, 'code');
       return run(
@@ -236,11 +270,12 @@ export function createChecks(ctx: ChecksContext): LockoutChecks {
         user,
         FACTOR_OF_CHANNEL[channel],
         (subject) => ctx.otpCodes.verify(subject, channel, code),
-        deviceOption(options),
+        deviceOption(context),
+        context,
       );
     },
 
-    async check(org, user, factor, verifier, options) {
+    async check(org, user, factor, verifier, context) {
       validateFactor(factor);
       if (typeof verifier !== 'function') {
         throw new InvalidArgumentError(
@@ -249,7 +284,7 @@ export function createChecks(ctx: ChecksContext): LockoutChecks {
           'verifier',
         );
       }
-      return run(org, user, factor, () => verifier(), deviceOption(options));
+      return run(org, user, factor, () => verifier(), deviceOption(context), context);
     },
   };
 }

@@ -7,8 +7,10 @@ import {
   UserLockedError,
   isLockgateError,
 } from '../core/errors';
+import type { SprayThrottle, ThrottleTicket } from '../core/spray-throttle';
 import type { SettleOutcome } from '../core/store';
 import { validateFactor, validateId, type Factor } from '../core/subjects';
+import { clientIp } from '../http/client-ip';
 import { sendError, toHttpError } from '../http/errors';
 import { deviceCookieOf } from '../http/device-cookie';
 import {
@@ -99,6 +101,8 @@ export interface GuardContext {
   readonly report: (error: unknown, context: LockoutErrorContext) => void;
   /** Keeps track of a settlement in progress (close() waits for them). */
   readonly track: (settling: Promise<unknown>) => void;
+  /** Spray throttling (defences.sprayThrottle), when on: the client is the request's `req.ip`. */
+  readonly throttle?: SprayThrottle;
 }
 
 /** The default outcome of a response status. */
@@ -138,6 +142,7 @@ class GuardedAttempt implements LockoutAttempt {
     private readonly reservation: Reservation,
     private readonly ctx: GuardContext,
     private readonly req: Request,
+    private readonly ticket?: ThrottleTicket,
   ) {
     this.guarded = reservation.enforced !== false;
     this.factor = reservation.factor;
@@ -161,7 +166,12 @@ class GuardedAttempt implements LockoutAttempt {
   settle(outcome: SettleOutcome): Promise<Settlement> {
     if (this.settling) return this.settling;
     this.outcome = outcome;
-    const settling = this.ctx.engine.settle(this.reservation, outcome);
+    const engineSettling = this.ctx.engine.settle(this.reservation, outcome);
+    // Spray throttling settles beside the engine (in parallel, never rejects): a failure keeps the point.
+    const settling =
+      this.ticket === undefined
+        ? engineSettling
+        : Promise.all([engineSettling, this.ctx.throttle?.settle(this.ticket, outcome)]).then(([s]) => s);
     this.settling = settling;
     // `observed` never rejects: it marks the end, reports a failed settlement, and is what
     // close() and the deferred res.end wait for. The caller's promise may still reject.
@@ -417,6 +427,22 @@ export function createGuard(ctx: GuardContext, factor: Factor, options: GuardOpt
       return;
     }
 
+    // Spray throttling: before anything is reserved or evaluated (429 whatever the user).
+    let ticket: ThrottleTicket | undefined;
+    if (ctx.throttle) {
+      try {
+        ticket = await ctx.throttle.admit(clientIp(req));
+      } catch (error) {
+        if (error instanceof StoreUnavailableError) {
+          report(error, { operation: 'reserve', factor, orgId, userId, req, outcome: 'refused' });
+          await refuse(req, res, 'unavailable', error, orgId, userId);
+          return;
+        }
+        sendError(res, error);
+        return;
+      }
+    }
+
     let reserved: Awaited<ReturnType<LockoutEngine['reserve']>>;
     try {
       // Device cookies: the request's device cookie picks the scope (the cookie itself is set by
@@ -429,6 +455,7 @@ export function createGuard(ctx: GuardContext, factor: Factor, options: GuardOpt
         deviceToken === undefined ? undefined : { deviceToken },
       );
     } catch (error) {
+      void ctx.throttle?.settle(ticket, 'release');
       // fail-closed (fail-open is the engine's: it admits an unenforced reservation instead)
       if (error instanceof StoreUnavailableError) {
         report(error, { operation: 'reserve', factor, orgId, userId, req, outcome: 'refused' });
@@ -442,6 +469,7 @@ export function createGuard(ctx: GuardContext, factor: Factor, options: GuardOpt
       throw error;
     }
 
+    if (reserved.status !== 'admitted') void ctx.throttle?.settle(ticket, 'release');
     switch (reserved.status) {
       case 'locked':
         await refuse(req, res, 'locked', new UserLockedError(reserved.lockedAt), orgId, userId);
@@ -461,7 +489,7 @@ export function createGuard(ctx: GuardContext, factor: Factor, options: GuardOpt
             outcome: 'unguarded',
           });
         }
-        const attempt = new GuardedAttempt(reservation, ctx, req);
+        const attempt = new GuardedAttempt(reservation, ctx, req, ticket);
         req.lockout = attempt;
         settleBeforeEnd(req, res, attempt, classify, report);
         next();

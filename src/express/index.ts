@@ -7,7 +7,7 @@ export {
   type LockoutRouterOptions,
 } from './lockout';
 export { outcomeOfStatus, type GuardOptions, type LockoutAttempt, type SubjectExtractor } from './guard';
-export type { IssuedCode, LockoutCheckResult, LockoutChecks } from './checks';
+export type { CheckContext, IssuedCode, LockoutCheckResult, LockoutChecks } from './checks';
 export type {
   GuardRefusal,
   InstanceSettingsOptions,

@@ -7,7 +7,10 @@ import type { LockoutStore } from '../core/store';
 import type { Factor } from '../core/subjects';
 import { createTokenAuthorizer, type Authorize, type TokenOptions } from '../http/auth';
 import { deviceCookieOf } from '../http/device-cookie';
+import { SprayThrottle } from '../core/spray-throttle';
 import { MemoryStore } from '../store/memory/memory-store';
+import { RedisStore } from '../store/redis/redis-store';
+import { createSprayCounter } from '../store/spray-counter';
 import { createOtpCodes } from '../verify/otp-codes';
 import { createPasswordVerifier, type PasswordVerifier } from '../verify/password';
 import { createTotpVerifier } from '../verify/totp';
@@ -44,6 +47,8 @@ export interface LockoutRouterOptions {
   readonly observeCheck?: (factor: Factor, outcome: ObservedCheckOutcome, seconds: number) => void;
   /** The webhook dead letters of an org (GET /v1/webhooks/dead-letters): a DeliveryQueue's deadLetters. */
   readonly deadLetters?: RouterBaseOptions['deadLetters'];
+  /** Check routes, spray throttling on: told of each check or attempt request without `clientIp` (metrics). Must not throw. */
+  readonly onNoClientIp?: (route: string) => void;
 }
 
 /** The admin routers of API.md 2.1 and 2.2, to mount in the app (`app.use('/admin', lockout.routers.users())`). */
@@ -105,6 +110,8 @@ export interface Lockout {
     read(req: Request): string | undefined;
     write(res: Response, token: string): void;
   };
+  /** Spray throttling, when `defences.sprayThrottle` is on (the sidecar's proxy uses it too). */
+  readonly throttle?: SprayThrottle;
   /** Resolves when every settlement under way has finished. */
   drain(): Promise<void>;
   /**
@@ -189,6 +196,14 @@ export function createLockout(options: LockoutOptions = {}): Lockout {
         ...(options.eventLog ? { eventLog: options.eventLog } : {}),
       }),
   );
+  const throttle = config.sprayThrottle.enabled
+    ? new SprayThrottle(config.sprayThrottle, sprayCounterOf(store, config.sprayThrottle), {
+        instanceId: config.instanceId,
+        failOpen: config.failOpen,
+        ...(options.onEvent ? { onEvent: options.onEvent } : {}),
+        onError: (error) => report(error, { operation: 'settle', outcome: 'unsettled' }),
+      })
+    : undefined;
   const totpVerifier = withPrefix(
     'createLockout',
     () => createTotpVerifier({ ...options.totp, store }),
@@ -228,6 +243,7 @@ export function createLockout(options: LockoutOptions = {}): Lockout {
         },
         report,
         track,
+        ...(throttle ? { throttle } : {}),
       },
       factor,
       guardOptions,
@@ -239,6 +255,7 @@ export function createLockout(options: LockoutOptions = {}): Lockout {
     totpVerifier,
     otpCodes,
     report,
+    ...(throttle ? { throttle } : {}),
   });
 
   const routerBase = (where: string, o: LockoutRouterOptions = {}): RouterBaseOptions => {
@@ -287,7 +304,9 @@ export function createLockout(options: LockoutOptions = {}): Lockout {
     passwordVerifier: getPasswordVerifier(),
     totpVerifier,
     otpCodes,
+    ...(throttle ? { throttle } : {}),
     ...(o?.observeCheck !== undefined ? { observeCheck: o.observeCheck } : {}),
+    ...(o?.onNoClientIp !== undefined ? { onNoClientIp: o.onNoClientIp } : {}),
   });
 
   const routers: LockoutRouters = {
@@ -331,6 +350,7 @@ export function createLockout(options: LockoutOptions = {}): Lockout {
           },
         }
       : {}),
+    ...(throttle ? { throttle } : {}),
     drain,
     close(timeoutMs = 5000) {
       closing ??= (async () => {
@@ -343,4 +363,27 @@ export function createLockout(options: LockoutOptions = {}): Lockout {
       return closing;
     },
   };
+}
+
+/**
+ * The spray throttle's counter on the engine's store: the RedisStore's own ioredis client (and
+ * key prefix, and command timeout), or in process beside a MemoryStore. Another store has no
+ * counter to share: an OptionError.
+ */
+function sprayCounterOf(store: LockoutStore, config: LockoutConfig['sprayThrottle']) {
+  const counted = { points: config.failures, windowSeconds: config.windowSeconds };
+  if (store instanceof RedisStore) {
+    return createSprayCounter({
+      ...counted,
+      redis: store.client,
+      keyPrefix: `${store.prefix}:spray`,
+      timeoutMs: store.timeoutMs,
+    });
+  }
+  if (store instanceof MemoryStore) return createSprayCounter({ ...counted, keyPrefix: 'lg:spray' });
+  throw optionError(
+    'createLockout',
+    'defences.sprayThrottle',
+    `needs a MemoryStore or a RedisStore (its counter lives beside the lockout state), got a ${store.kind} store`,
+  );
 }

@@ -16,6 +16,11 @@ import {
 } from '../core/errors';
 import { checkBodyLimit, invalidOption, isPlainObject } from '../core/option-checks';
 import { MAX_SETTING_VALUE } from '../core/settings';
+import {
+  resolveSprayThrottle,
+  type SprayThrottleConfig,
+  type SprayThrottleOptions,
+} from '../core/spray-throttle';
 import { missingStoreMembers, type LockoutStore, type SettingsValues } from '../core/store';
 import { validateId, type Factor } from '../core/subjects';
 import type { Authorize, TokenOptions } from '../http/auth';
@@ -25,7 +30,7 @@ import type { PasswordVerifierOptions } from '../verify/password';
 import type { TotpVerifierOptions } from '../verify/totp';
 import type { AuditEntry } from '../http/routers';
 import type { DefencesConfig } from '../core/defences';
-import { resolveDefences, type DefencesOptions } from '../http/defence-schemas';
+import { resolveDefences, type DefencesOptions as EngineDefencesOptions } from '../http/defence-schemas';
 
 /**
  * Options of `createLockout` and their validation. Every option is checked when `createLockout` is
@@ -172,10 +177,21 @@ export interface LockoutOptions {
   /** Largest JSON body the routers accept. Default `16kb`. */
   readonly bodyLimit?: string | number;
   /**
-   * Opt-in defences against lockout abuse (issue 12; README "Defences"): `temporaryLockout`,
-   * `repeatPassword` (with its HMAC `key`). Absent: none, and per-org defence settings are not read.
+   * Opt-in defences against lockout abuse and spraying (issue 12; README "Defences"), all off by
+   * default: `temporaryLockout`, `repeatPassword` (with its HMAC `key`), `deviceCookies` (with its
+   * keys) and `sprayThrottle`. Absent: none, and per-org defence settings are not read.
    */
   readonly defences?: DefencesOptions;
+}
+
+/** The defences of issue 12 (README "Defences"): the engine's, and spray throttling. */
+export interface DefencesOptions extends EngineDefencesOptions {
+  /**
+   * Spray throttling: failed checks per client address block (IPv4 address, IPv6 /64) across all
+   * users and orgs; over `failures` in the window, that block's checks answer 429 with
+   * Retry-After, unevaluated. On when given (`enabled` defaults to true here).
+   */
+  readonly sprayThrottle?: SprayThrottleOptions;
 }
 
 /** The resolved options. */
@@ -191,7 +207,10 @@ export interface LockoutConfig {
   readonly lockedResponse: RefusalResponse | undefined;
   readonly busyResponse: RefusalResponse | undefined;
   readonly unavailableResponse: RefusalResponse | undefined;
+  /** The engine's defences (temporary lockout, repeat password, device cookies); absent: none. */
   readonly defences?: DefencesConfig;
+  /** Spray throttling (`enabled: false` when not given). */
+  readonly sprayThrottle: SprayThrottleConfig;
 }
 
 const KNOWN_OPTIONS = new Set<string>([
@@ -463,8 +482,12 @@ export function resolveLockoutOptions(options: LockoutOptions | undefined): Lock
     );
   }
   checkBodyLimit(o.bodyLimit, where);
+  optionalObject(where, o.defences, 'defences', '{ temporaryLockout: { enabled: true } }');
+  // Spray throttling is resolved by its own module; the other defences by the engine's schema.
+  const { sprayThrottle: sprayOption, ...engineDefences } = (o.defences ?? {}) as DefencesOptions;
   const defences =
-    o.defences === undefined ? undefined : withPrefix(where, () => resolveDefences(o.defences));
+    o.defences === undefined ? undefined : withPrefix(where, () => resolveDefences(engineDefences));
+  const sprayThrottle = withPrefix(where, () => resolveSprayThrottle(sprayOption));
 
   return {
     instanceId,
@@ -479,5 +502,6 @@ export function resolveLockoutOptions(options: LockoutOptions | undefined): Lock
     busyResponse,
     unavailableResponse,
     ...(defences !== undefined ? { defences } : {}),
+    sprayThrottle,
   };
 }

@@ -8,10 +8,12 @@ import {
   InvalidArgumentError,
   NotChangedError,
   StoreUnavailableError,
+  ThrottledError,
   UserLockedError,
   isLockgateError,
 } from '../core/errors';
 import { renderEvent, type DeadLetter, type OperationContext } from '../core/events';
+import { SprayThrottle, throttledCheck, type ThrottleTicket } from '../core/spray-throttle';
 import { checkBodyLimit, invalidOption } from '../core/option-checks';
 import type { CodeChannel } from '../core/store';
 import { makeSubject, type Factor, type Subject } from '../core/subjects';
@@ -80,8 +82,11 @@ export interface AuditEntry {
   readonly outcome?: string;
 }
 
-/** Outcome of a check route as observed for metrics: the engine's, or `error` (store down, bad input…). */
-export type ObservedCheckOutcome = CheckOutcome | 'error';
+/**
+ * Outcome of a check route as observed for metrics: the engine's, `throttled` (spray throttling:
+ * answered 429 unevaluated), or `error` (store down, bad input…).
+ */
+export type ObservedCheckOutcome = CheckOutcome | 'throttled' | 'error';
 
 export interface RouterBaseOptions {
   readonly engine: LockoutEngine;
@@ -111,6 +116,14 @@ export interface ChecksRouterOptions extends RouterBaseOptions {
   readonly otpCodes: OtpCodes;
   /** Called once per check route request (password, TOTP, SMS/Email code) with its duration. Must not throw. */
   readonly observeCheck?: (factor: Factor, outcome: ObservedCheckOutcome, seconds: number) => void;
+  /**
+   * Spray throttling (defences.sprayThrottle), when on: the check and attempt routes count failures
+   * per `clientIp` of the body (the end user's address, passed by the auth service); a body without
+   * one is not throttled (`onNoClientIp` is told).
+   */
+  readonly throttle?: SprayThrottle;
+  /** Told of each check or attempt request without `clientIp` while spray throttling is on. Must not throw. */
+  readonly onNoClientIp?: (route: string) => void;
 }
 
 export type ApiRouterOptions = ChecksRouterOptions;
@@ -706,9 +719,21 @@ type Evaluate = (subject: Subject) => Promise<boolean>;
  */
 export function createChecksRouter(options: ChecksRouterOptions): Router {
   validateChecks(options);
-  const { engine, passwordVerifier, totpVerifier, otpCodes, observeCheck } = options;
+  const { engine, passwordVerifier, totpVerifier, otpCodes, observeCheck, throttle } = options;
   const t = toolkit(options);
   const router = Router();
+
+  /** The body's clientIp for spray throttling (and telling when it is missing while throttling is on). */
+  const throttledIp = (req: Request, clientIp: string | undefined): string | undefined => {
+    if (throttle && clientIp === undefined && options.onNoClientIp) {
+      try {
+        options.onNoClientIp(req.path);
+      } catch {
+        // an observer must not change the answer
+      }
+    }
+    return clientIp;
+  };
 
   const observe = (factor: Factor, outcome: ObservedCheckOutcome, started: bigint): void => {
     if (!observeCheck) return;
@@ -730,18 +755,26 @@ export function createChecksRouter(options: ChecksRouterOptions): Router {
     userId: string,
     factor: Factor,
     evaluate: Evaluate,
+    clientIp: string | undefined,
     checkOptions?: CheckOptions,
   ): Promise<CheckResult> =>
-    engine.check(
-      orgId,
-      userId,
-      factor,
-      () => evaluate(makeSubject(engine.instanceId, orgId, userId)),
-      checkOptions,
-    );
+    throttle
+      ? throttledCheck(
+          throttle,
+          clientIp,
+          () => evaluate(makeSubject(engine.instanceId, orgId, userId)),
+          (judged) => engine.check(orgId, userId, factor, judged, checkOptions),
+        )
+      : engine.check(
+          orgId,
+          userId,
+          factor,
+          () => evaluate(makeSubject(engine.instanceId, orgId, userId)),
+          checkOptions,
+        );
 
   /** A check route: its body (`schema`: userId, then the credential's fields) and the evaluation of a parsed body. */
-  const checkRoute = <Fields extends { userId: string }>(
+  const checkRoute = <Fields extends { userId: string; clientIp?: string | undefined }>(
     factor: Factor,
     schema: BodySchema<Fields>,
     evaluation: (body: Fields) => Evaluate,
@@ -760,13 +793,20 @@ export function createChecksRouter(options: ChecksRouterOptions): Router {
           ...(factor === 'password' && typeof password === 'string' ? { password } : {}),
           ...(typeof deviceToken === 'string' ? { deviceToken } : {}),
         };
-        const result = await runCheck(
-          ctx.orgId,
-          userId,
-          factor,
-          evaluate,
-          Object.keys(checkOptions).length > 0 ? checkOptions : undefined,
-        );
+        let result: CheckResult;
+        try {
+          result = await runCheck(
+            ctx.orgId,
+            userId,
+            factor,
+            evaluate,
+            throttledIp(req, body.clientIp),
+            Object.keys(checkOptions).length > 0 ? checkOptions : undefined,
+          );
+        } catch (error) {
+          if (error instanceof ThrottledError) outcome = 'throttled';
+          throw error;
+        }
         outcome = result.outcome;
         switch (result.outcome) {
           case 'success':
@@ -837,18 +877,30 @@ export function createChecksRouter(options: ChecksRouterOptions): Router {
   router.post(
     '/v1/attempts',
     ...t.withBody('lockout.check', async (req, res, ctx) => {
-      const { userId, factor, deviceToken } = parseBody(AttemptRequest, req);
-      const r = await engine.reserve(
-        ctx.orgId,
-        userId,
-        factor,
-        deviceToken === undefined ? undefined : { deviceToken },
-      );
+      const { userId, factor, deviceToken, clientIp } = parseBody(AttemptRequest, req);
+      // Spray throttling: the point taken here travels in the attempt id to its settle.
+      const ticket = throttle ? await throttle.admit(throttledIp(req, clientIp)) : undefined;
+      let r: Awaited<ReturnType<LockoutEngine['reserve']>>;
+      try {
+        r = await engine.reserve(
+          ctx.orgId,
+          userId,
+          factor,
+          deviceToken === undefined ? undefined : { deviceToken },
+        );
+      } catch (error) {
+        void throttle?.settle(ticket, 'release');
+        throw error;
+      }
+      if (r.status !== 'admitted') void throttle?.settle(ticket, 'release');
       switch (r.status) {
         case 'admitted': {
           res.setHeader('Cache-Control', 'no-store');
           const answer: z.output<typeof AttemptBody> = {
-            attemptId: r.reservation.attemptId,
+            attemptId:
+              ticket === undefined
+                ? r.reservation.attemptId
+                : `${r.reservation.attemptId}${TICKET_SEPARATOR}${SprayThrottle.encode(ticket)}`,
             expiresAt: rfc3339(r.reservation.expiresAt),
           };
           res.status(201).json(answer);
@@ -867,20 +919,39 @@ export function createChecksRouter(options: ChecksRouterOptions): Router {
     async (req, res) => {
       let ref: AttemptRef | undefined;
       let malformed: unknown;
+      // A spray-throttled attempt's id ends with its throttle ticket (`~…`).
+      const [attemptId, ticketText, extra] = String(req.params.attemptId).split(TICKET_SEPARATOR);
+      let ticket: ThrottleTicket | undefined;
       try {
-        ref = decodeAttemptId(String(req.params.attemptId));
+        const decoded = decodeAttemptId(attemptId!);
+        if (ticketText !== undefined) {
+          ticket = extra === undefined ? throttle?.decode(ticketText) : undefined;
+          if (ticket === undefined && (throttle || extra !== undefined)) throw malformedAttempt();
+        }
+        ref = decoded;
       } catch (error) {
         malformed = error;
       }
       // 401/403 come before 400; an attempt of an org the token may not act on is a 403.
       await t.authorizeFor(req, 'lockout.check', ref?.org);
       if (!ref) throw malformed;
-      res.json(renderSettlement(await engine.settle(String(req.params.attemptId), outcome)));
+      const settlement = await engine.settle(attemptId!, outcome);
+      // After the engine's settle (never for an attempt it did not know: a settle sent twice
+      // gives nothing back twice); a failure keeps the point.
+      if (ticket !== undefined) await throttle?.settle(ticket, outcome);
+      res.json(renderSettlement(settlement));
     };
   router.post('/v1/attempts/:attemptId/success', settle('success'));
   router.post('/v1/attempts/:attemptId/failure', settle('failure'));
 
   return finish(router, options);
+}
+
+/** Between an attempt id and its spray-throttle ticket (not a base64url character). */
+const TICKET_SEPARATOR = '~';
+
+function malformedAttempt(): InvalidArgumentError {
+  return new InvalidArgumentError('Errors.Attempt.Invalid', 'attemptId is malformed', 'attemptId');
 }
 
 // ---- everything -------------------------------------------------------------------------

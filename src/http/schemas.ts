@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { GrpcCode, InvalidArgumentError } from '../core/errors';
 import { MAX_SETTING_VALUE, SETTING_VALUE_STRING } from '../core/settings';
+import { ipBlock } from '../core/ip-block';
 import { FACTORS, LONE_SURROGATE, MAX_ID_LENGTH } from '../core/subjects';
 import { DefenceSettingsBody, DefenceSettingsRequest } from './defence-schemas';
 import { CREDENTIALS_CHECK_ERROR_TYPE, ERROR_DETAIL_TYPE } from './errors';
@@ -118,6 +119,26 @@ const SettingValue = answering(
       : new InvalidArgumentError('Errors.Settings.Invalid', `${field} must be an unsigned integer`, field),
 );
 
+/**
+ * The end user's IP address, as the auth service saw it (spray throttling, issue 12): IPv4 or
+ * IPv6 (an IPv4-mapped IPv6 address counts as its IPv4 address). Optional: without it the check
+ * is not spray-throttled.
+ */
+const ClientIp = answering(
+  z
+    .string()
+    .max(64)
+    .refine((value) => ipBlock(value) !== undefined)
+    .optional()
+    .meta({
+      description:
+        'The end user’s IP address (IPv4 or IPv6), for spray throttling: failed checks are counted per address (IPv6 per /64) across all users. Omitted: not throttled',
+      examples: ['203.0.113.7'],
+    }),
+  (_issue, field) =>
+    new InvalidArgumentError('Errors.Request.ClientIp', `${field} must be an IPv4 or IPv6 address`, field),
+);
+
 // ---- the request bodies -----------------------------------------------------------------
 
 /** Lockout settings (org or instance); a value left out is 0, as ZITADEL's proto3 defaults. */
@@ -153,6 +174,7 @@ export const PasswordCheckRequest = z.object({
     (_issue, field) => new InvalidArgumentError('Errors.Request.Invalid', `${field} must be a string`, field),
   ),
   deviceToken: DeviceToken,
+  clientIp: ClientIp,
 });
 
 export const TotpCheckRequest = z.object({
@@ -160,15 +182,22 @@ export const TotpCheckRequest = z.object({
   code: requiredString({ description: 'The 6-digit code (another string is a wrong code)' }),
   secret: requiredString({ description: 'Base32 TOTP secret' }),
   deviceToken: DeviceToken,
+  clientIp: ClientIp,
 });
 
 export const CodeCheckRequest = z.object({
   userId: Id,
   code: requiredString({ description: 'The 6-digit code issued (another string is a wrong code)' }),
   deviceToken: DeviceToken,
+  clientIp: ClientIp,
 });
 
-export const AttemptRequest = z.object({ userId: Id, factor: Factor, deviceToken: DeviceToken });
+export const AttemptRequest = z.object({
+  userId: Id,
+  factor: Factor,
+  deviceToken: DeviceToken,
+  clientIp: ClientIp,
+});
 
 /** Every request body, by its name in the OpenAPI document (`#/components/schemas/<name>`). */
 export const REQUEST_BODIES = {
@@ -437,7 +466,13 @@ export const IssuedCodeBody = component(
 /** An attempt reserved by `POST /v1/attempts`. */
 export const AttemptBody = component(
   'Attempt',
-  z.strictObject({ attemptId: z.string(), expiresAt: DateTime }),
+  z.strictObject({
+    attemptId: z.string().meta({
+      description:
+        'Opaque: pass it back as is to settle the attempt. With spray throttling on and a clientIp given, it ends with "~" and the throttle ticket (the client address block) that its settle needs',
+    }),
+    expiresAt: DateTime,
+  }),
 );
 
 /** A settled attempt. */
@@ -536,7 +571,7 @@ export const EventBody = component(
     userId: Id.optional(),
     type: z.string().meta({
       description:
-        'user.locked, user.unlocked, user.password_changed, settings.changed, user.forgiven, user.throttled, defences.changed (a type lockgate adds later is recorded under its own name)',
+        'user.locked, user.unlocked, user.password_changed, settings.changed, user.forgiven, client.throttled, defences.changed (a type lockgate adds later is recorded under its own name)',
     }),
     actor: EventActorBody,
     data: z.record(z.string(), z.unknown()).meta({

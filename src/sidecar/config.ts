@@ -16,6 +16,7 @@ import { JWT_ALGORITHMS } from '../http/jwt';
 import { defencesConfigSchema } from '../http/defence-schemas';
 import { isPlainObject } from '../core/option-checks';
 import { MAX_SETTING_VALUE } from '../core/settings';
+import { SPRAY_THROTTLE_DEFAULTS } from '../core/spray-throttle';
 import { CONTROL_CHARACTERS, MAX_ID_LENGTH } from '../core/subjects';
 import { formatPath, proxyConfigSchema } from './proxy/config';
 
@@ -67,6 +68,24 @@ const intIn = (min: number, max: number) => {
   const error = `expected an integer from ${min} to ${max}`;
   return z.number({ error }).int({ error }).min(min, { error }).max(max, { error });
 };
+
+/**
+ * `defences.sprayThrottle` (issue 12): failed checks per client address block across all users
+ * and orgs of the instance (per instance only: an IP spraying several orgs is counted once).
+ */
+const sprayThrottleSchema = z
+  .strictObject({
+    enabled: z.boolean({ error: 'expected true or false' }).default(SPRAY_THROTTLE_DEFAULTS.enabled),
+    /** Failed checks from one address block within the window that throttle it. */
+    failures: intIn(1, 1_000_000).default(SPRAY_THROTTLE_DEFAULTS.failures),
+    /** The counting window (s), opened by the block's first counted check. */
+    windowSeconds: intIn(1, 30 * 86_400).default(SPRAY_THROTTLE_DEFAULTS.windowSeconds),
+    /** How long a block stays throttled (s); 0 = until its window ends. */
+    blockSeconds: intIn(0, 30 * 86_400).default(SPRAY_THROTTLE_DEFAULTS.blockSeconds),
+    /** IPv6 addresses are counted per this prefix. */
+    ipv6Prefix: intIn(1, 128).default(SPRAY_THROTTLE_DEFAULTS.ipv6Prefix),
+  })
+  .prefault({});
 
 const id = (what: string) =>
   z
@@ -448,10 +467,15 @@ function buildSchema(env: Env) {
           jwt: jwt.optional(),
         })
         .prefault({}),
-      /** Opt-in defences against lockout abuse (issue 12; README "Defences"). Absent: none. */
+      /**
+       * Opt-in defences against lockout abuse and spraying (issue 12; README "Defences"), one
+       * sub-schema each. Absent: none, and the per-org defence routes answer 400 code 9.
+       */
       defences: defencesConfigSchema(
         secret('an HMAC key').pipe(z.string().min(32, { error: 'expected at least 32 characters' })),
-      ).optional(),
+      )
+        .extend({ sprayThrottle: sprayThrottleSchema })
+        .optional(),
       otp: z
         .strictObject({
           smsTtlSeconds: intIn(1, 86_400).default(300),

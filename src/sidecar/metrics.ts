@@ -30,6 +30,8 @@ export interface SidecarMetrics {
   proxyLogin(factor: string, outcome: string, seconds: number): void;
   /** A compensation event of the engine (queued, retried, compensated, abandoned). */
   compensation(event: CompensationEvent): void;
+  /** Spray throttling is on and a check or attempt request came without `clientIp` (not throttled). */
+  noClientIp(route: string): void;
   /** Reads the engine's pending compensations at every scrape. */
   watchEngine(engine: { compensationStats(): CompensationStats }): void;
   /**
@@ -125,6 +127,17 @@ export function createMetrics(options: MetricsOptions = {}): SidecarMetrics {
     registers: [registry],
   });
   for (const event of ['queued', 'retried', 'compensated', 'abandoned']) compensations.inc({ event }, 0);
+  const throttleBlocks = new Counter({
+    name: 'lockgate_spray_throttle_blocks_total',
+    help: 'Spray throttling: client address blocks (IPv4 address, IPv6 /64) throttled after reaching the failure limit across users. Checks refused meanwhile are counted with outcome "throttled" in lockgate_check_duration_seconds and lockgate_proxy_logins_total.',
+    registers: [registry],
+  });
+  const noClientIp = new Counter({
+    name: 'lockgate_spray_throttle_no_client_ip_total',
+    help: 'Spray throttling: check and attempt requests without clientIp in the body, which could not be throttled, by route.',
+    labelNames: ['route'] as const,
+    registers: [registry],
+  });
   let engineStats: (() => CompensationStats) | undefined;
   new Gauge({
     name: 'lockgate_compensations_pending',
@@ -201,6 +214,9 @@ export function createMetrics(options: MetricsOptions = {}): SidecarMetrics {
         case 'settings':
           settings.inc({ owner: event.owner.type, op: event.op });
           break;
+        case 'throttle':
+          throttleBlocks.inc();
+          break;
       }
     },
     observeCheckLatency(factor, outcome, seconds) {
@@ -221,6 +237,9 @@ export function createMetrics(options: MetricsOptions = {}): SidecarMetrics {
     },
     compensation(event) {
       compensations.inc({ event: event.type });
+    },
+    noClientIp(route) {
+      noClientIp.inc({ route });
     },
     watchEngine(engine) {
       engineStats = () => engine.compensationStats();

@@ -446,7 +446,8 @@ const ERROR_RESPONSES: Record<string, string> = {
   '413': 'Body too large (code 8)',
   '415': 'The body is not JSON (Content-Type other than application/json; code 3)',
   '423': 'The user is locked (code 9, Errors.User.Locked): the credential was not evaluated',
-  '429': 'Busy or rate limited (code 8), retry after Retry-After seconds',
+  '429':
+    'Busy, rate limited or spray-throttled (code 8: Errors.Lockout.Busy, Errors.Otp.TooManyCodes, Errors.Lockout.Throttled), retry after Retry-After seconds',
   '503': "The lockout store, or a JWT issuer's keys, are unavailable (code 14)",
 };
 

@@ -173,6 +173,22 @@ export async function startSidecar(
         'audit: repeated wrong password not counted again',
       );
     }
+    // Spray throttling: an address block (never a user) throttled after failed checks across users.
+    if (event.type === 'throttle') {
+      logger.info(
+        {
+          audit: true,
+          action: 'client.throttle',
+          reason: 'failures',
+          ip: event.ip,
+          failures: event.failures,
+          until: new Date(event.until).toISOString(),
+          principal: scope.getStore()?.principal,
+          outcome: 'ok',
+        },
+        'audit: client address block throttled after failed checks across users',
+      );
+    }
   };
   const onFailOpen = (notice: FailOpenNotice): void => {
     metrics.failOpen(notice.factor ?? 'unknown');
@@ -267,6 +283,13 @@ export async function startSidecar(
     bodyLimit: config.server.bodyLimit,
   });
   const { engine } = lockout;
+  if (lockout.throttle) {
+    const { failures, windowSeconds, blockSeconds, ipv6Prefix } = lockout.throttle.config;
+    logger.info(
+      { sprayThrottle: { failures, windowSeconds, blockSeconds, ipv6Prefix } },
+      'spray throttling on: check and attempt requests are throttled by their clientIp (a request without one cannot be); proxy logins by their client address',
+    );
+  }
   metrics.watchEngine(engine);
 
   const version = packageVersion();
@@ -352,6 +375,7 @@ export async function startSidecar(
     lockout.routers.all({
       observeCheck: (factor, outcome, seconds) => metrics.observeCheckLatency(factor, outcome, seconds),
       ...(sidecarEvents.deadLetters ? { deadLetters: sidecarEvents.deadLetters } : {}),
+      onNoClientIp: (route) => metrics.noClientIp(route),
     }),
   );
   // Reverse-proxy mode: everything that is not lockgate's own goes to the auth service.
@@ -360,6 +384,7 @@ export async function startSidecar(
         engine,
         config: config.proxy,
         logger,
+        ...(lockout.throttle ? { throttle: lockout.throttle } : {}),
         onLogin: (event) => metrics.proxyLogin(event.factor, event.outcome, event.seconds),
       })
     : undefined;

@@ -120,6 +120,7 @@ let unverifiableJwt = '';
 let webhookSidecar: SidecarHandle;
 /** A Redis store whose Redis never answers (a closed port), with webhooks: the event routes answer 503. */
 let deadRedisSidecar: SidecarHandle;
+let throttledSidecar: SidecarHandle;
 let doc: Json;
 let hash: string;
 const ajv = new Ajv2020({ allErrors: true, strict: true });
@@ -285,6 +286,87 @@ const grpc =
     expect(a.body.code).toBe(code);
     if (id !== undefined) expect(a.body.details[0].id).toBe(id);
   };
+
+// ---- spray throttling (issue 12): a sidecar with defences.sprayThrottle on, failures 1 ----
+
+/** Each case its own client address, so that cases do not throttle one another. */
+let sprayIp = 0;
+const nextIp = (): string => `198.51.100.${(sprayIp += 1)}`;
+const throttled = () => throttledSidecar;
+/** One wrong password from `clientIp` (the limit is 1: the address is throttled after it). */
+const sprayOnce = async (clientIp: string): Promise<void> => {
+  const answer = await send(routeOf('CheckPassword'), {
+    token: CHECKER,
+    via: throttled,
+    body: { userId: user('spray'), password: 'wrong', encodedHash: hash, clientIp },
+  });
+  if (answer.status !== 401) throw new Error(`setup spray: expected 401, got ${answer.status}`);
+};
+
+const SPRAY_THROTTLE_SUCCESS: Case[] = [
+  {
+    op: 'CheckPassword',
+    what: 'with clientIp (spray throttling on)',
+    request: () => ({
+      token: CHECKER,
+      via: throttled,
+      body: { userId: user('spray-ok'), password: 'pw', encodedHash: hash, clientIp: nextIp() },
+    }),
+  },
+  {
+    op: 'SettleAttemptSuccess',
+    what: 'an attempt reserved with clientIp (its id carries the throttle ticket)',
+    request: async () => {
+      const reserved = await send(routeOf('ReserveAttempt'), {
+        token: CHECKER,
+        via: throttled,
+        body: { userId: user('spray-attempt'), factor: 'password', clientIp: nextIp() },
+      });
+      expect(reserved.body.attemptId).toContain('~');
+      return { token: CHECKER, via: throttled, params: { attemptId: reserved.body.attemptId as string } };
+    },
+  },
+];
+
+const SPRAY_THROTTLE_ERRORS: Case[] = [
+  ...(['CheckPassword', 'CheckTotp', 'CheckSmsCode', 'CheckEmailCode', 'ReserveAttempt'] as const).map(
+    (op): Case => ({
+      op,
+      what: 'a spray-throttled client address: 429 code 8 Errors.Lockout.Throttled, unevaluated',
+      status: 429,
+      request: async () => {
+        const clientIp = nextIp();
+        await sprayOnce(clientIp);
+        const secret = generateTotpSecret();
+        return {
+          token: CHECKER,
+          via: throttled,
+          body: {
+            userId: user('sprayed'),
+            password: 'pw',
+            encodedHash: hash,
+            code: totpCode(secret),
+            secret,
+            factor: 'password',
+            clientIp,
+          },
+        };
+      },
+      expect: grpc(8, 'Errors.Lockout.Throttled'),
+    }),
+  ),
+  {
+    op: 'CheckPassword',
+    what: 'a clientIp that is not an IP address: 400 code 3',
+    status: 400,
+    request: () => ({
+      token: CHECKER,
+      via: throttled,
+      body: { userId: user('bad-ip'), password: 'pw', encodedHash: hash, clientIp: '256.1.1.1' },
+    }),
+    expect: grpc(3, 'Errors.Request.ClientIp'),
+  },
+];
 
 // ---- the success cases: at least one per route ------------------------------------------
 
@@ -702,6 +784,7 @@ const SUCCESS: Case[] = [
     request: () => ({ token: null }),
     expect: (a) => expect(a.body.openapi).toBe('3.1.0'),
   },
+  ...SPRAY_THROTTLE_SUCCESS,
 ];
 
 // ---- error cases particular to routes ---------------------------------------------------
@@ -1090,6 +1173,7 @@ const ERRORS: Case[] = [
       expect: grpc(3),
     },
   ]),
+  ...SPRAY_THROTTLE_ERRORS,
 ];
 
 // ---- error cases every authenticated route shares ---------------------------------------
@@ -1286,6 +1370,10 @@ describe('OpenAPI document against real answers', () => {
       }),
       { logger: createLogger('silent'), redisConnectTimeoutMs: 100 },
     );
+    throttledSidecar = await startSidecar(
+      config({ defences: { sprayThrottle: { enabled: true, failures: 1 } } }),
+      { logger: createLogger('silent') },
+    );
     const res = await fetch(`${sidecar.url}/openapi.json`);
     doc = await res.json();
     ajv.addSchema(doc as object, DOC_ID);
@@ -1296,6 +1384,7 @@ describe('OpenAPI document against real answers', () => {
     await jwtSidecar?.close();
     await webhookSidecar?.close();
     await deadRedisSidecar?.close();
+    await throttledSidecar?.close();
   });
 
   it('every route of ROUTES has a success case, and every case names a route of ROUTES', () => {

@@ -9,8 +9,16 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
 import type { LockoutEngine, Reservation, Settlement } from '../../core/engine';
 import { deviceCookieOf } from '../../http/device-cookie';
-import { BusyError, InvalidArgumentError, StoreUnavailableError, isLockgateError } from '../../core/errors';
+import {
+  BusyError,
+  InvalidArgumentError,
+  StoreUnavailableError,
+  ThrottledError,
+  isLockgateError,
+} from '../../core/errors';
+import type { SprayThrottle, ThrottleTicket } from '../../core/spray-throttle';
 import type { Factor } from '../../core/subjects';
+import { clientIp, type TrustProxy } from '../../http/client-ip';
 import { toHttpError } from '../../http/errors';
 import {
   INTERNAL,
@@ -51,6 +59,8 @@ export type ProxyLoginOutcome =
   | 'locked'
   | 'busy'
   | 'store_unavailable'
+  /** Refused before anything was reserved: the client's address block is spray-throttled (429). */
+  | 'throttled'
   /** Store down and onStoreError fail-open: forwarded without lockout. */
   | 'fail_open'
   /** Refused before the upstream: no user/org, bad JSON, body too large. */
@@ -86,6 +96,10 @@ export interface LoginContext {
   readonly upstreamHeaders: UpstreamHeaders;
   /** Mimic mode's randomness: an integer in [0, n). */
   readonly randomInt: (n: number) => number;
+  /** Spray throttling, when on: counted per client address (as `trust` reads it). */
+  readonly throttle?: SprayThrottle;
+  /** The compiled `trustProxy`: which peers' X-Forwarded-For is believed (the client address). */
+  readonly trust: TrustProxy;
 }
 
 /** Serves one login request: the request, its matched route and path parameters, its target and path. */
@@ -102,7 +116,7 @@ export type Login = (
 const LOGIN_SKIP: ReadonlySet<string> = new Set(['content-length']);
 
 export function createLogin(ctx: LoginContext): Login {
-  const { engine, config, logger, report, pool, upstreamHeaders } = ctx;
+  const { engine, config, logger, report, pool, upstreamHeaders, throttle } = ctx;
   // A login whose upstream outlives the reservation's lease would be counted as a failure by the
   // store before the proxy could release it: the upstream is the evaluation, bounded as the
   // engine bounds every evaluation (evaluationTimeoutMs, settled before the lease ends).
@@ -189,7 +203,23 @@ export function createLogin(ctx: LoginContext): Login {
       return;
     }
 
-    // 3. reserve before the upstream sees the credential
+    // 3. spray throttling, then reserve, before the upstream sees the credential
+    let ticket: ThrottleTicket | undefined;
+    if (throttle) {
+      try {
+        ticket = await throttle.admit(clientIp(req, ctx.trust));
+      } catch (error) {
+        if (error instanceof ThrottledError) {
+          refuse('throttled', toAnswer(toHttpError(error)));
+          return;
+        }
+        if (error instanceof StoreUnavailableError) {
+          refuse('store_unavailable', toAnswer(toHttpError(error)));
+          return;
+        }
+        throw error;
+      }
+    }
     let reservation: Reservation;
     const reservedAt = process.hrtime.bigint();
     const mimic = mimics.get(route);
@@ -212,6 +242,7 @@ export function createLogin(ctx: LoginContext): Login {
         deviceToken === undefined ? undefined : { deviceToken },
       );
       answeredAt = process.hrtime.bigint();
+      if (r.status !== 'admitted') void throttle?.settle(ticket, 'release');
       if (r.status === 'locked') {
         await answerLocked(true);
         return;
@@ -222,6 +253,7 @@ export function createLogin(ctx: LoginContext): Login {
       }
       reservation = r.reservation;
     } catch (error) {
+      void throttle?.settle(ticket, 'release');
       // Fail-closed: the engine has already queued the release of this attempt (G5).
       if (error instanceof StoreUnavailableError) {
         refuse('store_unavailable', toAnswer(toHttpError(error)));
@@ -245,6 +277,8 @@ export function createLogin(ctx: LoginContext): Login {
     const settle = async (verdict: Verdict): Promise<Settlement | undefined> => {
       if (settled) return undefined;
       settled = true;
+      // Spray throttling settles beside the engine (in parallel; it never rejects).
+      const throttleSettled = throttle?.settle(ticket, verdict);
       try {
         return await engine.settle(
           reservation,
@@ -257,6 +291,8 @@ export function createLogin(ctx: LoginContext): Login {
           'lockgate proxy: the store did not confirm a settle; the engine writes it again until the lease ends',
         );
         return undefined;
+      } finally {
+        await throttleSettled;
       }
     };
 

@@ -18,6 +18,7 @@ import { randomInt } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { LockoutEngine } from '../../core/engine';
 import { InvalidArgumentError } from '../../core/errors';
+import type { SprayThrottle } from '../../core/spray-throttle';
 import { AMBIGUOUS_PATH, BAD_TARGET, INTERNAL, SHUTTING_DOWN, writeAnswer } from './answers';
 import { compileTrust, parseProxyConfig, type ProxyConfig, type ProxyConfigInput } from './config';
 import { createPassThrough, createPool, noop, type ProxyLogger } from './forward';
@@ -50,6 +51,13 @@ export interface ProxyOptions {
    * Tests pass a seeded one.
    */
   readonly randomInt?: (n: number) => number;
+  /**
+   * Spray throttling (createLockout's `lockout.throttle`, when `defences.sprayThrottle` is on):
+   * login failures are counted per client address — the nearest X-Forwarded-For address that
+   * `trustProxy` does not trust, else the peer — and a throttled client is answered 429 before
+   * anything is reserved or forwarded.
+   */
+  readonly throttle?: SprayThrottle;
 }
 
 /** A request listener for node:http and an Express middleware at once (it never calls `next`). */
@@ -104,10 +112,8 @@ export function createProxy(options: ProxyOptions): LockgateProxy {
     }
   };
   const findRoute = compileRoutes(config.routes);
-  const upstreamHeaders = createUpstreamHeaders({
-    trust: compileTrust(config.trustProxy),
-    preserveHost: config.preserveHost,
-  });
+  const trust = compileTrust(config.trustProxy);
+  const upstreamHeaders = createUpstreamHeaders({ trust, preserveHost: config.preserveHost });
   const pool = createPool(config);
   const passThrough = createPassThrough(pool, upstreamHeaders, logger);
   const login = createLogin({
@@ -118,6 +124,8 @@ export function createProxy(options: ProxyOptions): LockgateProxy {
     pool,
     upstreamHeaders,
     randomInt: options.randomInt ?? ((n: number) => randomInt(n)),
+    trust,
+    ...(options.throttle ? { throttle: options.throttle } : {}),
   });
   const shutdown = createShutdown(pool, config.timeoutMs);
 

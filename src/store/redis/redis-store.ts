@@ -200,8 +200,10 @@ export class RedisStore implements LockoutStore, DefenceSettingsStore {
   readonly kind = 'redis';
   readonly client: RedisClient;
   private readonly redis: RedisClient & Scripts;
-  private readonly prefix: string;
-  private readonly timeoutMs: number;
+  /** Key prefix of every key of this store (other counters on its client use it too: spray throttling). */
+  readonly prefix: string;
+  /** How long a command may take before it is answered as an outage (ms). */
+  readonly timeoutMs: number;
   private readonly idleTtlMs: number;
   private readonly channel: string;
   private readonly listeners = new Set<(instance: string, owner: Owner) => void>();
