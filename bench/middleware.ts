@@ -22,6 +22,8 @@ import { fixed, grouped, ratio, table } from './lib';
 
 const CHILD_ENV = 'LOCKGATE_BENCH_MIDDLEWARE_SERVER';
 const REDIS_ENV = 'LOCKGATE_BENCH_MIDDLEWARE_REDIS_URL';
+/** `all`: the guarded route runs with every defence on (issue 12); otherwise every one is off. */
+const DEFENCES_ENV = 'LOCKGATE_BENCH_DEFENCES';
 
 const CONNECTIONS = 32;
 const WARMUP_S = 1;
@@ -59,6 +61,21 @@ async function serve(): Promise<void> {
     store,
     instanceId: `bench-mw-${process.pid}`,
     instance: { maxPasswordAttempts: 5, maxOtpAttempts: 5 },
+    // LOCKGATE_BENCH_DEFENCES=all: every defence of issue 12 on (a limit no run reaches for the
+    // spray throttle: every request comes from 127.0.0.1); default: every one off.
+    ...(process.env[DEFENCES_ENV] === 'all'
+      ? {
+          defences: {
+            sprayThrottle: { failures: 1_000_000_000, windowSeconds: 60 },
+            temporaryLockout: { enabled: true, durationMs: 60_000, maxDurationMs: 3_600_000 },
+            repeatPassword: { enabled: true, remember: 5, key: 'bench-repeat-password-key-0123456789abcdef' },
+            deviceCookies: {
+              enabled: true,
+              keys: [{ id: 'k1', secret: 'bench-device-cookie-key-0123456789abcdef' }],
+            },
+          },
+        }
+      : {}),
   });
   // The trivial verifier: the login handler both routes share.
   const login: express.RequestHandler = (req, res) => {
@@ -269,7 +286,8 @@ export async function benchMiddleware(): Promise<void> {
       `POST /login, JSON body, trivial verifier; ${CONNECTIONS} connections; ${PAIRS} pairs of ${RUN_S} s runs ` +
         `(unguarded, guarded, alternately) after ${WARMUP_S} s warm-up; server in a child process; a new ` +
         `user per request.\nreq/s ratio: median of the pairs' guarded/unguarded; CPU ratio: unguarded/guarded ` +
-        `server CPU per request (less sensitive to other load on the machine).\n`,
+        `server CPU per request (less sensitive to other load on the machine).\n` +
+        `Defences (issue 12): ${process.env[DEFENCES_ENV] === 'all' ? 'ALL ON (LOCKGATE_BENCH_DEFENCES=all)' : 'all off (LOCKGATE_BENCH_DEFENCES=all turns every one on)'}.\n`,
     );
     console.log(table(rows));
     console.log(`\nguarded / unguarded req/s: ${summary.join('; ')}`);

@@ -179,7 +179,8 @@ export interface LockoutOptions {
   /**
    * Opt-in defences against lockout abuse and spraying (issue 12; README "Defences"), all off by
    * default: `temporaryLockout`, `repeatPassword` (with its HMAC `key`), `deviceCookies` (with its
-   * keys) and `sprayThrottle`. Absent: none, and per-org defence settings are not read.
+   * keys) and `sprayThrottle`. Per-org defence settings are read (and their routes answered) only
+   * when one of the first three is named.
    */
   readonly defences?: DefencesOptions;
 }
@@ -212,6 +213,9 @@ export interface LockoutConfig {
   /** Spray throttling (`enabled: false` when not given). */
   readonly sprayThrottle: SprayThrottleConfig;
 }
+
+/** The keys of the `defences` option. */
+const DEFENCE_NAMES = ['sprayThrottle', 'temporaryLockout', 'repeatPassword', 'deviceCookies'];
 
 const KNOWN_OPTIONS = new Set<string>([
   'store',
@@ -483,10 +487,16 @@ export function resolveLockoutOptions(options: LockoutOptions | undefined): Lock
   }
   checkBodyLimit(o.bodyLimit, where);
   optionalObject(where, o.defences, 'defences', '{ temporaryLockout: { enabled: true } }');
+  for (const key of Object.keys(o.defences ?? {})) {
+    if (!DEFENCE_NAMES.includes(key)) {
+      throw optionError(where, `defences.${key}`, `is not a defence (known: ${DEFENCE_NAMES.join(', ')})`);
+    }
+  }
   // Spray throttling is resolved by its own module; the other defences by the engine's schema.
+  // The engine's defences (and the per-org defence routes) are on when any of them is named.
   const { sprayThrottle: sprayOption, ...engineDefences } = (o.defences ?? {}) as DefencesOptions;
-  const defences =
-    o.defences === undefined ? undefined : withPrefix(where, () => resolveDefences(engineDefences));
+  const named = Object.values(engineDefences).some((d) => d !== undefined);
+  const defences = named ? withPrefix(where, () => resolveDefences(engineDefences)) : undefined;
   const sprayThrottle = withPrefix(where, () => resolveSprayThrottle(sprayOption));
 
   return {

@@ -111,6 +111,57 @@ describe('RedisStore on real Redis', () => {
       engine.close();
       await store.close();
     }, 30_000);
+
+    it('settings change notices reach a store again after Redis restarts (it resubscribes itself, autoResubscribe off)', async () => {
+      const connect = async () => {
+        const c = new Redis(server.url, { enableOfflineQueue: false, retryStrategy: () => 50 });
+        c.on('error', () => undefined);
+        await new Promise((r) => c.once('ready', r));
+        return c;
+      };
+      const [a, b] = [await connect(), await connect()];
+      const listening = new RedisStore({ client: a, commandTimeoutMs: 500 });
+      const writing = new RedisStore({ client: b, commandTimeoutMs: 500 });
+      const heard: string[] = [];
+      listening.onSettingsChanged((_instance, owner) => {
+        heard.push(owner.type === 'org' ? owner.org : 'instance');
+      });
+      const unhandled: unknown[] = [];
+      const onUnhandled = (e: unknown) => unhandled.push(e);
+      process.on('unhandledRejection', onUnhandled);
+      try {
+        const values = { maxPasswordAttempts: 4, maxOtpAttempts: 4 };
+        let n = 0;
+        /** Writes org settings until the listening store hears of one (its subscription is up). */
+        const heardAWrite = async () => {
+          const deadline = Date.now() + 10_000;
+          while (Date.now() < deadline) {
+            const org = `org-notice-${(n += 1)}`;
+            try {
+              await writing.writeSettings('notices', { type: 'org', org }, { op: 'add', values });
+            } catch {
+              // Redis not back yet
+            }
+            await sleep(100);
+            if (heard.includes(org)) return true;
+          }
+          return false;
+        };
+        expect(await heardAWrite()).toBe(true);
+        await server.restart();
+        expect(await heardAWrite()).toBe(true);
+        // Closed right after Redis came back (a resubscribe may be on its way): nothing unhandled.
+        await server.restart();
+        await listening.close();
+        await writing.close();
+        await sleep(300);
+        expect(unhandled).toEqual([]);
+      } finally {
+        process.off('unhandledRejection', onUnhandled);
+        a.disconnect();
+        b.disconnect();
+      }
+    }, 30_000);
   });
 
   it('keeps a user in one small hash (one cluster slot) that is gone once its tombstones end; MEMORY USAGE reported', async () => {

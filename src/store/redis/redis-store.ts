@@ -727,13 +727,23 @@ export class RedisStore implements LockoutStore, DefenceSettingsStore {
 
   private subscribe(): void {
     if (this.subscriber) return;
+    // Our own connection resubscribes itself after a reconnect: ioredis's autoResubscribe sends a
+    // SUBSCRIBE nobody awaits, which rejects unhandled ("Connection is closed") when the store is
+    // closed before Redis answers it (a shutdown right after Redis came back).
     const sub =
       this.givenSubscriber ??
       (this.client.isCluster
-        ? (this.client as Cluster).duplicate(undefined, { enableOfflineQueue: true })
-        : (this.client as Redis).duplicate({ enableOfflineQueue: true }));
+        ? (this.client as Cluster).duplicate(undefined, { enableOfflineQueue: true, autoResubscribe: false })
+        : (this.client as Redis).duplicate({ enableOfflineQueue: true, autoResubscribe: false }));
     this.subscriber = sub;
     sub.on('error', () => undefined);
+    if (!this.givenSubscriber) {
+      let first = true;
+      sub.on('ready', () => {
+        if (first) first = false;
+        else sub.subscribe(this.channel).catch(() => undefined);
+      });
+    }
     sub.on('message', (channel: string, message: string) => {
       if (channel !== this.channel) return;
       try {
