@@ -469,13 +469,14 @@ function buildSchema(env: Env) {
         .prefault({}),
       /**
        * Opt-in defences against lockout abuse and spraying (issue 12; README "Defences"), one
-       * sub-schema each. Absent: none, and the per-org defence routes answer 400 code 9.
+       * sub-schema each, all off by default. The per-org defence routes answer 400 code 9 unless
+       * temporaryLockout, repeatPassword or deviceCookies is named (even disabled).
        */
       defences: defencesConfigSchema(
         secret('an HMAC key').pipe(z.string().min(32, { error: 'expected at least 32 characters' })),
       )
         .extend({ sprayThrottle: sprayThrottleSchema })
-        .optional(),
+        .prefault({}),
       otp: z
         .strictObject({
           smsTtlSeconds: intIn(1, 86_400).default(300),
