@@ -66,7 +66,7 @@ async function serve(): Promise<void> {
     ...(process.env[DEFENCES_ENV] === 'all'
       ? {
           defences: {
-            sprayThrottle: { failures: 1_000_000_000, windowSeconds: 60 },
+            sprayThrottle: { failures: 1_000_000, windowSeconds: 60 },
             temporaryLockout: { enabled: true, durationMs: 60_000, maxDurationMs: 3_600_000 },
             repeatPassword: { enabled: true, remember: 5, key: 'bench-repeat-password-key-0123456789abcdef' },
             deviceCookies: {

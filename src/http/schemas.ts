@@ -278,6 +278,15 @@ const Uint = z
   .string()
   .regex(/^[0-9]+$/)
   .meta({ description: 'uint64 as a decimal string' });
+
+/** A user's (or a scope's) failed attempts per factor, as decimal strings. */
+const FailedAttemptsBody = z.strictObject({
+  password: Uint,
+  totp: Uint,
+  otpSms: Uint,
+  otpEmail: Uint,
+  recoveryCode: Uint,
+});
 /** RFC 3339 (rfc3339 of src/http/render.ts). */
 export const DateTime = z.string().meta({ format: 'date-time' });
 
@@ -382,13 +391,7 @@ export const UserLockoutBody = component(
     lockedUntil: DateTime.meta({
       description: 'Temporary lockout (defences): when the lock ends by itself; absent for a permanent lock',
     }).optional(),
-    failedAttempts: z.strictObject({
-      password: Uint,
-      totp: Uint,
-      otpSms: Uint,
-      otpEmail: Uint,
-      recoveryCode: Uint,
-    }),
+    failedAttempts: FailedAttemptsBody,
     settings: PolicyBody.extend({ resourceOwnerType: ResourceOwnerTypeBody }).meta({
       description: 'The effective settings of the user’s org',
     }),
@@ -399,13 +402,7 @@ export const UserLockoutBody = component(
           state: z.enum(['USER_STATE_ACTIVE', 'USER_STATE_LOCKED']),
           lockedAt: DateTime.optional(),
           lockedUntil: DateTime.optional(),
-          failedAttempts: z.strictObject({
-            password: Uint,
-            totp: Uint,
-            otpSms: Uint,
-            otpEmail: Uint,
-            recoveryCode: Uint,
-          }),
+          failedAttempts: FailedAttemptsBody,
         }),
       )
       .meta({
