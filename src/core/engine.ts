@@ -1217,6 +1217,18 @@ export class LockoutEngine {
   }
 
   /**
+   * Reports an event that happened beside the engine (a client address block throttled by spray
+   * throttling) to the same observer and event log as the engine's own events. Never throws.
+   */
+  publish(event: LockoutEvent): void {
+    try {
+      this.onEvent(event);
+    } catch {
+      // an observer must not change what was done
+    }
+  }
+
+  /**
    * Tells the observer of `event` and, when an event log is set, records it (resolves once
    * recorded; never rejects: the log reports its own failures, and an operation that committed
    * in the store is not failed by its event).

@@ -153,8 +153,21 @@ export function renderEvent(r: EventRecord): RenderedEvent {
     ...(r.user !== undefined ? { userId: r.user } : {}),
     type: r.type,
     actor: r.actor,
-    data: r.data,
+    data: renderTimes(r.data),
   };
+}
+
+/** The data fields that are instants (ms since the epoch in the record): RFC 3339 in answers, as `time`. */
+const TIME_FIELDS: ReadonlySet<string> = new Set(['lockedAt', 'lockedUntil', 'until']);
+
+function renderTimes(data: Readonly<Record<string, unknown>>): Readonly<Record<string, unknown>> {
+  if (!Object.keys(data).some((k) => TIME_FIELDS.has(k) && typeof data[k] === 'number')) return data;
+  const out: Record<string, unknown> = { ...data };
+  for (const k of TIME_FIELDS) {
+    const v = out[k];
+    if (typeof v === 'number' && Number.isFinite(v)) out[k] = new Date(v).toISOString();
+  }
+  return out;
 }
 
 const BASE32 = 'abcdefghijklmnopqrstuvwxyz234567';

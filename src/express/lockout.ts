@@ -200,7 +200,8 @@ export function createLockout(options: LockoutOptions = {}): Lockout {
     ? new SprayThrottle(config.sprayThrottle, sprayCounterOf(store, config.sprayThrottle), {
         instanceId: config.instanceId,
         failOpen: config.failOpen,
-        ...(options.onEvent ? { onEvent: options.onEvent } : {}),
+        // Through the engine: to onEvent, the activity counter and the event log alike.
+        onEvent: (event) => engine.publish(event),
         onError: (error) => report(error, { operation: 'settle', outcome: 'unsettled' }),
       })
     : undefined;

@@ -162,6 +162,18 @@ describe.each(STORES)('sidecar spray throttling on $name', ({ store }) => {
       principal: 'auth-service',
     });
     expect(Date.parse(audit[0]!.until as string)).toBeGreaterThan(Date.now() + 290_000);
+    // Recorded as an event (issue 14) under the instance id (a block belongs to no org or user).
+    const instanceId = sidecar.engine.instanceId;
+    const events = await call(sidecar, 'GET', '/v1/events?type=client.throttled', undefined, instanceId);
+    expect(events.status).toBe(200);
+    expect(events.body.events).toHaveLength(1);
+    expect(events.body.events[0]).toMatchObject({
+      orgId: instanceId,
+      type: 'client.throttled',
+      actor: { type: 'system' },
+      data: { ip: `${IP}/32`, failures: 5 },
+    });
+    expect(events.body.events[0].userId).toBeUndefined();
     const metrics = (await call(sidecar, 'GET', '/metrics')).text;
     expect(metric(metrics, 'lockgate_spray_throttle_blocks_total')).toBe(1);
     expect(

@@ -109,4 +109,33 @@ describe('toEventRecord', () => {
       data: {},
     });
   });
+
+  it('renders the instants of its data (lockedAt, lockedUntil, until) as RFC 3339, as its time', () => {
+    const r = toEventRecord(
+      {
+        type: 'lock',
+        org: 'o',
+        user: 'u',
+        reason: 'failures',
+        lockedAt: 0,
+        lockedUntil: 60_000,
+        failedAttempts: 3,
+      },
+      'i',
+      0,
+    )!;
+    expect(r.data).toMatchObject({ lockedAt: 0, lockedUntil: 60_000 });
+    expect(renderEvent(r).data).toEqual({
+      reason: 'failures',
+      lockedAt: '1970-01-01T00:00:00.000Z',
+      lockedUntil: '1970-01-01T00:01:00.000Z',
+      failedAttempts: 3,
+    });
+    const t = toEventRecord({ type: 'throttle', ip: '203.0.113.7/32', until: 1000, failures: 5 }, 'i', 0)!;
+    expect(renderEvent(t)).toMatchObject({
+      orgId: 'i',
+      type: 'client.throttled',
+      data: { ip: '203.0.113.7/32', until: '1970-01-01T00:00:01.000Z', failures: 5 },
+    });
+  });
 });
