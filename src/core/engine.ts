@@ -572,7 +572,7 @@ export class LockoutEngine {
     if (this.defences === undefined) {
       throw new FailedPreconditionError(
         'Errors.Defences.Disabled',
-        'Defences are not enabled on this instance (configure a defences section)',
+        'Defences are not enabled on this instance (name temporaryLockout, repeatPassword or deviceCookies in its defences section)',
       );
     }
     if (!isDefenceSettingsStore(this.store)) {
