@@ -79,7 +79,8 @@ describe('FaultProxy (standalone redis-server)', () => {
     proxy.delay('down', 60_000);
     const reply = client.incr(k);
     await until('Redis ran the command', async () => (await direct.get(k)) === '1');
-    expect(proxy.stats().bytesHeld).toBeGreaterThan(0);
+    // Its reply may still be on its way from Redis to the proxy (a loaded machine): wait for it.
+    await until('the proxy holds the reply', () => proxy.stats().bytesHeld > 0);
     expect(await settled(reply)).toBe(false);
     proxy.heal();
     await expect(reply).resolves.toBe(1);
