@@ -153,7 +153,7 @@ export type LockoutEvent =
       owner: Owner;
       op: SettingsChange['op'];
       actor?: Actor;
-      /** The stored values before the change (null: none were stored), read just before it. */
+      /** The stored values the change replaced (null: none were stored), read atomically with it. */
       before?: SettingsValues | null;
       /** The stored values after it (null: removed, the org falls back to the instance's). */
       after?: SettingsValues | null;
@@ -366,7 +366,6 @@ export class LockoutEngine {
   private readonly unsubscribe: () => void;
   private readonly onEvent: (event: LockoutEvent) => void;
   private readonly observeEvent: (event: LockoutEvent) => void;
-  private readonly observed: boolean;
   private readonly eventLog: EventLog | undefined;
   private readonly onFailOpen: (notice: FailOpenNotice) => void;
   private readonly failOpen: boolean;
@@ -391,7 +390,6 @@ export class LockoutEngine {
       this.defenceCache = new SettingsCache<DefenceRecord>(this.config.settingsCacheTtlMs);
     }
     this.observeEvent = options.onEvent ?? (() => {});
-    this.observed = options.onEvent !== undefined;
     this.eventLog = options.eventLog;
     // Every event goes to the observer and, when one is set, to the event log (not awaited here:
     // the admin operations await theirs through emit()).
@@ -500,10 +498,8 @@ export class LockoutEngine {
     change: SettingsChange,
     context?: OperationContext,
   ): Promise<Details> {
-    // The values before the change, for the event (read only when someone listens; not atomic
-    // with the write: a change by another process in between is not seen).
-    const listening = this.eventLog !== undefined || this.observed;
-    const stored = listening ? await this.store.getSettings(this.instanceId, owner) : undefined;
+    // The store answers the values the change replaced, read in the same atomic step (the
+    // event's `before`; a store that does not answer them leaves before/after out).
     const result = await this.store.writeSettings(this.instanceId, owner, change);
     const resourceOwner = owner.type === 'org' ? owner.org : this.instanceId;
     switch (result.status) {
@@ -514,9 +510,9 @@ export class LockoutEngine {
           owner,
           op: change.op,
           ...(context?.actor ? { actor: context.actor } : {}),
-          ...(stored !== undefined
+          ...(result.previous !== undefined
             ? {
-                before: stored === null ? null : valuesOf(stored),
+                before: result.previous === null ? null : valuesOf(result.previous),
                 after: change.op === 'remove' ? null : valuesOf(change.values),
               }
             : {}),

@@ -452,6 +452,11 @@ export type WriteSettingsResult =
       readonly sequence: number;
       readonly creationDate: number;
       readonly changeDate: number;
+      /**
+       * writeSettings: the values this change replaced, read in the same atomic step (null: none
+       * were stored). Absent from writeDefenceSettings' answers.
+       */
+      readonly previous?: SettingsValues | null;
     }
   | { readonly status: 'exists' | 'not_found' | 'not_changed' };
 

@@ -13,6 +13,7 @@ import {
   NotFoundError,
   type CheckResult,
   type LockoutEngineOptions,
+  type LockoutEvent,
   type LockoutStore,
 } from '../../src';
 
@@ -159,6 +160,45 @@ export function describeLockoutStore(name: string, makeContext: () => Promise<St
         // the sequence survives the reset and other orgs have their own
         expect((await e.addOrgSettings('org-a', { maxPasswordAttempts: 1 })).sequence).toBe(4);
         expect((await e.addOrgSettings('org-b', { maxPasswordAttempts: 1 })).sequence).toBe(1);
+      });
+
+      it('a settings change event carries the values it replaced (read by the write itself) and the new ones', async () => {
+        const events: LockoutEvent[] = [];
+        const e = await engine({ onEvent: (event) => events.push(event) });
+        await e.addOrgSettings('org-ev', { maxPasswordAttempts: 3, maxOtpAttempts: 2 });
+        await e.updateOrgSettings('org-ev', { maxPasswordAttempts: 4, maxOtpAttempts: 2 });
+        await e.resetOrgSettings('org-ev');
+        await e.updateInstanceSettings({ maxPasswordAttempts: 7, maxOtpAttempts: 7 });
+        expect(events.filter((ev) => ev.type === 'settings')).toEqual([
+          {
+            type: 'settings',
+            owner: { type: 'org', org: 'org-ev' },
+            op: 'add',
+            before: null,
+            after: { maxPasswordAttempts: 3, maxOtpAttempts: 2 },
+          },
+          {
+            type: 'settings',
+            owner: { type: 'org', org: 'org-ev' },
+            op: 'update',
+            before: { maxPasswordAttempts: 3, maxOtpAttempts: 2 },
+            after: { maxPasswordAttempts: 4, maxOtpAttempts: 2 },
+          },
+          {
+            type: 'settings',
+            owner: { type: 'org', org: 'org-ev' },
+            op: 'remove',
+            before: { maxPasswordAttempts: 4, maxOtpAttempts: 2 },
+            after: null,
+          },
+          {
+            type: 'settings',
+            owner: { type: 'instance' },
+            op: 'set',
+            before: null,
+            after: { maxPasswordAttempts: 7, maxOtpAttempts: 7 },
+          },
+        ]);
       });
 
       it('changes instance settings, refusing the same values (also when only the default is configured)', async () => {

@@ -467,7 +467,13 @@ export class MemoryStore implements LockoutStore, DefenceSettingsStore {
         : { ...change.values, sequence: slot.sequence, creationDate, changeDate: now };
     this.settings.set(key, slot);
     for (const l of this.listeners) l(instance, owner);
-    return { status: 'ok', sequence: slot.sequence, creationDate, changeDate: now };
+    return {
+      status: 'ok',
+      sequence: slot.sequence,
+      creationDate,
+      changeDate: now,
+      previous: cur && { maxPasswordAttempts: cur.maxPasswordAttempts, maxOtpAttempts: cur.maxOtpAttempts },
+    };
   }
 
   onSettingsChanged(listener: (instance: string, owner: Owner) => void): () => void {

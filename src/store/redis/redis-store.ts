@@ -90,18 +90,27 @@ interface UserReply {
 }
 
 /** Parses the fixed reply of a user script; anything else is a bug, not an outage. */
-/** The one reply shape of WRITE_SETTINGS: {status, sequence, creationDate, changeDate}. */
-function parseSettingsReply(raw: unknown): WriteSettingsResult {
-  if (!Array.isArray(raw) || raw.length !== 4) {
+/**
+ * The one reply shape of WRITE_SETTINGS: {status, sequence, creationDate, changeDate, previous pw,
+ * previous otp} (the previous values '' when none were stored). `values`: whether the stored
+ * fields are lockout settings (answered as `previous`), not defence settings' JSON.
+ */
+function parseSettingsReply(raw: unknown, values: boolean): WriteSettingsResult {
+  if (!Array.isArray(raw) || raw.length !== 6) {
     throw new Error(`RedisStore: unexpected script reply ${JSON.stringify(raw)}`);
   }
-  const [status, sequence, creationDate, changeDate] = raw as [unknown, unknown, unknown, unknown];
+  const [status, sequence, creationDate, changeDate, pw, otp] = raw as unknown[];
   if (status === 'ok') {
-    return {
-      status: 'ok',
+    const ok = {
+      status: 'ok' as const,
       sequence: Number(sequence),
       creationDate: Number(creationDate),
       changeDate: Number(changeDate),
+    };
+    if (!values) return ok;
+    return {
+      ...ok,
+      previous: pw === '' ? null : { maxPasswordAttempts: Number(pw), maxOtpAttempts: Number(otp) },
     };
   }
   if (status === 'exists' || status === 'not_found' || status === 'not_changed') return { status };
@@ -447,7 +456,7 @@ export class RedisStore implements LockoutStore, DefenceSettingsStore {
         message,
       ),
     );
-    const result = parseSettingsReply(reply);
+    const result = parseSettingsReply(reply, true);
     if (result.status === 'ok') this.notify(instance, owner);
     return result;
   }
@@ -491,7 +500,7 @@ export class RedisStore implements LockoutStore, DefenceSettingsStore {
         message,
       ),
     );
-    const result = parseSettingsReply(reply);
+    const result = parseSettingsReply(reply, false);
     if (result.status === 'ok') this.notify(instance, { type: 'org', org });
     return result;
   }

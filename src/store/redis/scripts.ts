@@ -585,7 +585,7 @@ return 0
  *   'not_changed' with zeros.
  */
 export const WRITE_SETTINGS = `${NOW_MS}
-local function refused(status) return {status, 0, 0, 0} end
+local function refused(status) return {status, 0, 0, 0, '', ''} end
 local K = KEYS[1]
 local op, pw, otp = ARGV[1], ARGV[2], ARGV[3]
 local cur = redis.call('HMGET', K, 'on', 'pw', 'otp', 'cd')
@@ -608,7 +608,10 @@ else
   redis.call('HSET', K, 'on', '1', 'pw', pw, 'otp', otp, 'cd', cd, 'ch', now)
 end
 redis.call('PUBLISH', ARGV[6], ARGV[7])
-return {'ok', seq, cd, now}
+-- the values replaced ('' when none were stored), for the change's event
+local ppw, potp = '', ''
+if exists then ppw, potp = cur[2], cur[3] end
+return {'ok', seq, cd, now, ppw, potp}
 `;
 
 /** KEYS: code key. ARGV: hash. Returns 'match' (and deletes), 'mismatch' or 'missing'. */
