@@ -12,7 +12,7 @@ import type { SettleOutcome } from '../core/store';
 import { validateFactor, validateId, type Factor } from '../core/subjects';
 import { clientIp } from '../http/client-ip';
 import { sendError, toHttpError } from '../http/errors';
-import { deviceCookieOf } from '../http/device-cookie';
+import { deviceCookieOf, type DeviceCookie } from '../http/device-cookie';
 import {
   describe,
   optionError,
@@ -137,6 +137,8 @@ class GuardedAttempt implements LockoutAttempt {
   private observed?: Promise<void>;
   /** Whether the settlement has finished (successfully or not). */
   done = false;
+  /** Device cookies: the device token a successful settlement answered, for the response's cookie. */
+  deviceToken?: string;
 
   constructor(
     private readonly reservation: Reservation,
@@ -178,6 +180,7 @@ class GuardedAttempt implements LockoutAttempt {
     this.observed = settling.then(
       (s) => {
         this.done = true;
+        if (s.deviceToken !== undefined) this.deviceToken = s.deviceToken;
         // fail-open: a real reservation whose settle failed (the engine compensates it)
         if (s.enforced === false && this.guarded) this.report(s.storeError);
       },
@@ -222,6 +225,7 @@ function settleBeforeEnd(
   attempt: GuardedAttempt,
   classify: (status: number, req: Request, res: Response) => SettleOutcome,
   report: GuardContext['report'],
+  deviceCookie: DeviceCookie | undefined,
 ): void {
   const end = res.end;
   let called = false;
@@ -231,7 +235,15 @@ function settleBeforeEnd(
     if (called) return endNow();
     called = true;
     res.end = end;
-    if (attempt.done) return endNow();
+    // Device cookies: a success's device token becomes the response's cookie (while the headers
+    // are still unsent: a handler that streamed its body has sent them).
+    const settled = () => {
+      if (deviceCookie && attempt.deviceToken !== undefined && !res.headersSent) {
+        res.append('Set-Cookie', deviceCookie.serialize(attempt.deviceToken));
+      }
+      return endNow();
+    };
+    if (attempt.done) return settled();
     const status = res.statusCode;
     // One microtask later, so that an explicit settle made right after sending (same tick) wins.
     queueMicrotask(() => {
@@ -255,7 +267,7 @@ function settleBeforeEnd(
         // promise is only the caller's view of it.
         void attempt.settle(outcome).catch(noop);
       }
-      void attempt.finished().then(endNow);
+      void attempt.finished().then(settled);
     });
     return self;
   };
@@ -445,8 +457,8 @@ export function createGuard(ctx: GuardContext, factor: Factor, options: GuardOpt
 
     let reserved: Awaited<ReturnType<LockoutEngine['reserve']>>;
     try {
-      // Device cookies: the request's device cookie picks the scope (the cookie itself is set by
-      // checks.* with lockout.deviceCookie.write, or by the proxy).
+      // Device cookies: the request's device cookie picks the scope (a success sets it again:
+      // settleBeforeEnd).
       const deviceToken = deviceCookie?.read(req.headers.cookie);
       reserved = await engine.reserve(
         orgId,
@@ -491,7 +503,7 @@ export function createGuard(ctx: GuardContext, factor: Factor, options: GuardOpt
         }
         const attempt = new GuardedAttempt(reservation, ctx, req, ticket);
         req.lockout = attempt;
-        settleBeforeEnd(req, res, attempt, classify, report);
+        settleBeforeEnd(req, res, attempt, classify, report, deviceCookie);
         next();
       }
     }

@@ -259,7 +259,7 @@ describe('sidecar and proxy: deviceCookies in the config file', () => {
   });
 });
 
-describe('middleware guard: reads the device cookie', () => {
+describe('middleware guard: reads and sets the device cookie', () => {
   it('a guarded login with a valid device cookie counts on its device while untrusted requests are locked', async () => {
     const lockout = createLockout({
       instance: { maxPasswordAttempts: 2, maxOtpAttempts: 2 },
@@ -284,6 +284,50 @@ describe('middleware guard: reads the device cookie', () => {
         .post('/login')
         .set('Cookie', `lockgate_device=${token!}`)
         .send({ user: 'gus', password: 'right' });
+      expect(mine.status).toBe(200);
+    } finally {
+      await lockout.close();
+    }
+  });
+
+  it("a guarded success sets the device cookie (not a failure's, nor a streamed answer's), and that cookie is the device's own scope", async () => {
+    const lockout = createLockout({
+      instance: { maxPasswordAttempts: 2, maxOtpAttempts: 2 },
+      defences: { deviceCookies: DEVICE_COOKIES },
+    });
+    try {
+      const app = express();
+      app.use(express.json());
+      const guard = lockout.guards.password({
+        user: (req) => (req.body as { user: string }).user,
+        org: () => 'org-g',
+      });
+      app.post('/login', guard, (req, res) => {
+        res.status((req.body as { password: string }).password === 'right' ? 200 : 401).json({});
+      });
+      app.post('/login-streamed', guard, (req, res) => {
+        res.status(200).write('{');
+        res.end('}');
+      });
+      const wrong = await request(app).post('/login').send({ user: 'hal', password: 'x' });
+      expect(wrong.status).toBe(401);
+      expect(wrong.headers['set-cookie']).toBeUndefined();
+      const streamed = await request(app).post('/login-streamed').send({ user: 'hal', password: 'right' });
+      expect(streamed.status).toBe(200);
+      expect(streamed.headers['set-cookie']).toBeUndefined();
+      const ok = await request(app).post('/login').send({ user: 'hal', password: 'right' });
+      expect(ok.status).toBe(200);
+      const cookies = ok.headers['set-cookie'] as unknown as string[];
+      expect(cookies).toHaveLength(1);
+      expect(cookies[0]).toMatch(/^lockgate_device=[^;]+;.*HttpOnly/);
+      const cookie = cookies[0]!.split(';')[0]!;
+      // Untrusted clients lock; the browser holding the cookie still logs in.
+      for (let i = 0; i < 3; i++) await request(app).post('/login').send({ user: 'hal', password: 'x' });
+      expect((await request(app).post('/login').send({ user: 'hal', password: 'right' })).status).toBe(423);
+      const mine = await request(app)
+        .post('/login')
+        .set('Cookie', cookie)
+        .send({ user: 'hal', password: 'right' });
       expect(mine.status).toBe(200);
     } finally {
       await lockout.close();
