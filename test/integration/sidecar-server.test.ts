@@ -6,7 +6,7 @@ import type { Express } from 'express';
 import { parseConfig } from '../../src/sidecar/config';
 import { createLogger } from '../../src/sidecar/logger';
 import { ROUTES, buildOpenApiDocument } from '../../src/sidecar/openapi';
-import { startSidecar, type SidecarHandle } from '../../src/sidecar/server';
+import { isOwnPath, startSidecar, type SidecarHandle } from '../../src/sidecar/server';
 import { hashPassword, totpCode, generateTotpSecret } from '../../src/verify';
 import { PERMISSIONS } from '../../src/http/auth';
 import { readAnswer } from '../helpers/http';
@@ -374,12 +374,56 @@ describe('sidecar with the reverse proxy (proxy section)', () => {
       const other = await fetch(`${sidecar.url}/some/page?x=1`);
       expect(await other.text()).toBe('upstream saw GET /some/page?x=1');
       expect((await call(sidecar, 'GET', '/healthz')).body).toEqual({ status: 'ok' });
+      // Paths that go straight to the proxy (none of lockgate's first segments) and paths that go
+      // through the app answer as the app alone would: Express matches case-insensitively, and a
+      // path under a lockgate segment that no route takes still reaches the upstream.
+      expect((await call(sidecar, 'GET', '/HEALTHZ')).body).toEqual({ status: 'ok' });
+      expect((await call(sidecar, 'GET', '/healthz/')).body).toEqual({ status: 'ok' });
+      for (const path of ['/healthz.json', '/v1/not-ours?y=2', '/V2/nope', '/%76%31/checks/password', '/']) {
+        expect(await (await fetch(`${sidecar.url}${path}`)).text()).toBe(`upstream saw GET ${path}`);
+      }
       const metrics = await (await fetch(`${sidecar.url}/metrics`)).text();
       expect(metrics).toContain('lockgate_proxy_logins_total{factor="password",outcome="failure"} 3');
       expect(metrics).toContain('lockgate_proxy_logins_total{factor="password",outcome="locked"} 1');
     } finally {
       await sidecar.close();
       await new Promise((resolve) => upstream.close(resolve));
+    }
+  });
+
+  it("every route of the app starts with one of lockgate's own path segments (the rest goes straight to the proxy)", async () => {
+    const sidecar = await startSidecar(
+      memoryConfig({
+        proxy: {
+          upstream: 'http://127.0.0.1:9',
+          routes: [{ path: '/login', user: { from: 'json', name: 'u' } }],
+        },
+      }),
+      { logger: createLogger('silent') },
+    );
+    try {
+      const routes = appRoutes(sidecar.app);
+      expect(routes.length).toBeGreaterThan(30);
+      for (const route of routes) {
+        const path = route.slice(route.indexOf(' ') + 1);
+        expect(isOwnPath(path)).toBe(true);
+        expect(isOwnPath(path.toUpperCase())).toBe(true);
+      }
+      expect(routes.filter((r) => r.includes(' /console'))).toEqual([]);
+      expect([isOwnPath('/login'), isOwnPath('/'), isOwnPath('//v1/x'), isOwnPath('/v1x')]).toEqual([
+        false,
+        false,
+        false,
+        false,
+      ]);
+      expect([isOwnPath('*'), isOwnPath('http://h/v1'), isOwnPath(undefined), isOwnPath('/v1?q')]).toEqual([
+        true,
+        true,
+        true,
+        true,
+      ]);
+    } finally {
+      await sidecar.close();
     }
   });
 
