@@ -663,7 +663,12 @@ function report(
       fixed(median(ss.map((s) => s.p99)), 2),
       isBase ? '1.00x' : spreadX(spread(perRound(samples, c.key, baseline, rpsOf))),
       fixed(median(ss.map(cpuOf)), 0),
-      c.key === cpuBaseline ? '1.00x' : spreadX(spread(perRound(samples, c.key, cpuBaseline, cpuOf))),
+      c.key === cpuBaseline
+        ? '1.00x'
+        : // the baseline's CPU is another kind of process's (the upstream's, direct) when cpuBaseline differs
+          isBase
+          ? '-'
+          : spreadX(spread(perRound(samples, c.key, cpuBaseline, cpuOf))),
       ...(withUpstream
         ? [c.upstreamPid === undefined ? '-' : fixed(median(ss.map((s) => s.upstreamUs)), 0)]
         : []),
