@@ -11,16 +11,27 @@
  * client wrote), then a demonstration of G1: how many evaluations 200 concurrent wrong checks of
  * one user get through with a limit of 5.
  *
+ * Then the goals of issue 16 (mixed workload on Redis ≥ 1.5× the recipe, ≤ 2 round trips per
+ * check) and the ceiling: redis-benchmark (next to redis-server) running EVALSHA of lockgate's
+ * RESERVE script (and, for reference, of a one-key HINCRBY script) on the same redis-server;
+ * lockgate's Redis checks/s are printed as a fraction of EVALSHA/s ÷ its round trips per check.
+ *
  * Settings (environment): BENCH_ROUNDS (default 4) rounds of BENCH_ROUND_MS (1250) per approach
  * after BENCH_WARMUP_MS (1000) of warm-up, BENCH_CONCURRENCY (64), BENCH_USERS (10000),
- * BENCH_ONLY (e.g. "redis,recipe": only these of memory, redis, recipe in the timed part).
+ * BENCH_ONLY (e.g. "redis,recipe": only these of memory, redis, recipe in the timed part);
+ * redis-benchmark: BENCH_EVALSHA_CLIENTS (50, its -c), BENCH_EVALSHA_REQUESTS (100000, -n),
+ * BENCH_EVALSHA_PIPELINE (1, -P).
  */
+import { execFile } from 'node:child_process';
+import { accessSync, constants as fsConstants } from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
 import { Redis } from 'ioredis';
 import { RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
 import { LockoutEngine } from '../src/core/engine';
 import { MemoryStore, RedisStore, type LockoutStore } from '../src/store';
-import { startStandalone, type RedisServerHandle } from '../test/helpers/redis-servers';
+import { RESERVE } from '../src/store/redis/scripts';
+import { findRedisBinaries, startStandalone, type RedisServerHandle } from '../test/helpers/redis-servers';
 import {
   addStats,
   callsOf,
@@ -32,9 +43,12 @@ import {
   fixed,
   grouped,
   instrumentClient,
+  median,
   ownCpuMs,
   processCpuMs,
   ratio,
+  recordGoal,
+  recordRatioGoal,
   runLoad,
   seededRandom,
   sleep,
@@ -139,6 +153,8 @@ interface Row {
   readonly roundTripsFromStats?: number;
   readonly serverBreakdown?: string;
   readonly sentBreakdown?: string;
+  /** checks/s of each round (round k of every approach ran in the same round). */
+  readonly perRound: number[];
 }
 
 export async function benchEngine(): Promise<void> {
@@ -214,6 +230,7 @@ export async function benchEngine(): Promise<void> {
       printWorkload(workload, rows);
     }
     printSummary(summary);
+    await evalshaCeiling(server, admin, summary);
 
     await demonstrateG1(memoryStore, redisStore, rlClient);
   } finally {
@@ -381,7 +398,14 @@ function toRow(approach: Approach, samples: Sample[]): Row {
     console.error(`${approach.label}: ${load.errors} checks threw; the first:`, load.firstError);
   }
   const perCheck = (n: number) => n / load.ops;
-  const row = { approach, load, outcomes, evaluations, clientCpuUs: perCheck(clientCpuMs * 1000) };
+  const row = {
+    approach,
+    load,
+    outcomes,
+    evaluations,
+    clientCpuUs: perCheck(clientCpuMs * 1000),
+    perRound: samples.map((s) => (s.load.ops * 1000) / s.load.elapsedMs),
+  };
   const redis = approach.redis;
   if (!redis) return row;
   let sentTotal = 0;
@@ -553,6 +577,156 @@ function printSummary(summary: Array<{ workload: Workload; rows: Row[] }>): void
     }
   }
   console.log(table(rows));
+}
+
+// ---- goals and the EVALSHA ceiling --------------------------------------------------------
+
+const MIXED_GOAL = 1.5;
+const ROUND_TRIPS_GOAL = 2;
+const EVALSHA_CLIENTS = envInt('BENCH_EVALSHA_CLIENTS', 50);
+const EVALSHA_REQUESTS = envInt('BENCH_EVALSHA_REQUESTS', 100_000);
+/** redis-benchmark -P: 1 = each client waits for its reply (ioredis pipelines concurrent checks on one connection). */
+const EVALSHA_PIPELINE = envInt('BENCH_EVALSHA_PIPELINE', 1);
+/** Users the ceiling's calls are drawn from (redis-benchmark -r). */
+const CEILING_USERS = 1_000_000;
+/** The ceiling's script: one hash key per user, one field incremented (the least a check can do). */
+const CEILING_LUA = "return redis.call('HINCRBY', KEYS[1], 'n', 1)";
+
+/** redis-benchmark next to redis-server (as the tests find their binaries), else on PATH. */
+function findRedisBenchmark(): string | undefined {
+  const dirs: string[] = [];
+  try {
+    dirs.push(path.dirname(findRedisBinaries().server));
+  } catch {
+    // no redis-server: PATH only
+  }
+  dirs.push('/usr/bin', ...(process.env.PATH ?? '').split(path.delimiter));
+  for (const dir of dirs) {
+    if (!dir) continue;
+    const candidate = path.join(dir, 'redis-benchmark');
+    try {
+      accessSync(candidate, fsConstants.X_OK);
+      return candidate;
+    } catch {
+      // next
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Records the engine's goals (mixed on Redis ≥ 1.5× the recipe, ≤ 2 round trips per check) and
+ * measures the ceiling: `redis-benchmark` running EVALSHA of a one-key script (HINCRBY on
+ * user:<random>) on the same redis-server; lockgate's Redis checks/s as a fraction of EVALSHA/s ÷
+ * its round trips per check.
+ */
+async function evalshaCeiling(
+  server: RedisServerHandle,
+  admin: Redis,
+  summary: Array<{ workload: Workload; rows: Row[] }>,
+): Promise<void> {
+  const mixed = summary.find((s) => s.workload.name === 'mixed')?.rows;
+  const lockgate = mixed?.find((r) => r.approach.short === 'redis');
+  const recipe = mixed?.find((r) => r.approach.short === 'recipe');
+  if (lockgate && recipe) {
+    recordRatioGoal(
+      'engine',
+      `mixed workload on Redis: checks/s ≥ ${MIXED_GOAL.toFixed(2)}x the rate-limiter-flexible recipe`,
+      lockgate.perRound.map((x, i) => x / (recipe.perRound[i] ?? NaN)),
+      '>=',
+      MIXED_GOAL,
+    );
+  }
+  if (lockgate?.roundTrips !== undefined) {
+    recordGoal({
+      area: 'engine',
+      goal: `mixed workload on Redis: ≤ ${ROUND_TRIPS_GOAL} round trips per check`,
+      // to 2 decimals: the engine's settings reads (an HMGET twice per 500 ms) add a few thousandths
+      measured: `${fixed(lockgate.roundTrips, 3)} per check (recipe ${fixed(recipe?.roundTrips ?? NaN, 3)})`,
+      met: Math.round(lockgate.roundTrips * 100) / 100 <= ROUND_TRIPS_GOAL,
+    });
+  }
+  const binary = findRedisBenchmark();
+  console.log('\n== EVALSHA ceiling (redis-benchmark, same redis-server)');
+  if (!binary) {
+    console.log('redis-benchmark not found (next to redis-server, /usr/bin, PATH): the ceiling is skipped');
+    return;
+  }
+  const trips = lockgate?.roundTrips ?? NaN;
+  const checks = median(lockgate?.perRound ?? []);
+  const evalsha = async (lua: string, keysAndArgs: string[]): Promise<number> => {
+    const sha = String(await admin.script('LOAD', lua));
+    const args = [
+      ...['-h', server.host, '-p', String(server.port), '-c', String(EVALSHA_CLIENTS)],
+      ...['-n', String(EVALSHA_REQUESTS), '-r', String(CEILING_USERS), '-P', String(EVALSHA_PIPELINE)],
+      ...['-q', 'EVALSHA', sha],
+      ...keysAndArgs,
+    ];
+    const output = await new Promise<string>((resolve, reject) =>
+      execFile(binary, args, { timeout: 120_000 }, (error, stdout) =>
+        error ? reject(error) : resolve(stdout),
+      ),
+    );
+    const matches = [...output.matchAll(/([\d.]+) requests per second/g)];
+    return Number(matches[matches.length - 1]?.[1]);
+  };
+  // lockgate's own RESERVE (unscoped, no defences: the mixed workload's), as RedisStore calls it:
+  // 1 key (the user's hash), ARGV maxPasswordAttempts, maxOtpAttempts, leaseMs, idleTtlMs, factor,
+  // nonce; users drawn from CEILING_USERS, so nearly every call admits a fresh user's reservation
+  const reserveArgs = [
+    '1',
+    'lgceil:{bench:org:u__rand_int__}',
+    '10',
+    '10',
+    '30000',
+    '3600000',
+    'password',
+    'n__rand_int__',
+  ];
+  const reservePerSecond = await evalsha(RESERVE, reserveArgs);
+  const hincrbyPerSecond = await evalsha(CEILING_LUA, ['1', 'lgceil:user:__rand_int__']);
+  const ceiling = reservePerSecond / trips;
+  const percent = (100 * checks) / ceiling;
+  console.log(
+    table([
+      [
+        'redis-benchmark EVALSHA',
+        'calls/s',
+        'ceiling checks/s (÷ round trips)',
+        'lockgate/redis mixed',
+        'of ceiling',
+      ],
+      [
+        "lockgate's RESERVE script (the ceiling)",
+        grouped(reservePerSecond),
+        grouped(ceiling),
+        grouped(checks),
+        `${fixed(percent, 0)}%`,
+      ],
+      [
+        `one-key script: ${CEILING_LUA}`,
+        grouped(hincrbyPerSecond),
+        grouped(hincrbyPerSecond / trips),
+        grouped(checks),
+        `${fixed((100 * checks * trips) / hincrbyPerSecond, 0)}%`,
+      ],
+    ]),
+  );
+  console.log(
+    `${binary} -c ${EVALSHA_CLIENTS} -n ${EVALSHA_REQUESTS} -r ${CEILING_USERS} -P ${EVALSHA_PIPELINE} -q EVALSHA <sha> ` +
+      `${reserveArgs.join(' ')} (and the one-key script with 1 lgceil:user:__rand_int__), on the engine's ` +
+      `redis-server. lockgate/redis: median checks/s of the mixed rounds, ${fixed(trips, 2)} round trips per check ` +
+      '(RESERVE + SETTLE; SETTLE is taken to cost what RESERVE does). redis-benchmark, node (engine + load) and ' +
+      'redis-server share the same cores. Above 100% is possible: ioredis writes the concurrent checks on ' +
+      'one connection, so redis-server reads several per event, while with -P 1 each redis-benchmark client ' +
+      'waits for its reply (BENCH_EVALSHA_PIPELINE sets -P).',
+  );
+  recordGoal({
+    area: 'engine',
+    goal: "mixed on Redis: checks/s vs the ceiling (redis-benchmark EVALSHA of lockgate's RESERVE ÷ round trips per check)",
+    measured: `${fixed(percent, 0)}% (${grouped(checks)} of ${grouped(ceiling)} checks/s)`,
+    met: undefined,
+  });
 }
 
 // ---- G1 ----------------------------------------------------------------------------------

@@ -345,3 +345,90 @@ export function table(rows: string[][]): string {
   if (!head) return '';
   return [line(head), widths.map((w) => '-'.repeat(w)).join('  '), ...body.map(line)].join('\n');
 }
+
+// ---- rounds and goals --------------------------------------------------------------------
+
+export function median(values: readonly number[]): number {
+  const sorted = values.filter((v) => Number.isFinite(v)).sort((a, b) => a - b);
+  if (sorted.length === 0) return NaN;
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+/** Median and min–max of per-round values. */
+export interface Spread {
+  readonly median: number;
+  readonly min: number;
+  readonly max: number;
+}
+
+export function spread(values: readonly number[]): Spread {
+  const finite = values.filter((v) => Number.isFinite(v));
+  return {
+    median: median(finite),
+    min: finite.length ? Math.min(...finite) : NaN,
+    max: finite.length ? Math.max(...finite) : NaN,
+  };
+}
+
+/** "0.95x (0.90–1.01)": a ratio's median and min–max over the rounds. */
+export function spreadX(s: Spread, digits = 2): string {
+  if (!Number.isFinite(s.median)) return '-';
+  return `${s.median.toFixed(digits)}x (${s.min.toFixed(digits)}–${s.max.toFixed(digits)})`;
+}
+
+/** One goal of the benchmarks (issue 16), with what a run measured. */
+export interface Goal {
+  readonly area: string;
+  /** The goal, in words ("proxy CPU/request ≤ 1.00x http-proxy's"). */
+  readonly goal: string;
+  /** The measured figure as text (median, min–max over the rounds). */
+  readonly measured: string;
+  /** Met (judged on the median); undefined: informative only, or not measured. */
+  readonly met: boolean | undefined;
+}
+
+const GOALS: Goal[] = [];
+
+/** Records a ratio goal: `ratios` per round, met when the median is `cmp` `target`. */
+export function recordRatioGoal(
+  area: string,
+  goal: string,
+  ratios: readonly number[],
+  cmp: '>=' | '<=',
+  target: number,
+): Goal {
+  const s = spread(ratios);
+  const met = Number.isFinite(s.median)
+    ? cmp === '>='
+      ? s.median >= target
+      : s.median <= target
+    : undefined;
+  const g: Goal = { area, goal, measured: spreadX(s), met };
+  GOALS.push(g);
+  return g;
+}
+
+/** Records a goal measured some other way (or an informative figure: met undefined). */
+export function recordGoal(goal: Goal): Goal {
+  GOALS.push(goal);
+  return goal;
+}
+
+/** The goals recorded so far, as a table ('' if none). */
+export function goalsTable(goals: readonly Goal[] = GOALS): string {
+  if (goals.length === 0) return '';
+  return table([
+    ['area', 'goal', 'measured: median (min–max of rounds)', 'met'],
+    ...goals.map((g) => [
+      g.area,
+      g.goal,
+      g.measured,
+      g.met === undefined ? '(info)' : g.met ? 'met' : 'NOT met',
+    ]),
+  ]);
+}
+
+export function recordedGoals(): readonly Goal[] {
+  return GOALS;
+}

@@ -11,8 +11,10 @@
  * Run alone: `node -r ts-node/register/transpile-only bench/middleware.ts`.
  */
 import { fork, type ChildProcess } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import path from 'node:path';
 import autocannon from 'autocannon';
 import express from 'express';
 import { Redis } from 'ioredis';
@@ -114,8 +116,15 @@ async function serve(): Promise<void> {
 // ---- load (parent) ---------------------------------------------------------------------
 
 async function startServer(redisUrl?: string): Promise<{ child: ChildProcess; port: number }> {
+  // BENCH_CPU_PROF=<dir>: the app runs with --cpu-prof (the profile is written when it exits)
+  const profDir = process.env.BENCH_CPU_PROF ? path.resolve(process.env.BENCH_CPU_PROF) : undefined;
+  if (profDir) mkdirSync(profDir, { recursive: true });
   const child = fork(__filename, [], {
-    execArgv: ['-r', require.resolve('ts-node/register/transpile-only')],
+    execArgv: [
+      ...(profDir ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : []),
+      '-r',
+      require.resolve('ts-node/register/transpile-only'),
+    ],
     env: { ...process.env, [CHILD_ENV]: '1', ...(redisUrl ? { [REDIS_ENV]: redisUrl } : {}) },
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });

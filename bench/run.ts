@@ -4,7 +4,8 @@
  *
  * Each benchmark is a module under bench/ exporting one async function; it starts and stops
  * whatever it needs (its own redis-server on a free port) and prints absolute figures and
- * ratios against a baseline measured in the same run.
+ * ratios against a baseline measured in the same run. The goals they record (bench/lib.ts
+ * recordRatioGoal/recordGoal: issue 16) are printed at the end as one table, met or NOT met.
  */
 
 interface Benchmark {
@@ -40,6 +41,13 @@ const BENCHMARKS: Benchmark[] = [
     description: "lockgate's reverse proxy vs calling the upstream directly",
     run: () => require('./proxy').benchProxy(),
   },
+  {
+    name: 'peers',
+    description:
+      'issue 16: proxy, proxied login, sidecar and middleware against their peers (http-proxy, fastify, ' +
+      'http-proxy-middleware, nginx, bare routes, express-rate-limit, rate-limiter-flexible), each server in a process of its own',
+    run: () => require('./peers').benchPeers(),
+  },
 ];
 
 async function main(): Promise<void> {
@@ -68,6 +76,9 @@ async function main(): Promise<void> {
       console.error(`\n${bench.name} failed:`, error);
     }
   }
+  // every goal the benchmarks recorded (issue 16), measured or not
+  const goals = (require('./lib') as typeof import('./lib')).goalsTable();
+  if (goals) console.log(`\n######## Goals\n\n${goals}`);
 }
 
 main()

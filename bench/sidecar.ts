@@ -32,6 +32,7 @@
  * Run alone: `node -r ts-node/register/transpile-only bench/sidecar.ts`.
  */
 import { execFileSync, fork, type ChildProcess } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
@@ -144,8 +145,10 @@ interface ServerHandle {
 }
 
 function startServer(label: string, env: Record<string, string>): Promise<ServerHandle> {
+  // BENCH_CPU_PROF=<dir>: the sidecars run with --cpu-prof (the profile is written when they exit)
+  const profile = env[ROLE_ENV] !== 'bare' ? cpuProfArgs(label) : [];
   const child: ChildProcess = fork(__filename, [], {
-    execArgv: ['-r', require.resolve('ts-node/register/transpile-only')],
+    execArgv: [...profile, '-r', require.resolve('ts-node/register/transpile-only')],
     env: { ...process.env, ...env },
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
@@ -169,6 +172,16 @@ function startServer(label: string, env: Record<string, string>): Promise<Server
       resolve({ label, url: `http://127.0.0.1:${m.port}`, pid: child.pid, stop });
     });
   });
+}
+
+/** `--cpu-prof --cpu-prof-dir=<dir>` when BENCH_CPU_PROF=<dir> is set (the directory is made). */
+function cpuProfArgs(label: string): string[] {
+  const dir = process.env.BENCH_CPU_PROF;
+  if (!dir) return [];
+  const resolved = path.resolve(dir);
+  mkdirSync(resolved, { recursive: true });
+  console.log(`  (${label}: CPU profile to ${resolved} at exit)`);
+  return ['--cpu-prof', `--cpu-prof-dir=${resolved}`];
 }
 
 function sidecarEnv(redisUrl: string, poolSize: number): Record<string, string> {
