@@ -1083,8 +1083,9 @@ async function middlewareWorkload(ctx: Context): Promise<void> {
     ),
   );
   try {
+    // One sequence for every run (warm-ups and rounds alike): a user is never seen twice.
+    let n = 0;
     const requests = (variant: string) => (): autocannon.Request[] => {
-      let n = 0;
       return [
         {
           method: 'POST',
