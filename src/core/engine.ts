@@ -145,6 +145,8 @@ export type LockoutEvent =
       lockedAt?: number;
       /** Device cookies: the scope locked (`untrusted`, `device:<id>`); absent: the user. */
       scope?: string;
+      /** Who made the check that locked (CheckOptions.caller), for audit lines; not recorded as an event's data. */
+      caller?: string;
     }
   /** `reason` 'automatic': a temporary lock ended (absent: an admin unlock, as before defences). */
   | { type: 'unlock'; org: string; user: string; actor?: Actor; reason?: 'automatic'; lockedAt?: number }
@@ -160,7 +162,7 @@ export type LockoutEvent =
     }
   | { type: 'password_changed'; org: string; user: string; actor?: Actor }
   /** Repeat-password forgiveness: a wrong password the user had tried before was not counted again. */
-  | { type: 'forgiven'; org: string; user: string; factor: Factor }
+  | { type: 'forgiven'; org: string; user: string; factor: Factor; caller?: string }
   | { type: 'defences'; org: string; op: DefenceSettingsChange['op']; actor?: Actor }
   // Spray throttling (issue 12): an address block was throttled (core/spray-throttle.ts).
   | ThrottleEvent;
@@ -238,6 +240,12 @@ export interface CheckOptions {
    * invalid, expired, another user's) counts on the user's untrusted scope.
    */
   readonly deviceToken?: string;
+  /**
+   * Who makes the check (the sidecar: the token's name), told to onEvent on what the check
+   * causes (a lock by failures, a forgiven failure) as the events' `caller`, for audit lines.
+   * The event log does not record it (its actor of a lock by failures stays `system`).
+   */
+  readonly caller?: string;
 }
 
 /** The defence settings that apply to an org (no secrets), as lockout settings are rendered. */
@@ -829,7 +837,7 @@ export class LockoutEngine {
         ? attempt.ref
         : decodeAttemptId(typeof attempt === 'string' ? attempt : attempt.attemptId);
     const expiresAt = attempt instanceof AdmittedReservation ? attempt.expiresAt : undefined;
-    const s = await this.settleRef(ref, outcome, expiresAt, options?.password);
+    const s = await this.settleRef(ref, outcome, expiresAt, options?.password, options?.caller);
     if (s === undefined) {
       throw new NotFoundError('Errors.Attempt.NotFound', 'Attempt not found, expired or already settled');
     }
@@ -842,6 +850,7 @@ export class LockoutEngine {
     outcome: SettleOutcome,
     expiresAt: number | undefined,
     password?: string,
+    caller?: string,
   ): Promise<Settlement | undefined> {
     const subject = this.refSubject(ref);
     let r: SettleResult;
@@ -898,7 +907,13 @@ export class LockoutEngine {
       });
     }
     if (r.forgiven === true) {
-      this.onEvent({ type: 'forgiven', org: subject.org, user: subject.user, factor: ref.factor });
+      this.onEvent({
+        type: 'forgiven',
+        org: subject.org,
+        user: subject.user,
+        factor: ref.factor,
+        ...(caller !== undefined ? { caller } : {}),
+      });
     }
     // Awaited: the check that locks is answered once its event is recorded (one more round trip
     // on Redis, for that check only), so an answered lock is never an unrecorded one.
@@ -912,6 +927,7 @@ export class LockoutEngine {
         failedAttempts: r.failedAttempts,
         ...(r.lockedUntil !== undefined ? { lockedAt: r.lockedAt, lockedUntil: r.lockedUntil } : {}),
         ...(subject.scope !== undefined ? { scope: scopeName(subject.scope) } : {}),
+        ...(caller !== undefined ? { caller } : {}),
       });
     if (r.forgiven === true) return { failedAttempts: r.failedAttempts, locked: r.locked, forgiven: true };
     if (outcome === 'success' && !r.locked && subject.scope !== undefined) {
@@ -1061,6 +1077,7 @@ export class LockoutEngine {
       ok ? 'success' : 'failure',
       admitted.expiresAt,
       ok ? undefined : options?.password,
+      options?.caller,
     );
     if (s === undefined) throw new CheckAbortedError();
     if (s.enforced === false) {

@@ -222,6 +222,8 @@ export function toEventRecord<E extends { readonly type: string }>(
     org,
     user,
     actor,
+    // who made the check (CheckOptions.caller): for audit lines, not part of the record
+    caller: _caller,
     ...rest
   } = event as { readonly type: string } & Readonly<Record<string, unknown>>;
   const owner = rest.owner as { type?: string; org?: unknown } | undefined;

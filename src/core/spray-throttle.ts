@@ -130,6 +130,8 @@ export interface ThrottleEvent {
   readonly until: number;
   /** The failed checks that throttled it (the configured limit). */
   readonly failures: number;
+  /** Who made the check that throttled it (the sidecar: the token's name), for audit lines; not recorded as event data. */
+  readonly caller?: string;
 }
 
 export interface SprayThrottleHooks {
@@ -194,7 +196,7 @@ export class SprayThrottle {
    * block); a success or a release gives it back. Never throws (an error goes to onError: a point
    * not given back counts against the block until its window ends — the safe side).
    */
-  async settle(ticket: ThrottleTicket | undefined, outcome: SettleOutcome): Promise<void> {
+  async settle(ticket: ThrottleTicket | undefined, outcome: SettleOutcome, caller?: string): Promise<void> {
     if (ticket === undefined) return;
     try {
       if (outcome !== 'failure') {
@@ -209,6 +211,7 @@ export class SprayThrottle {
         ip: ticket.ip,
         until: Date.now() + (ms > 0 ? ms : this.config.windowSeconds * 1000),
         failures: this.config.failures,
+        ...(caller !== undefined ? { caller } : {}),
       });
     } catch (error) {
       this.report(error);
@@ -266,12 +269,13 @@ export async function throttledCheck<T>(
   clientIp: string | undefined,
   evaluate: () => Promise<boolean> | boolean,
   check: (evaluate: () => Promise<boolean>) => Promise<T>,
+  caller?: string,
 ): Promise<T> {
   const ticket = throttle ? await throttle.admit(clientIp) : undefined;
   if (throttle === undefined || ticket === undefined) return check(async () => evaluate());
   let settled: Promise<void> | undefined;
   const settleOnce = (outcome: SettleOutcome): Promise<void> =>
-    (settled ??= throttle.settle(ticket, outcome));
+    (settled ??= throttle.settle(ticket, outcome, caller));
   const judged = async (): Promise<boolean> => {
     let ok: boolean;
     try {

@@ -756,7 +756,7 @@ export function createChecksRouter(options: ChecksRouterOptions): Router {
     factor: Factor,
     evaluate: Evaluate,
     clientIp: string | undefined,
-    checkOptions?: CheckOptions,
+    checkOptions: CheckOptions,
   ): Promise<CheckResult> =>
     throttle
       ? throttledCheck(
@@ -764,6 +764,7 @@ export function createChecksRouter(options: ChecksRouterOptions): Router {
           clientIp,
           () => evaluate(makeSubject(engine.instanceId, orgId, userId)),
           (judged) => engine.check(orgId, userId, factor, judged, checkOptions),
+          checkOptions.caller,
         )
       : engine.check(
           orgId,
@@ -789,9 +790,10 @@ export function createChecksRouter(options: ChecksRouterOptions): Router {
         // The password itself goes to the engine only for repeat-password forgiveness (keyed hash);
         // the device token (device cookies) picks the scope the check counts on.
         const { password, deviceToken } = body as { password?: unknown; deviceToken?: unknown };
-        const checkOptions = {
+        const checkOptions: CheckOptions = {
           ...(factor === 'password' && typeof password === 'string' ? { password } : {}),
           ...(typeof deviceToken === 'string' ? { deviceToken } : {}),
+          caller: ctx.principal,
         };
         let result: CheckResult;
         try {
@@ -801,7 +803,7 @@ export function createChecksRouter(options: ChecksRouterOptions): Router {
             factor,
             evaluate,
             throttledIp(req, body.clientIp),
-            Object.keys(checkOptions).length > 0 ? checkOptions : undefined,
+            checkOptions,
           );
         } catch (error) {
           if (error instanceof ThrottledError) outcome = 'throttled';
@@ -933,12 +935,12 @@ export function createChecksRouter(options: ChecksRouterOptions): Router {
         malformed = error;
       }
       // 401/403 come before 400; an attempt of an org the token may not act on is a 403.
-      await t.authorizeFor(req, 'lockout.check', ref?.org);
+      const ctx = await t.authorizeFor(req, 'lockout.check', ref?.org);
       if (!ref) throw malformed;
-      const settlement = await engine.settle(attemptId!, outcome);
+      const settlement = await engine.settle(attemptId!, outcome, { caller: ctx.principal });
       // After the engine's settle (never for an attempt it did not know: a settle sent twice
       // gives nothing back twice); a failure keeps the point.
-      if (ticket !== undefined) await throttle?.settle(ticket, outcome);
+      if (ticket !== undefined) await throttle?.settle(ticket, outcome, ctx.principal);
       res.json(renderSettlement(settlement));
     };
   router.post('/v1/attempts/:attemptId/success', settle('success'));

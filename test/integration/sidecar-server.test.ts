@@ -196,9 +196,30 @@ describe('sidecar server (memory store)', () => {
         body: { userId: 'audit-victim', password: 'wrong', encodedHash: hash },
       });
     }
+    // A lock made by failures settled through /v1/attempts names the token that settled it
+    // (login-service, whose org is org-a, at the instance's limit of 4).
+    for (let i = 0; i < 4; i += 1) {
+      const attempt = await call(sidecar, 'POST', '/v1/attempts', {
+        token: CHECKER,
+        body: { userId: 'audit-victim-2', factor: 'password' },
+      });
+      expect(attempt.status).toBe(201);
+      const id = (attempt.body as { attemptId: string }).attemptId;
+      expect((await call(sidecar, 'POST', `/v1/attempts/${id}/failure`, { token: CHECKER })).status).toBe(
+        200,
+      );
+    }
     const audit = log.records().filter((r) => r.audit === true);
     expect(audit).toEqual(
       expect.arrayContaining([
+        expect.objectContaining({
+          action: 'user.lock',
+          reason: 'failures',
+          factor: 'password',
+          principal: 'login-service',
+          orgId: 'org-a',
+          userId: 'audit-victim-2',
+        }),
         expect.objectContaining({
           action: 'user.lock',
           principal: 'root',

@@ -6,9 +6,17 @@
 import { CREDENTIAL_FIELDS, EVENT_TYPES, renderEvent, toEventRecord } from '../../src/core/events';
 
 describe('toEventRecord', () => {
-  it('maps a lock by failures: type user.locked, actor system, factor and count in data', () => {
+  it('maps a lock by failures: type user.locked, actor system, factor and count in data (its caller is not recorded)', () => {
     const r = toEventRecord(
-      { type: 'lock', org: 'o', user: 'u', reason: 'failures', factor: 'password', failedAttempts: 5 },
+      {
+        type: 'lock',
+        org: 'o',
+        user: 'u',
+        reason: 'failures',
+        factor: 'password',
+        failedAttempts: 5,
+        caller: 'login-service',
+      },
       'inst',
       1_700_000_000_000,
     );
