@@ -40,6 +40,7 @@ import {
   describeStats,
   diffStats,
   diffTally,
+  envInt,
   fixed,
   grouped,
   instrumentClient,
@@ -55,11 +56,11 @@ import {
   snapshotTally,
   table,
   totalCalls,
-  usecOf,
   type ClientTally,
   type CommandStats,
   type LoadResult,
   type LoadRun,
+  usecOf,
 } from './lib';
 
 const ROUNDS = envInt('BENCH_ROUNDS', 4);
@@ -815,12 +816,4 @@ async function demonstrateG1(
       'evaluation never starts; the recipe reads the counter before evaluating and counts after, so concurrent ' +
       'checks all see the old count and all evaluate.',
   );
-}
-
-function envInt(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer, got ${raw}`);
-  return n;
 }

@@ -6,6 +6,7 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
+import type autocannon from 'autocannon';
 import type { Redis } from 'ioredis';
 
 // ---- load --------------------------------------------------------------------------------
@@ -154,6 +155,53 @@ export function seededRandom(seed: number): () => number {
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * autocannon requests of the sidecar's attempts API: reserve (`POST /v1/attempts`, a new user
+ * each time, numbered by `seq`), then settle the attempt its answer names on the same connection,
+ * 3 in 4 as a success and 1 in 4 as a failure. A reserve that answered no attempt starts over.
+ */
+export function attemptPairRequests(
+  headers: Record<string, string>,
+  seq: () => number,
+): autocannon.Request[] {
+  type Context = { attemptId?: string; outcome?: 'success' | 'failure' };
+  const authorization = headers.authorization;
+  return [
+    {
+      method: 'POST',
+      path: '/v1/attempts',
+      headers,
+      setupRequest: (req, context) => {
+        const n = seq();
+        (context as Context).outcome = n % 4 === 3 ? 'failure' : 'success';
+        return {
+          ...req,
+          body: JSON.stringify({ userId: `bench-attempt-${process.pid}-${n}`, factor: 'password' }),
+        };
+      },
+      onResponse: (status, text, context) => {
+        (context as Context).attemptId = undefined;
+        if (status !== 201) return;
+        try {
+          (context as Context).attemptId = (JSON.parse(text) as { attemptId?: string }).attemptId;
+        } catch {
+          // counted as an unexpected answer
+        }
+      },
+    },
+    {
+      method: 'POST',
+      headers: authorization === undefined ? {} : { authorization },
+      setupRequest: (req, context) => {
+        const { attemptId, outcome } = context as Context;
+        // no attempt (the reserve failed): start over with a new reserve
+        if (!attemptId) return undefined as unknown as autocannon.Request;
+        return { ...req, path: `/v1/attempts/${encodeURIComponent(attemptId)}/${outcome ?? 'success'}` };
+      },
+    },
+  ];
+}
 
 // ---- Redis -------------------------------------------------------------------------------
 
@@ -314,6 +362,17 @@ const CLOCK_TICKS = (() => {
     return 100;
   }
 })();
+
+// ---- settings ----------------------------------------------------------------------------
+
+/** A positive integer from the environment (`fallback` when unset or empty). */
+export function envInt(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer, got ${raw}`);
+  return n;
+}
 
 // ---- output ------------------------------------------------------------------------------
 

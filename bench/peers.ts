@@ -48,6 +48,8 @@ import express from 'express';
 import { Redis } from 'ioredis';
 import { getFreePort, startStandalone, type RedisServerHandle } from '../test/helpers/redis-servers';
 import {
+  attemptPairRequests,
+  envInt,
   fixed,
   goalsTable,
   grouped,
@@ -952,42 +954,9 @@ async function sidecarWorkload(ctx: Context): Promise<void> {
       ];
     };
     let attemptSeq = 0;
-    const attemptRequests = (): autocannon.Request[] => {
-      type Ctx = { attemptId?: string; outcome?: 'success' | 'failure' };
-      return [
-        {
-          method: 'POST',
-          path: '/v1/attempts',
-          headers: { 'content-type': 'application/json', authorization: AUTH },
-          setupRequest: (req, context) => {
-            const n = attemptSeq++;
-            (context as Ctx).outcome = n % 4 === 3 ? 'failure' : 'success';
-            return {
-              ...req,
-              body: JSON.stringify({ userId: `bench-attempt-${process.pid}-${n}`, factor: 'password' }),
-            };
-          },
-          onResponse: (status, text, context) => {
-            (context as Ctx).attemptId = undefined;
-            if (status !== 201) return;
-            try {
-              (context as Ctx).attemptId = (JSON.parse(text) as { attemptId?: string }).attemptId;
-            } catch {
-              // counted as an unexpected answer
-            }
-          },
-        },
-        {
-          method: 'POST',
-          headers: { authorization: AUTH },
-          setupRequest: (req, context) => {
-            const { attemptId, outcome } = context as Ctx;
-            if (!attemptId) return undefined as unknown as autocannon.Request;
-            return { ...req, path: `/v1/attempts/${encodeURIComponent(attemptId)}/${outcome ?? 'success'}` };
-          },
-        },
-      ];
-    };
+    const attemptRequests = (): autocannon.Request[] =>
+      attemptPairRequests({ 'content-type': 'application/json', authorization: AUTH }, () => attemptSeq++);
+
     const contenders: Contender[] = [
       {
         key: 'express',
@@ -1219,14 +1188,6 @@ export async function benchPeers(): Promise<Goal[]> {
     console.log(`\nunexpected answers or errors:\n  ${problems.join('\n  ')}`);
   }
   return goals;
-}
-
-function envInt(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer, got ${raw}`);
-  return n;
 }
 
 if (require.main === module) {

@@ -34,7 +34,7 @@ import type { LockoutStore } from '../src/core/store';
 import { createProxy } from '../src/sidecar/proxy/proxy';
 import { MemoryStore, RedisStore } from '../src/store';
 import { findRedisBinaries, startStandalone, type RedisServerHandle } from '../test/helpers/redis-servers';
-import { fixed, grouped, ratio, table } from './lib';
+import { envInt, fixed, grouped, ratio, table } from './lib';
 
 const SECONDS = envInt('BENCH_PROXY_SECONDS', 3);
 const CONNECTIONS = envInt('BENCH_PROXY_CONNECTIONS', 50);
@@ -341,14 +341,6 @@ function redisAvailable(): boolean {
     console.log('redis-server not found: the Redis run is skipped');
     return false;
   }
-}
-
-function envInt(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer, got ${raw}`);
-  return n;
 }
 
 if (require.main === module) {

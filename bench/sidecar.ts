@@ -44,7 +44,7 @@ import express from 'express';
 import { parseConfig } from '../src/sidecar/config';
 import { startSidecar } from '../src/sidecar/server';
 import { startStandalone, type RedisServerHandle } from '../test/helpers/redis-servers';
-import { fixed, grouped, percentile, processCpuMs, ratio, table } from './lib';
+import { attemptPairRequests, envInt, fixed, grouped, percentile, processCpuMs, ratio, table } from './lib';
 
 const ROLE_ENV = 'LOCKGATE_BENCH_SIDECAR_ROLE';
 const CONFIG_ENV = 'LOCKGATE_BENCH_SIDECAR_CONFIG';
@@ -356,44 +356,7 @@ function lockedRequests(encodedHash: string): autocannon.Request[] {
 }
 
 let attemptSeq = 0;
-
-/** Reserve, then settle the attempt the answer names, on the same connection. */
-function attemptRequests(): autocannon.Request[] {
-  type Context = { attemptId?: string; outcome?: 'success' | 'failure' };
-  return [
-    {
-      method: 'POST',
-      path: '/v1/attempts',
-      headers: JSON_HEADERS,
-      setupRequest: (req, context) => {
-        const n = attemptSeq++;
-        (context as Context).outcome = n % 4 === 3 ? 'failure' : 'success';
-        return {
-          ...req,
-          body: JSON.stringify({ userId: `bench-attempt-${process.pid}-${n}`, factor: 'password' }),
-        };
-      },
-      onResponse: (status, body, context) => {
-        if (status !== 201) return;
-        try {
-          (context as Context).attemptId = (JSON.parse(body) as { attemptId?: string }).attemptId;
-        } catch {
-          // counted as an unexpected answer below
-        }
-      },
-    },
-    {
-      method: 'POST',
-      headers: { authorization: AUTH },
-      setupRequest: (req, context) => {
-        const { attemptId, outcome } = context as Context;
-        // no attempt (the reserve failed): start over with a new reserve
-        if (!attemptId) return undefined as unknown as autocannon.Request;
-        return { ...req, path: `/v1/attempts/${encodeURIComponent(attemptId)}/${outcome ?? 'success'}` };
-      },
-    },
-  ];
-}
+const attemptRequests = (): autocannon.Request[] => attemptPairRequests(JSON_HEADERS, () => attemptSeq++);
 
 // ---- admin calls -------------------------------------------------------------------------
 
@@ -647,14 +610,6 @@ export async function benchSidecar(): Promise<void> {
     for (const server of [...servers].reverse()) await server.stop();
     await redis?.stop();
   }
-}
-
-function envInt(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer, got ${raw}`);
-  return n;
 }
 
 if (require.main === module) {

@@ -392,8 +392,8 @@ export async function startSidecar(
   else app.use(createNotFoundHandler());
   // Proxied requests never enter Express: its request pipeline (prototype swaps, the router's
   // walk over every layer) cost three times the proxying itself (issue 16: pass-through on
-  // node:http 13 700 req/s, behind Express 4 000, same run). The proxy reads nothing Express adds,
-  // and a proxied request has no principal for the audit scope. Shared listener: a path whose
+  // node:http 13 700 req/s, behind Express 4 000, same run). The proxy reads nothing Express adds
+  // and answers its own errors. Shared listener: a path whose
   // first segment is none of lockgate's own goes straight to the proxy; any other still goes
   // through the app, whose routes answer it or fall through to the proxy as before.
   const proxyDirect: RequestListener | undefined = proxy

@@ -130,6 +130,17 @@ export function createProxy(options: ProxyOptions): LockgateProxy {
   const shutdown = createShutdown(pool, config.timeoutMs);
 
   const handle: ProxyHandler = (req, res) => {
+    // A listener of node:http's own (the sidecar's, or http.createServer(proxy.handle)) has no
+    // Express around it to turn a throw into a 500: one here would end the process.
+    try {
+      route(req, res);
+    } catch (error) {
+      logger.error({ err: error }, 'lockgate proxy: request failed');
+      if (!res.headersSent && !res.destroyed) writeAnswer(res, INTERNAL);
+      req.resume();
+    }
+  };
+  const route = (req: IncomingMessage, res: ServerResponse): void => {
     if (shutdown.closing) {
       res.setHeader('connection', 'close');
       writeAnswer(res, SHUTTING_DOWN);
