@@ -1,3 +1,4 @@
+import type { Writable } from 'node:stream';
 import { ReplyError, type Cluster, type Redis } from 'ioredis';
 import { canonicalDefences, parseStoredDefences, type DefenceRecord } from '../../core/defences';
 import { OptionError, StoreUnavailableError } from '../../core/errors';
@@ -213,6 +214,8 @@ export class RedisStore implements LockoutStore, DefenceSettingsStore {
   readonly prefix: string;
   /** How long a command may take before it is answered as an outage (ms). */
   readonly timeoutMs: number;
+  /** The connection corked for this event-loop turn's commands (see coalesceWrites). */
+  private corked: Writable | undefined;
   private readonly idleTtlMs: number;
   private readonly channel: string;
   private readonly listeners = new Set<(instance: string, owner: Owner) => void>();
@@ -546,6 +549,29 @@ export class RedisStore implements LockoutStore, DefenceSettingsStore {
     return subject.scope === undefined ? [own] : [`${own}:${subject.scope}`, own];
   }
 
+  /**
+   * Coalesces the socket writes of the commands sent in one event-loop turn: the connection is
+   * corked at the turn's first command and uncorked once the turn's I/O callbacks have run
+   * (setImmediate), so that the commands of the checks that arrived together leave in one
+   * system call instead of one each (on this machine a socket write is a third of a proxied
+   * login's CPU: issue 16). Each command is still sent, queued and answered on its own, as ioredis
+   * does it (unlike auto-pipelining, which sends them as a pipeline, and which the fault suite
+   * showed to break G5): corked bytes are bytes not yet on the wire, as bytes in the kernel's
+   * buffer are. Standalone and Sentinel clients (one connection); a cluster's commands go to
+   * several, and are left as they are.
+   */
+  private coalesceWrites(): void {
+    if (this.corked !== undefined || this.client.isCluster) return;
+    const stream = (this.client as Redis).stream as Writable | undefined;
+    if (stream === undefined || (this.client as Redis).status !== 'ready' || !stream.writable) return;
+    stream.cork();
+    this.corked = stream;
+    setImmediate(() => {
+      this.corked = undefined;
+      stream.uncork();
+    });
+  }
+
   /** Org writes waiting for a retry (for tests and metrics). */
   pendingOrgWrites(): number {
     return this.retries.length;
@@ -770,6 +796,7 @@ export class RedisStore implements LockoutStore, DefenceSettingsStore {
    * StoreUnavailableError. A bug (see isBug) is not an outage and is rethrown as it is.
    */
   private async run<T>(op: () => Promise<T>): Promise<T> {
+    this.coalesceWrites();
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<never>((_, reject) => {
       timer = setTimeout(
