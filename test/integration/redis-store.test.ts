@@ -55,45 +55,53 @@ describe('RedisStore on real Redis', () => {
     }
   }, 60_000);
 
-  it('the commands of checks sent in one event-loop turn leave in one socket write, each answered on its own', async () => {
-    const client = await createTestRedis();
-    const store = new RedisStore({ client });
-    const engine = new LockoutEngine({ store, instanceId: `inst-${randomUUID()}` });
-    try {
-      await engine.getUserStatus('org-w', 'warm-up'); // scripts loaded, connection ready
-      // what reaches the socket's own write functions: one call per system call (write or writev)
-      type Socket = { _write: (...a: unknown[]) => unknown; _writev?: (...a: unknown[]) => unknown };
-      const socket = client.stream as unknown as Socket;
-      let writes = 0;
-      const write = socket._write;
-      const writev = socket._writev;
-      socket._write = function (this: unknown, ...a: unknown[]) {
-        writes += 1;
-        return write.apply(this, a);
-      };
-      if (writev)
-        socket._writev = function (this: unknown, ...a: unknown[]) {
+  it.each([
+    [true, 1],
+    // uncorked, the first goes out at once and the others one by one behind it
+    [false, 20],
+  ])(
+    'coalesceWrites %s: 20 checks sent in one event-loop turn take %i socket write(s), each answered on its own',
+    async (coalesceWrites, expected) => {
+      const client = await createTestRedis();
+      const store = new RedisStore({ client, coalesceWrites });
+      const engine = new LockoutEngine({ store, instanceId: `inst-${randomUUID()}` });
+      try {
+        await engine.getUserStatus('org-w', 'warm-up'); // scripts loaded, connection ready
+        // what reaches the socket's own write functions: one call per system call (write or writev)
+        type Socket = { _write: (...a: unknown[]) => unknown; _writev?: (...a: unknown[]) => unknown };
+        const socket = client.stream as unknown as Socket;
+        let writes = 0;
+        const write = socket._write;
+        const writev = socket._writev;
+        socket._write = function (this: unknown, ...a: unknown[]) {
           writes += 1;
-          return writev.apply(this, a);
+          return write.apply(this, a);
         };
-      const outcomes = await Promise.all(
-        Array.from({ length: 20 }, (_, i) => engine.reserve('org-w', `user-${i}`, 'password')),
-      );
-      delete (socket as Partial<Socket>)._write;
-      delete (socket as Partial<Socket>)._writev;
-      expect(outcomes.map((o) => o.status)).toEqual(Array(20).fill('admitted'));
-      // uncorked, the first would go alone and the other 19 together once it is written: 2
-      expect(writes).toBe(1);
-      const settled = await Promise.all(
-        outcomes.map((o) => (o.status === 'admitted' ? engine.settle(o.reservation, 'failure') : undefined)),
-      );
-      expect(settled.map((r) => r?.failedAttempts)).toEqual(Array(20).fill(1));
-    } finally {
-      engine.close();
-      await store.close();
-      client.disconnect();
-    }
-  });
+        if (writev)
+          socket._writev = function (this: unknown, ...a: unknown[]) {
+            writes += 1;
+            return writev.apply(this, a);
+          };
+        const outcomes = await Promise.all(
+          Array.from({ length: 20 }, (_, i) => engine.reserve('org-w', `user-${i}`, 'password')),
+        );
+        delete (socket as Partial<Socket>)._write;
+        delete (socket as Partial<Socket>)._writev;
+        expect(outcomes.map((o) => o.status)).toEqual(Array(20).fill('admitted'));
+        expect(writes).toBe(expected);
+        const settled = await Promise.all(
+          outcomes.map((o) =>
+            o.status === 'admitted' ? engine.settle(o.reservation, 'failure') : undefined,
+          ),
+        );
+        expect(settled.map((r) => r?.failedAttempts)).toEqual(Array(20).fill(1));
+      } finally {
+        engine.close();
+        await store.close();
+        client.disconnect();
+      }
+    },
+  );
 
   describe('outage', () => {
     let server: RedisServerHandle;

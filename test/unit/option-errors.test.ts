@@ -133,6 +133,12 @@ describe('option errors: a code per check and a corrective message', () => {
     );
     expectOptionError(redis({ prefix: '' }), 'RedisStore.prefix', 'prefix', /got ""/);
     expectOptionError(
+      redis({ coalesceWrites: 'yes' as never }),
+      'RedisStore.coalesceWrites',
+      'coalesceWrites',
+      /^RedisStore: coalesceWrites must be true or false, got "yes"; omit it for true/,
+    );
+    expectOptionError(
       redis({ commandTimeoutMs: 0 }),
       'RedisStore.commandTimeoutMs',
       'commandTimeoutMs',
