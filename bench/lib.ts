@@ -3,7 +3,7 @@
  * random generator (the same workload for every approach), Redis `INFO commandstats` diffs, what
  * an ioredis client sent (requests = round trips, commands), process CPU time, plain-text tables.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import type autocannon from 'autocannon';
@@ -362,6 +362,39 @@ const CLOCK_TICKS = (() => {
     return 100;
   }
 })();
+
+// ---- server processes --------------------------------------------------------------------
+
+/**
+ * A benchmark server forked by the caller (an IPC channel, told `{ type: 'stop' }` to stop):
+ * resolves with its first message (where it listens) and a stop that asks it to close, then
+ * kills it after 5 s; rejects when it exits or fails before that message.
+ */
+export function serverStarted<M>(
+  label: string,
+  child: ChildProcess,
+): Promise<{ readonly message: M; stop(): Promise<void> }> {
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const stop = async (): Promise<void> => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    if (child.connected) child.send({ type: 'stop' });
+    else child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+    await exited;
+    clearTimeout(timer);
+  };
+  return new Promise((resolve, reject) => {
+    const onExit = (code: number | null, signal: string | null) =>
+      reject(new Error(`${label} server exited during start (${signal ?? `code ${String(code)}`})`));
+    child.once('exit', onExit);
+    child.once('error', reject);
+    child.once('message', (message: M) => {
+      child.off('exit', onExit);
+      child.off('error', reject);
+      resolve({ message, stop });
+    });
+  });
+}
 
 // ---- settings ----------------------------------------------------------------------------
 

@@ -58,6 +58,7 @@ import {
   recordedGoals,
   recordGoal,
   recordRatioGoal,
+  serverStarted,
   spread,
   spreadX,
   table,
@@ -399,32 +400,13 @@ function startNodeServer(label: string, role: Role, profile = false): Promise<Se
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
   if (profiling) console.log(`  (${label}: pid ${child.pid}, CPU profile to ${CPU_PROF_DIR} at exit)`);
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const stop = async (): Promise<void> => {
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    if (child.connected) child.send({ type: 'stop' });
-    else child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-    await exited;
-    clearTimeout(timer);
-  };
-  return new Promise((resolve, reject) => {
-    const onExit = (code: number | null, signal: string | null) =>
-      reject(new Error(`${label} server exited during start (${signal ?? `code ${String(code)}`})`));
-    child.once('exit', onExit);
-    child.once('error', reject);
-    child.once('message', (m: FromServer) => {
-      child.off('exit', onExit);
-      child.off('error', reject);
-      resolve({
-        label,
-        url: m.url,
-        ...(m.proxyUrl ? { proxyUrl: m.proxyUrl } : {}),
-        pid: child.pid,
-        stop,
-      });
-    });
-  });
+  return serverStarted<FromServer>(label, child).then(({ message: m, stop }) => ({
+    label,
+    url: m.url,
+    ...(m.proxyUrl ? { proxyUrl: m.proxyUrl } : {}),
+    pid: child.pid,
+    stop,
+  }));
 }
 
 function findNginx(): string | undefined {

@@ -44,7 +44,17 @@ import express from 'express';
 import { parseConfig } from '../src/sidecar/config';
 import { startSidecar } from '../src/sidecar/server';
 import { startStandalone, type RedisServerHandle } from '../test/helpers/redis-servers';
-import { attemptPairRequests, envInt, fixed, grouped, percentile, processCpuMs, ratio, table } from './lib';
+import {
+  attemptPairRequests,
+  envInt,
+  fixed,
+  grouped,
+  percentile,
+  processCpuMs,
+  ratio,
+  serverStarted,
+  table,
+} from './lib';
 
 const ROLE_ENV = 'LOCKGATE_BENCH_SIDECAR_ROLE';
 const CONFIG_ENV = 'LOCKGATE_BENCH_SIDECAR_CONFIG';
@@ -152,26 +162,12 @@ function startServer(label: string, env: Record<string, string>): Promise<Server
     env: { ...process.env, ...env },
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const stop = async (): Promise<void> => {
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    if (child.connected) child.send({ type: 'stop' } satisfies ToServer);
-    else child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-    await exited;
-    clearTimeout(timer);
-  };
-  return new Promise((resolve, reject) => {
-    const onExit = (code: number | null, signal: string | null) =>
-      reject(new Error(`${label} server exited during start (${signal ?? `code ${String(code)}`})`));
-    child.once('exit', onExit);
-    child.once('error', reject);
-    child.once('message', (m: FromServer) => {
-      child.off('exit', onExit);
-      child.off('error', reject);
-      resolve({ label, url: `http://127.0.0.1:${m.port}`, pid: child.pid, stop });
-    });
-  });
+  return serverStarted<FromServer>(label, child).then(({ message: m, stop }) => ({
+    label,
+    url: `http://127.0.0.1:${m.port}`,
+    pid: child.pid,
+    stop,
+  }));
 }
 
 /** `--cpu-prof --cpu-prof-dir=<dir>` when BENCH_CPU_PROF=<dir> is set (the directory is made). */
