@@ -298,10 +298,14 @@ export async function startSidecar(
   app.disable('x-powered-by');
   app.set('trust proxy', config.server.trustProxy);
   app.set('etag', false);
-  const requestScope: RequestHandler = (req, res, next) => {
+  /** What every request gets first, through the app or straight to the proxy. */
+  const startRequest = (req: IncomingMessage, res: ServerResponse): void => {
     if (closing) res.setHeader('Connection', 'close');
     // The request line is a debug line: no timer, listener or closure per request below that level.
     if (logger.isLevelEnabled('debug')) logRequest(req, res);
+  };
+  const requestStart: RequestHandler = (req, res, next) => {
+    startRequest(req, res);
     next();
   };
   const logRequest = (req: IncomingMessage, res: ServerResponse): void => {
@@ -318,7 +322,7 @@ export async function startSidecar(
       );
     });
   };
-  app.use(requestScope);
+  app.use(requestStart);
 
   app.get('/healthz', (_req, res) => {
     res.setHeader('Cache-Control', 'no-store');
@@ -398,8 +402,7 @@ export async function startSidecar(
   // through the app, whose routes answer it or fall through to the proxy as before.
   const proxyDirect: RequestListener | undefined = proxy
     ? (req, res) => {
-        if (closing) res.setHeader('Connection', 'close');
-        if (logger.isLevelEnabled('debug')) logRequest(req, res);
+        startRequest(req, res);
         proxy.handle(req, res);
       }
     : undefined;
